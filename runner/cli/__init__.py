@@ -1,0 +1,18 @@
+"""The `timbal` command line: thin click commands over the library.
+
+Each command module registers its commands on `main`; every command parses its
+arguments, calls one library function and formats the answer. Errors of our own
+(`TimbalError`) print as compiler-style diagnostics with their exit code; anything
+else prints one line, and a traceback only with `--debug`.
+"""
+
+from __future__ import annotations
+
+from .base import main
+
+# Importing the modules registers their commands on `main`.
+from . import compile_cmds as _compile_cmds  # noqa: E402,F401  validate, graph, schema, init
+from . import run_cmds as _run_cmds  # noqa: E402,F401  run, chat
+from . import runs_cmds as _runs_cmds  # noqa: E402,F401  runs list|show|tree|delete
+
+__all__ = ["main"]

@@ -1,0 +1,89 @@
+"""The root `timbal` group and what every command shares: error handling, exit codes, output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import FlowError, TimbalError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("timbal-flows")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", "-V", prog_name="timbal")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks for unexpected errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Timbal flows: run LLM flows written in YAML."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def is_debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if ctx.obj and ctx.obj.get("debug"):
+            return True
+        ctx = ctx.parent
+    return False
+
+
+def use_color(stream: Any = None) -> bool:
+    stream = stream or sys.stderr
+    import os
+
+    return hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def report_error(exc: BaseException) -> int:
+    """Print an error the way the user should see it; return the exit code."""
+    if isinstance(exc, FlowError):
+        click.echo(exc.format(color=use_color()), err=True)
+        return EXIT_INVALID
+    if isinstance(exc, TimbalError):
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+    return EXIT_FAILED
+
+
+def handle_errors(fn: F) -> F:
+    """Turn our errors into diagnostics and exit codes; no traceback unless --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:  # noqa: BLE001 - the one place that catches everything
+            if is_debug():
+                raise
+            sys.exit(report_error(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(data: Any) -> None:
+    """Print data as JSON on stdout (non-JSON values as strings)."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))

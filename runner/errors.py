@@ -1,0 +1,173 @@
+"""Every error the runner raises, in one hierarchy, and the one formatter that shows them.
+
+Errors about a flow file carry a `Location` (file, line, column; 1-based) and are
+printed like a compiler's: ``flow.yaml:12:7: error: message`` followed by the
+offending line with a caret under the column.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "Location",
+    "Diagnostic",
+    "TimbalError",
+    "FlowError",
+    "InputError",
+    "RunError",
+    "StepError",
+    "ProviderError",
+    "SaverError",
+    "RunNotFound",
+    "did_you_mean",
+    "format_diagnostic",
+]
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place in a source file: 1-based line and column."""
+
+    path: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in a flow: a message, where it is, and an optional hint."""
+
+    message: str
+    location: Location | None = None
+    severity: str = "error"
+    hint: str | None = None
+
+    def headline(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return f"{where}{self.severity}: {self.message}"
+
+
+class TimbalError(Exception):
+    """Base class of every error the runner raises on purpose."""
+
+    exit_code = 1
+
+
+class FlowError(TimbalError):
+    """A flow file (or builder spec) is invalid. Carries every diagnostic found, in order."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        diagnostics: Sequence[Diagnostic] | str,
+        sources: dict[str, str] | None = None,
+    ) -> None:
+        if isinstance(diagnostics, str):
+            diagnostics = [Diagnostic(diagnostics)]
+        self.diagnostics: list[Diagnostic] = list(diagnostics)
+        # Source text by path, so the formatter can show code frames for text that is not on disk.
+        self.sources: dict[str, str] = dict(sources or {})
+        super().__init__(self.format(color=False, frames=False))
+
+    def format(self, color: bool = False, frames: bool = True) -> str:
+        """All diagnostics, each with its code frame, as a compiler prints them."""
+        parts = [
+            format_diagnostic(d, self.sources, color=color, frame=frames) for d in self.diagnostics
+        ]
+        if frames and len(self.diagnostics) > 1:
+            parts.append(f"{len(self.diagnostics)} errors")
+        return "\n".join(parts)
+
+
+class InputError(FlowError):
+    """The inputs given to a run do not match the flow's declared inputs."""
+
+
+class RunError(TimbalError):
+    """A run could not be carried out (failed step, missing parent run, ...)."""
+
+    exit_code = 1
+
+
+class StepError(RunError):
+    """A step failed. `step_id` names it; the message is the step's own."""
+
+    def __init__(self, message: str, step_id: str | None = None) -> None:
+        self.step_id = step_id
+        super().__init__(message)
+
+
+class ProviderError(StepError):
+    """A model provider call failed. `retryable` says whether trying again can help."""
+
+    def __init__(
+        self,
+        message: str,
+        retryable: bool = False,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+        super().__init__(message)
+
+
+class SaverError(TimbalError):
+    """The state saver cannot read or write its store."""
+
+    exit_code = 1
+
+
+class RunNotFound(SaverError):
+    """No run with that id (or unique id prefix) exists in the saver."""
+
+    exit_code = 2
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """The closest candidate to `word`, or None when nothing is close."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+_source_cache: dict[str, list[str]] = {}
+
+
+def _source_lines(path: str, sources: dict[str, str]) -> list[str] | None:
+    if path in sources:
+        return sources[path].splitlines()
+    if path not in _source_cache:
+        try:
+            _source_cache[path] = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+    return _source_cache[path]
+
+
+def format_diagnostic(
+    diag: Diagnostic, sources: dict[str, str] | None = None, color: bool = False, frame: bool = True
+) -> str:
+    """``path:line:col: error: message``, then the line and a caret under the column."""
+    red, bold, dim, reset = ("\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m") if color else ("",) * 4
+    loc = diag.location
+    head = f"{bold}{loc}: {reset}" if loc else ""
+    out = [f"{head}{red}{bold}{diag.severity}:{reset} {diag.message}"]
+    if frame and loc is not None:
+        lines = _source_lines(loc.path, sources or {})
+        if lines is not None and 1 <= loc.line <= len(lines):
+            text = lines[loc.line - 1].replace("\t", " ")
+            gutter = f"{loc.line:>5} | "
+            out.append(f"{dim}{gutter}{reset}{text}")
+            out.append(" " * (len(gutter) - 2) + "| " + " " * (max(loc.col, 1) - 1) + f"{red}^{reset}")
+    if diag.hint:
+        out.append(f"  hint: {diag.hint}")
+    return "\n".join(out)

@@ -1,0 +1,135 @@
+"""The compiled, immutable form of a flow: what the engine executes.
+
+The compiler builds an `ExecutionGraph` from a flow file; nothing in it changes during
+a run (state lives in the run, never in the flow). String fields that are rendered at
+run time are stored as `CompiledTemplate` objects inside `StepSpec.config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import Location
+from .templates import CompiledTemplate
+
+__all__ = ["StepSpec", "InputSpec", "SaverSpec", "ExecutionGraph", "STEP_KINDS", "freeze"]
+
+STEP_KINDS = ("llm", "template", "python", "flow", "agent")
+
+
+def freeze(value: Any) -> Any:
+    """A read-only deep copy of plain data: dicts become mapping proxies, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of a compiled flow.
+
+    `config` holds the step's keys after `defaults` were merged in (llm/agent steps),
+    with rendered fields as CompiledTemplate objects. `deps` are every step that must
+    finish first: data references plus the file-order chain of shared memory ids.
+    """
+
+    id: str
+    kind: str
+    index: int
+    config: Mapping[str, Any]
+    location: Location | None
+    data_deps: frozenset[str] = frozenset()
+    deps: frozenset[str] = frozenset()
+    memory_id: str | None = None
+    # Every memory id this step reads or writes (a flow/agent step: those of its sub-flows too).
+    memory_ids: frozenset[str] = frozenset()
+    when: CompiledTemplate | None = None
+    # `flow` steps: the compiled child flow. `agent` steps: compiled flow tools by tool name.
+    subflow: ExecutionGraph | None = None
+    tool_flows: Mapping[str, ExecutionGraph] = field(default_factory=lambda: MappingProxyType({}))
+    # A fingerprint of the step's definition, for incremental re-runs.
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """A declared flow input: its JSON Schema, whether it is required, its default."""
+
+    name: str
+    schema: Mapping[str, Any]
+    required: bool
+    default: Any = None
+    location: Location | None = None
+
+    @property
+    def type(self) -> str | None:
+        t = self.schema.get("type")
+        return t if isinstance(t, str) else None
+
+
+@dataclass(frozen=True)
+class SaverSpec:
+    """The flow file's `state_saver` block. `options` may hold templates (e.g. `dsn`)."""
+
+    type: str
+    options: Mapping[str, Any]
+    base_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionGraph:
+    """A compiled flow. `steps` are in file order; `order` is a topological order of ids."""
+
+    name: str
+    description: str | None
+    path: Path | None
+    content_hash: str
+    inputs: tuple[InputSpec, ...]
+    steps: tuple[StepSpec, ...]
+    order: tuple[str, ...]
+    outputs: Mapping[str, CompiledTemplate] | None
+    saver: SaverSpec | None
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # Every file the flow uses (itself, sub-flows, python modules, template files): watched on reload.
+    files: frozenset[Path] = frozenset()
+    # Names of env vars whose values are secret (declared with `secrets:` or matching a secret pattern).
+    secrets: frozenset[str] = frozenset()
+    # Raw spec (plain data, after loading), for to_yaml and fingerprints.
+    spec: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def step(self, step_id: str) -> StepSpec:
+        """The step with that id (KeyError if none)."""
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    @property
+    def by_id(self) -> Mapping[str, StepSpec]:
+        return MappingProxyType({s.id: s for s in self.steps})
+
+    @property
+    def memory_ids(self) -> frozenset[str]:
+        """Every memory id any step of this flow (or its shared sub-flows) uses."""
+        out: set[str] = set()
+        for s in self.steps:
+            out |= s.memory_ids
+        return frozenset(out)
+
+    @property
+    def output_step(self) -> str | None:
+        """The step whose reply feeds the output (streamed to the terminal), if one clearly does."""
+        if self.outputs is None:
+            return self.steps[-1].id if self.steps else None
+        if len(self.outputs) == 1:
+            (tpl,) = self.outputs.values()
+            roots = [r for r in tpl.roots if r in self.by_id]
+            if len(roots) == 1:
+                return roots[0]
+        return None

@@ -1,0 +1,96 @@
+"""The built-in offline model `echo`: deterministic answers from what it received.
+
+Its reply is ``echo (N messages): LAST USER MESSAGE``. It streams word by word and
+reports usage (tokens counted as whitespace-separated words). When the last user
+message reads ``call NAME {json arguments}`` and a tool NAME is offered, it asks for
+that tool call; given the tool's result, it answers with that result. With a JSON
+response format it answers with JSON. ``params.delay`` (seconds) simulates latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from . import ChunkCallback, ModelReply, ModelRequest
+
+_CALL = re.compile(r"^\s*call\s+(?P<name>[A-Za-z_][\w\-.]*)\s*(?P<args>\{.*\})?\s*$", re.S)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI content parts
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def _words(messages: list[dict[str, Any]]) -> int:
+    return sum(len(_text(m.get("content")).split()) for m in messages)
+
+
+def _answer(request: ModelRequest) -> dict[str, Any]:
+    messages = request.messages
+    last = messages[-1] if messages else {}
+    tools = {
+        t.get("function", {}).get("name"): t for t in (request.tools or []) if isinstance(t, dict)
+    }
+    if last.get("role") == "tool":
+        # Answer with the results of the tool calls of the latest assistant turn.
+        results = []
+        for m in reversed(messages):
+            if m.get("role") != "tool":
+                break
+            results.append(_text(m.get("content")))
+        return {"role": "assistant", "content": "\n".join(reversed(results))}
+    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    user_text = _text(last_user.get("content"))
+    match = _CALL.match(user_text)
+    if match and match.group("name") in tools and last is last_user:
+        args = match.group("args") or "{}"
+        calls = [
+            {
+                "id": f"call_{i}_{match.group('name')}",
+                "type": "function",
+                "function": {"name": match.group("name"), "arguments": args},
+            }
+            for i in range(1)
+        ]
+        return {"role": "assistant", "content": None, "tool_calls": calls}
+    fmt = request.params.get("response_format")
+    if fmt:
+        try:
+            json.loads(user_text)
+            content = user_text.strip()
+        except ValueError:
+            content = json.dumps({"message_count": len(messages), "echo": user_text})
+        return {"role": "assistant", "content": content}
+    content = f"echo ({len(messages)} messages): {user_text}"
+    max_tokens = request.params.get("max_tokens")
+    if isinstance(max_tokens, int) and max_tokens > 0:
+        content = " ".join(content.split(" ")[:max_tokens])
+    return {"role": "assistant", "content": content}
+
+
+async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None) -> ModelReply:
+    """Answer `request` offline; stream word by word to `on_chunk` when given."""
+    delay = request.params.get("delay")
+    if isinstance(delay, int | float) and delay > 0:
+        await asyncio.sleep(float(delay))
+    message = _answer(request)
+    text = message.get("content") or ""
+    if on_chunk is not None and text:
+        parts = re.findall(r"\S+\s*|\s+", text)
+        for part in parts:
+            on_chunk(part)
+    prompt_tokens = _words(request.messages)
+    completion_tokens = len(text.split())
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "cost": 0.0,
+    }
+    return ModelReply(text=text, message=message, usage=usage, model="echo")

@@ -1,0 +1,201 @@
+"""The state saver interface and the records it stores.
+
+A run's record holds what SPEC §3 lists; its memory is stored as what the run added
+(`StepRecord.messages`, per memory id), never as the whole conversation. A run's full
+memory is its ancestors' deltas followed by its own, in order: `load_memory` follows
+the parent chain and reads nothing else.
+
+Every saver passes the one conformance suite in tests/test_saver_conformance.py.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import RunNotFound, SaverError
+
+__all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "STEP_STATUSES"]
+
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
+STEP_STATUSES = ("succeeded", "failed", "skipped")
+
+
+@dataclass
+class StepRecord:
+    """What one step did in one run. Saved once, when the step ends (durably).
+
+    `messages` maps memory_id -> the messages this step appended to that memory.
+    `seq` orders the step records of a run (the order they ended in); memory is
+    rebuilt by concatenating the deltas of succeeded steps in `seq` order.
+    Steps of a sub-flow have ids like `parent_step/child_step`.
+    """
+
+    step_id: str
+    status: str
+    seq: int = 0
+    return_value: Any = None
+    error: str | None = None
+    model: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    ended_at: float | None = None
+    attempts: int = 0
+    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Fingerprint of the step's definition + resolved inputs + memory, for incremental re-runs.
+    cache_key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepRecord:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass
+class RunRecord:
+    """One run of a flow. `steps` is filled by `Saver.get_run`, empty in `list_runs`."""
+
+    run_id: str
+    parent_id: str | None
+    flow_name: str
+    flow_path: str | None
+    flow_hash: str
+    status: str = "running"
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: Any = None
+    error: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    steps: list[StepRecord] = field(default_factory=list)
+
+    def to_dict(self, with_steps: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        if not with_steps:
+            data.pop("steps")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "steps"}
+        rec = cls(**known)
+        rec.steps = [StepRecord.from_dict(s) for s in data.get("steps", [])]
+        return rec
+
+    def memory_delta(self) -> dict[str, list[dict[str, Any]]]:
+        """The messages this run added, per memory id (succeeded steps, in seq order)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for step in sorted(self.steps, key=lambda s: s.seq):
+            if step.status != "succeeded":
+                continue
+            for mid, msgs in step.messages.items():
+                out.setdefault(mid, []).extend(msgs)
+        return out
+
+
+class Saver(ABC):
+    """Where runs are kept. Sync methods; each write is durable when it returns."""
+
+    #: The URI scheme / `state_saver.type` this saver answers to.
+    kind: str = ""
+
+    # -- writing -------------------------------------------------------------------------
+    @abstractmethod
+    def start_run(self, run: RunRecord) -> None:
+        """Record a new run (status running), or mark an existing run running again (resume)."""
+
+    @abstractmethod
+    def save_step(self, run_id: str, step: StepRecord) -> None:
+        """Durably record one finished step (a later record for the same step_id replaces it)."""
+
+    @abstractmethod
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        outputs: Any = None,
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+        ended_at: float | None = None,
+    ) -> None:
+        """Record the end of a run."""
+
+    @abstractmethod
+    def delete_run(self, run_id: str) -> None:
+        """Forget a run and its steps (callers check for children first)."""
+
+    # -- reading -------------------------------------------------------------------------
+    @abstractmethod
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with its steps. Raises RunNotFound."""
+
+    @abstractmethod
+    def list_runs(
+        self, flow: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[RunRecord]:
+        """Runs without their steps, newest first, filtered by flow name and status."""
+
+    @abstractmethod
+    def children(self, run_id: str) -> list[str]:
+        """Ids of the runs whose parent is `run_id`."""
+
+    @abstractmethod
+    def memory_delta(self, run_id: str) -> tuple[str | None, dict[str, list[dict[str, Any]]]]:
+        """(parent_id, the messages run `run_id` added per memory id). Reads only that run."""
+
+    # -- derived -------------------------------------------------------------------------
+    def load_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The memory as it stood at the end of `run_id`: its ancestors' deltas, then its own."""
+        chain: list[dict[str, list[dict[str, Any]]]] = []
+        seen: set[str] = set()
+        current: str | None = run_id
+        while current is not None:
+            if current in seen:
+                raise SaverError(f"run {current} is its own ancestor")
+            seen.add(current)
+            current, delta = self.memory_delta(current)
+            chain.append(delta)
+        memory: dict[str, list[dict[str, Any]]] = {}
+        for delta in reversed(chain):
+            for mid, msgs in delta.items():
+                memory.setdefault(mid, []).extend(msgs)
+        return memory
+
+    def resolve(self, prefix: str) -> str:
+        """The full run id for a unique prefix. Raises RunNotFound when none or several match."""
+        matches = self._ids_with_prefix(prefix)
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunNotFound(f"no run with id {prefix!r}")
+        raise RunNotFound(f"run id prefix {prefix!r} is ambiguous: {', '.join(sorted(matches)[:5])}")
+
+    def _ids_with_prefix(self, prefix: str) -> list[str]:
+        return [r.run_id for r in self.list_runs() if r.run_id.startswith(prefix.upper())]
+
+    def latest(self, flow: str | None = None) -> RunRecord | None:
+        """The newest run (of that flow, when named), or None."""
+        runs = self.list_runs(flow=flow, limit=1)
+        return runs[0] if runs else None
+
+    def ancestry(self, run_id: str) -> Iterator[str]:
+        """`run_id`, its parent, its grandparent, ... up to the root."""
+        current: str | None = run_id
+        while current is not None:
+            yield current
+            current, _ = self.memory_delta(current)
+
+    def close(self) -> None:
+        """Release files and connections."""
+
+    def __enter__(self) -> Saver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
