@@ -1,5 +1,245 @@
-"""Commands: see runner/cli/__init__.py."""
+"""`timbal run`: run a flow once (or on every change with --watch)."""
 
 from __future__ import annotations
 
-from .base import main  # noqa: F401
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, handle_errors, main, print_json
+
+
+def read_inputs(graph: Any, assignments: tuple[str, ...], inputs_file: str | None) -> dict[str, Any]:
+    """Inputs from --inputs FILE (JSON or YAML), then -i NAME=VALUE, then stdin for a lone
+    required string input when stdin is not a terminal."""
+    from ..errors import Diagnostic, InputError
+    from ..inputs import parse_assignments
+
+    values: dict[str, Any] = {}
+    if inputs_file:
+        import yaml
+
+        try:
+            text = sys.stdin.read() if inputs_file == "-" else Path(inputs_file).read_text("utf-8")
+            data = yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise InputError([Diagnostic(f"--inputs {inputs_file}: {exc}")]) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InputError([Diagnostic(f"--inputs {inputs_file}: expected a mapping of inputs")])
+        values.update(data)
+    values.update(parse_assignments(graph, list(assignments)))
+    missing = [i for i in graph.inputs if i.required and i.name not in values and "default" not in i.schema]
+    required = [i for i in graph.inputs if i.required and "default" not in i.schema]
+    if (
+        len(missing) == 1
+        and len(required) == 1
+        and missing[0].type in (None, "string")
+        and inputs_file != "-"
+        and not sys.stdin.isatty()
+    ):
+        text = sys.stdin.read()
+        if text:
+            values[missing[0].name] = text[:-1] if text.endswith("\n") else text
+    return values
+
+
+def open_saver(graph: Any, saver_uri: str | None) -> Any:
+    """--saver URI when given, else the flow file's own state_saver."""
+    if saver_uri:
+        from ..savers import saver_from_uri
+
+        return saver_from_uri(saver_uri)
+    from ..flow import saver_for_graph
+
+    return saver_for_graph(graph)
+
+
+def dry_run_order(graph: Any) -> list[list[str]]:
+    """Steps grouped in waves: every step of a wave may run at the same time."""
+    level: dict[str, int] = {}
+    for sid in graph.order:
+        deps = graph.by_id[sid].deps
+        level[sid] = 1 + max((level[d] for d in deps), default=-1)
+    waves: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for spec in graph.steps:
+        waves[level[spec.id]].append(spec.id)
+    return waves
+
+
+def _summary(result: Any) -> str:
+    usage = result.usage or {}
+    parts = [f"{len(result.steps)} steps"]
+    if usage.get("total_tokens"):
+        parts.append(f"{usage['total_tokens']} tokens")
+    if usage.get("cost"):
+        parts.append(f"${usage['cost']:.4f}")
+    parts.append(f"{result.duration:.2f}s")
+    return f"run {result.run_id} {result.status} ({', '.join(parts)})"
+
+
+def single_text_output(outputs: Any) -> str | None:
+    """The text when the flow has exactly one output and it is a string."""
+    if isinstance(outputs, dict) and len(outputs) == 1:
+        (value,) = outputs.values()
+        if isinstance(value, str):
+            return value
+    return None
+
+
+def print_outputs(outputs: Any, streamed: str | None = None) -> None:
+    """One string output: the text alone; anything else: JSON."""
+    text = single_text_output(outputs)
+    if text is not None:
+        if streamed is not None and streamed == text:
+            click.echo("")
+        else:
+            if streamed:
+                click.echo("")
+            click.echo(text)
+    else:
+        if streamed:
+            click.echo("")
+        click.echo(json.dumps(outputs, indent=2, ensure_ascii=False, default=str))
+
+
+async def run_interruptibly(coro: Any) -> Any:
+    """Await `coro`; SIGINT / SIGTERM cancel it (the engine then records 'interrupted')."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(coro)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, task.cancel)
+        except (NotImplementedError, RuntimeError):
+            pass
+    try:
+        return await task
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+
+def execute_once(
+    runnable: Any,
+    values: dict[str, Any],
+    parent: str | None,
+    resume: str | None,
+    as_json: bool,
+    stream_tty: bool,
+) -> int:
+    """Run once, print the outcome; the exit code."""
+    graph = runnable.graph
+    out_step = graph.output_step
+    streaming = stream_tty and not as_json and out_step is not None
+    state: dict[str, Any] = {"run_id": None, "streamed": None}
+
+    def listener(event: Any) -> None:
+        if event.type == "run_started":
+            state["run_id"] = event.run_id
+        elif event.type == "step_chunk" and event.step_id == out_step:
+            text = event.data.get("text", "")
+            state["streamed"] = (state["streamed"] or "") + text
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    stream = frozenset({out_step}) if streaming and out_step else False
+    try:
+        result = asyncio.run(
+            run_interruptibly(
+                runnable.run(values, parent_id=parent, resume=resume, listener=listener, stream=stream)
+            )
+        )
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        if state["streamed"]:
+            click.echo("")
+        rid = state["run_id"]
+        hint = f" (resume with: timbal run {graph.path} --resume {rid})" if rid else ""
+        click.echo(f"interrupted: run {rid}{hint}", err=True)
+        return EXIT_INTERRUPTED
+    if as_json:
+        print_json(result.to_dict())
+    elif result.ok:
+        print_outputs(result.outputs, state["streamed"])
+    elif state["streamed"]:
+        click.echo("")
+    if not result.ok:
+        click.echo(f"error: {result.error}", err=True)
+    click.echo(_summary(result), err=True)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+@main.command("run")
+@click.argument("flow", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-i", "--input", "assignments", multiple=True, metavar="NAME=VALUE",
+              help="An input value, converted to the input's declared type (repeatable).")
+@click.option("--inputs", "inputs_file", metavar="FILE", help="Inputs from a JSON or YAML file ('-' for stdin).")
+@click.option("--parent", metavar="RUN_ID", help="Start from this run's memory (continue, rewind or branch).")
+@click.option("--continue", "-c", "cont", is_flag=True, help="Continue the latest run of this flow.")
+@click.option("--resume", metavar="RUN_ID", help="Re-run a failed or interrupted run; succeeded steps are kept.")
+@click.option("--saver", "saver_uri", metavar="URI",
+              help="Override the file's state_saver: jsonl:PATH, sqlite:PATH, postgresql://…, memory.")
+@click.option("--json", "as_json", is_flag=True, help="Print {run_id, status, outputs, usage} as JSON.")
+@click.option("--watch", is_flag=True, help="Re-compile and run again whenever the flow or a file it uses changes.")
+@click.option("--no-cache", is_flag=True, help="With --watch: never reuse earlier step results.")
+@click.option("--dry-run", is_flag=True, help="Show the order in which the steps would run, and stop.")
+@handle_errors
+def run_command(
+    flow: Path,
+    assignments: tuple[str, ...],
+    inputs_file: str | None,
+    parent: str | None,
+    cont: bool,
+    resume: str | None,
+    saver_uri: str | None,
+    as_json: bool,
+    watch: bool,
+    no_cache: bool,
+    dry_run: bool,
+) -> None:
+    """Run FLOW once and print its output."""
+    from ..compiler import compile_file
+    from ..errors import InputError
+    from ..flow import RunnableFlow
+
+    if sum(bool(x) for x in (parent, cont, resume)) > 1:
+        raise click.UsageError("--parent, --continue and --resume exclude each other")
+    graph = compile_file(flow)
+    if watch:
+        from ..watch import watch_and_run
+
+        sys.exit(watch_and_run(flow, assignments, inputs_file, saver_uri, as_json, not no_cache))
+    values = read_inputs(graph, assignments, inputs_file)
+    if dry_run:
+        from ..inputs import prepare_inputs
+
+        prepare_inputs(graph, values)
+        for n, wave in enumerate(dry_run_order(graph), 1):
+            click.echo(f"{n}. {', '.join(wave)}")
+        return
+    saver = open_saver(graph, saver_uri)
+    if cont:
+        latest = saver.latest(graph.name)
+        parent = latest.run_id if latest else None
+    if resume is None:
+        from ..inputs import prepare_inputs
+
+        prepare_inputs(graph, values)  # input errors exit 2 before any run is recorded
+    elif not values:
+        values = {}
+    runnable = RunnableFlow(graph, saver)
+    try:
+        code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty())
+    except InputError:
+        raise
+    finally:
+        saver.close()
+    sys.exit(code)

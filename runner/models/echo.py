@@ -1,6 +1,6 @@
 """The built-in offline model `echo`: deterministic answers from what it received.
 
-Its reply is ``echo (N messages): LAST USER MESSAGE``. It streams word by word and
+Its reply is ``echo (N messages): LAST USER MESSAGE`` (``1 message`` for one). It streams word by word and
 reports usage (tokens counted as whitespace-separated words). When the last user
 message reads ``call NAME {json arguments}`` and a tool NAME is offered, it asks for
 that tool call; given the tool's result, it answers with that result. With a JSON
@@ -67,7 +67,8 @@ def _answer(request: ModelRequest) -> dict[str, Any]:
         except ValueError:
             content = json.dumps({"message_count": len(messages), "echo": user_text})
         return {"role": "assistant", "content": content}
-    content = f"echo ({len(messages)} messages): {user_text}"
+    count = len(messages)
+    content = f"echo ({count} message{'' if count == 1 else 's'}): {user_text}"
     max_tokens = request.params.get("max_tokens")
     if isinstance(max_tokens, int) and max_tokens > 0:
         content = " ".join(content.split(" ")[:max_tokens])

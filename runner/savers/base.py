@@ -10,18 +10,33 @@ Every saver passes the one conformance suite in tests/test_saver_conformance.py.
 
 from __future__ import annotations
 
+import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import RunNotFound, SaverError
 
-__all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "STEP_STATUSES"]
+__all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "STEP_STATUSES", "encode_json",
+           "steps_delta"]
 
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 STEP_STATUSES = ("succeeded", "failed", "skipped")
+
+
+def _json_fallback(value: Any) -> Any:
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if hasattr(value, "model_dump"):  # pydantic models returned by python steps
+        return value.model_dump()
+    return str(value)
+
+
+def encode_json(value: Any) -> str:
+    """`value` as one line of JSON, the way every saver stores it (unknown types as strings)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_fallback)
 
 
 @dataclass
@@ -90,13 +105,18 @@ class RunRecord:
 
     def memory_delta(self) -> dict[str, list[dict[str, Any]]]:
         """The messages this run added, per memory id (succeeded steps, in seq order)."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        for step in sorted(self.steps, key=lambda s: s.seq):
-            if step.status != "succeeded":
-                continue
-            for mid, msgs in step.messages.items():
-                out.setdefault(mid, []).extend(msgs)
-        return out
+        return steps_delta(self.steps)
+
+
+def steps_delta(steps: Iterable[StepRecord]) -> dict[str, list[dict[str, Any]]]:
+    """The messages some step records added, per memory id (succeeded steps, in seq order)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for step in sorted(steps, key=lambda s: s.seq):
+        if step.status != "succeeded":
+            continue
+        for mid, msgs in step.messages.items():
+            out.setdefault(mid, []).extend(msgs)
+    return out
 
 
 class Saver(ABC):
@@ -170,6 +190,9 @@ class Saver(ABC):
     def resolve(self, prefix: str) -> str:
         """The full run id for a unique prefix. Raises RunNotFound when none or several match."""
         matches = self._ids_with_prefix(prefix)
+        exact = [m for m in matches if m.upper() == prefix.upper()]
+        if exact:  # a full id wins over longer ids it happens to prefix
+            matches = exact
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -177,7 +200,7 @@ class Saver(ABC):
         raise RunNotFound(f"run id prefix {prefix!r} is ambiguous: {', '.join(sorted(matches)[:5])}")
 
     def _ids_with_prefix(self, prefix: str) -> list[str]:
-        return [r.run_id for r in self.list_runs() if r.run_id.startswith(prefix.upper())]
+        return [r.run_id for r in self.list_runs() if r.run_id.upper().startswith(prefix.upper())]
 
     def latest(self, flow: str | None = None) -> RunRecord | None:
         """The newest run (of that flow, when named), or None."""
@@ -191,7 +214,7 @@ class Saver(ABC):
             yield current
             current, _ = self.memory_delta(current)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - most savers hold nothing to release
         """Release files and connections."""
 
     def __enter__(self) -> Saver:

@@ -1,0 +1,471 @@
+"""The engine: runs an ExecutionGraph on asyncio, saves each step durably, emits events.
+
+Each step starts the moment the steps it depends on are done (data references plus the
+file-order chain of a shared memory_id), so independent steps run at the same time,
+bounded by `max_concurrency`. A step's record is saved (durably, by the saver) before
+the step counts as done and before its messages join the memory; a crash therefore
+loses at most the steps in flight. A failed step stops new steps from starting; steps
+already running finish and are recorded. Resume re-runs only what did not succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import events as ev
+from .errors import StepError
+from .events import Event
+from .graph import ExecutionGraph, StepSpec
+from .ids import new_run_id
+from .memory import ConversationStore, MemoryView
+from .savers.base import RunRecord, Saver, StepRecord
+from .secrets import Redactor
+from .templates import TemplateRenderError, render_value
+
+__all__ = ["Engine", "RunResult", "StepOutcome", "StepContext", "DEFAULT_MAX_CONCURRENCY"]
+
+DEFAULT_MAX_CONCURRENCY = 64
+_FALSE_TEXT = {"", "false", "no", "0", "off", "none", "null"}
+# Step kinds that hold a concurrency slot while they run (containers don't, or they'd deadlock).
+_LEAF_KINDS = {"llm", "template", "python"}
+
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class StepOutcome:
+    """What a step executor returns. `messages` maps memory_id -> messages to append."""
+
+    return_value: Any = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    model: str | None = None
+    attempts: int = 1
+    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """The end of a run: its id, status (succeeded, failed, interrupted), outputs and usage."""
+
+    run_id: str
+    parent_id: str | None
+    status: str
+    outputs: Any
+    error: str | None
+    usage: dict[str, Any]
+    steps: dict[str, StepRecord]
+    started_at: float
+    ended_at: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def duration(self) -> float:
+        return self.ended_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """The shape `timbal run --json` prints."""
+        return {
+            "run_id": self.run_id,
+            "parent_id": self.parent_id,
+            "status": self.status,
+            "outputs": self.outputs,
+            "usage": self.usage,
+            "error": self.error,
+        }
+
+
+def add_usage(total: dict[str, Any], usage: Mapping[str, Any]) -> None:
+    """Sum numeric usage fields (tokens, cost) into `total`."""
+    for key, value in usage.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
+
+
+def is_true(value: Any) -> bool:
+    """Truth of a rendered `when`: text such as 'false' or '0' counts as false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_TEXT
+    return bool(value)
+
+
+class _RunState:
+    """Everything one run shares across its (sub-)flows. Lives only as long as the run."""
+
+    def __init__(
+        self,
+        run_id: str,
+        parent_id: str | None,
+        saver: Saver,
+        redactor: Redactor,
+        listener: Listener | None,
+        stream: bool | frozenset[str],
+        max_concurrency: int,
+        prior: dict[str, StepRecord],
+        seq: int,
+    ) -> None:
+        self.run_id = run_id
+        self.parent_id = parent_id
+        self.saver = saver
+        self.redact = redactor
+        self.listener = listener
+        self.stream = stream
+        self.slots = asyncio.Semaphore(max_concurrency)
+        self.prior = prior
+        self.seq = seq
+        self.failed: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.records: dict[str, StepRecord] = {}
+
+    def emit(self, type_: str, step_id: str | None = None, **data: Any) -> None:
+        if self.listener is not None:
+            self.listener(Event(type_, self.run_id, step_id, data))
+
+    def wants_chunks(self, path: str) -> bool:
+        return self.stream is True or (isinstance(self.stream, frozenset) and path in self.stream)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+class _Scope:
+    """One flow being executed inside a run: the top flow, or a sub-flow of a `flow` step."""
+
+    def __init__(
+        self,
+        graph: ExecutionGraph,
+        inputs: dict[str, Any],
+        memory: MemoryView,
+        prefix: str,
+        run: _RunState,
+    ) -> None:
+        self.graph = graph
+        self.memory = memory
+        self.prefix = prefix
+        self.run = run
+        self.context: dict[str, Any] = {
+            "inputs": inputs,
+            "env": _environ(),
+            "run": {"id": run.run_id, "parent_id": run.parent_id, "flow": graph.name},
+        }
+        self.status: dict[str, str] = {}
+
+    def path(self, step_id: str) -> str:
+        return f"{self.prefix}{step_id}"
+
+
+def _environ() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+class StepContext:
+    """What a step executor sees: its spec, rendering, its memory, streaming, sub-flows."""
+
+    def __init__(self, engine: Engine, scope: _Scope, spec: StepSpec) -> None:
+        self.engine = engine
+        self.scope = scope
+        self.spec = spec
+        self.path = scope.path(spec.id)
+        self.memory = scope.memory
+        self.run_id = scope.run.run_id
+        self.base_dir = scope.graph.path.parent if scope.graph.path else None
+        self._run = scope.run
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.spec.config
+
+    def render(self, value: Any) -> Any:
+        """Render templates inside `value` with the run's context (inputs, env, run, steps)."""
+        return render_value(value, self.scope.context)
+
+    @property
+    def on_chunk(self) -> Callable[[str], None] | None:
+        """A callback that emits text chunks, when someone listens for this step's chunks."""
+        if not self._run.wants_chunks(self.path):
+            return None
+        path = self.path
+        return lambda text: self._run.emit(ev.STEP_CHUNK, path, text=text)
+
+    def add_secret(self, value: Any) -> None:
+        """Keep `value` (an api key passed in params, ...) out of everything saved."""
+        self._run.redact.add(value)
+
+    async def run_subflow(self, graph: ExecutionGraph, inputs: dict[str, Any], isolated: bool) -> Any:
+        """Run `graph` as part of this run; its steps are recorded as `this_step/child`.
+
+        Shared memory: the child reads and writes this run's conversations. Isolated:
+        its conversations are kept under `this_step:` keys. Returns the child's outputs.
+        """
+        from .inputs import prepare_inputs
+
+        memory = self.memory.nested(f"{self.path}:") if isolated else self.memory
+        for name in graph.secrets:
+            import os
+
+            self._run.redact.add(os.environ.get(name))
+        child = _Scope(graph, prepare_inputs(graph, inputs), memory, f"{self.path}/", self._run)
+        await self.engine._execute_scope(child)
+        failed = [sid for sid, st in child.status.items() if st == "failed"]
+        if failed or self._run.failed:
+            raise StepError(f"sub-flow {graph.name!r} failed at step '{(failed or ['?'])[0]}'")
+        return self.engine._outputs(child)
+
+
+Executor = Callable[[StepContext], Any]  # async (ctx) -> StepOutcome
+
+
+def executor_for(kind: str) -> Executor:
+    """The async function that runs steps of `kind`."""
+    from importlib import import_module
+
+    module = import_module(f"runner.steps.{kind}")
+    return module.execute  # type: ignore[no-any-return]
+
+
+class Engine:
+    """Runs one compiled flow. Reusable and safe to share: all run state lives in the run."""
+
+    def __init__(
+        self,
+        graph: ExecutionGraph,
+        saver: Saver,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self.graph = graph
+        self.saver = saver
+        setting = graph.settings.get("max_concurrency") if graph.settings else None
+        self.max_concurrency = max_concurrency or setting or DEFAULT_MAX_CONCURRENCY
+        self._executors: dict[str, Executor] = {}
+
+    def _executor(self, kind: str) -> Executor:
+        fn = self._executors.get(kind)
+        if fn is None:
+            fn = self._executors[kind] = executor_for(kind)
+        return fn
+
+    async def execute(
+        self,
+        inputs: dict[str, Any],
+        parent_id: str | None = None,
+        resume_id: str | None = None,
+        listener: Listener | None = None,
+        stream: bool | frozenset[str] = False,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run the flow once. `inputs` must already be prepared (see runner.inputs).
+
+        With `resume_id`, the run of that id is carried on: its succeeded steps are kept
+        (not run again) and the rest run. Raises asyncio.CancelledError after recording
+        the run as interrupted.
+        """
+        saver = self.saver
+        redactor = Redactor(self.graph.secrets)
+        prior: dict[str, StepRecord] = {}
+        seq = 0
+        if resume_id is not None:
+            old = saver.get_run(resume_id)
+            run_id, parent_id = old.run_id, old.parent_id
+            inputs = old.inputs if not inputs else inputs
+            prior = {s.step_id: s for s in old.steps if s.status == "succeeded"}
+            seq = max((s.seq for s in old.steps), default=0)
+            base = saver.load_memory(parent_id) if parent_id else {}
+            store = ConversationStore(base)
+            for rec in sorted(prior.values(), key=lambda s: s.seq):
+                for mid, msgs in rec.messages.items():
+                    store.append(mid, msgs)
+            record = old
+            record.status, record.ended_at, record.error = "running", None, None
+        else:
+            base = saver.load_memory(parent_id) if parent_id else {}
+            store = ConversationStore(base)
+            run_id = run_id or new_run_id()
+            record = RunRecord(
+                run_id=run_id,
+                parent_id=parent_id,
+                flow_name=self.graph.name,
+                flow_path=str(self.graph.path) if self.graph.path else None,
+                flow_hash=self.graph.content_hash,
+                inputs=redactor(inputs),
+            )
+        record.steps = []
+        saver.start_run(record)
+        run = _RunState(
+            run_id, parent_id, saver, redactor, listener, stream, self.max_concurrency, prior, seq
+        )
+        run.emit(ev.RUN_STARTED, parent_id=parent_id, flow=self.graph.name, resumed=bool(resume_id))
+        scope = _Scope(self.graph, dict(inputs), store.view(), "", run)
+        outputs: Any = None
+        try:
+            await self._execute_scope(scope)
+            if run.failed is None:
+                try:
+                    outputs = self._outputs(scope)
+                except TemplateRenderError as exc:
+                    run.failed = f"outputs: {exc}"
+            status = "failed" if run.failed else "succeeded"
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            saver.finish_run(run_id, "interrupted", None, "interrupted", run.usage, time.time())
+            run.emit(ev.RUN_FINISHED, status="interrupted", outputs=None, error="interrupted")
+            raise
+        ended = time.time()
+        saver.finish_run(run_id, status, redactor(outputs), run.failed, run.usage, ended)
+        run.emit(ev.RUN_FINISHED, status=status, outputs=outputs, error=run.failed, usage=run.usage)
+        steps = {**prior, **run.records}
+        return RunResult(
+            run_id, parent_id, status, outputs, run.failed, run.usage, steps, record.started_at, ended
+        )
+
+    # -- scheduling ---------------------------------------------------------------------
+    async def _execute_scope(self, scope: _Scope) -> None:
+        loop = asyncio.get_running_loop()
+        done: dict[str, asyncio.Future[str]] = {s.id: loop.create_future() for s in scope.graph.steps}
+        tasks = [asyncio.ensure_future(self._step(scope, spec, done)) for spec in scope.graph.steps]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _step(self, scope: _Scope, spec: StepSpec, done: dict[str, asyncio.Future[str]]) -> None:
+        status = "not_run"
+        try:
+            for dep in spec.deps:
+                await done[dep]
+            status = await self._run_step(scope, spec)
+        finally:
+            scope.status[spec.id] = status
+            fut = done[spec.id]
+            if not fut.done():
+                fut.set_result(status)
+
+    async def _run_step(self, scope: _Scope, spec: StepSpec) -> str:
+        run = scope.run
+        path = scope.path(spec.id)
+        dep_status = [scope.status.get(d) for d in spec.data_deps]
+        if run.failed or any(s in ("failed", "not_run") for s in dep_status):
+            return "not_run"
+        if any(scope.status.get(d) == "not_run" for d in spec.deps):
+            return "not_run"
+        old = run.prior.get(path)
+        if old is not None:
+            self._publish(scope, spec, old)
+            run.emit(ev.STEP_REUSED, path, **{"return": old.return_value, "reason": "resumed"})
+            return "succeeded"
+        if "skipped" in dep_status and not spec.config.get("allow_skipped"):
+            return self._skip(scope, spec, "a step it needs was skipped")
+        ctx = StepContext(self, scope, spec)
+        started = time.time()
+        try:
+            if spec.when is not None and not is_true(ctx.render(spec.when)):
+                return self._skip(scope, spec, "condition is false")
+            run.emit(ev.STEP_STARTED, path, kind=spec.kind)
+            executor = self._executor(spec.kind)
+            if spec.kind in _LEAF_KINDS:
+                async with run.slots:
+                    outcome: StepOutcome = await executor(ctx)
+            else:
+                outcome = await executor(ctx)
+        except asyncio.CancelledError:
+            raise
+        except TemplateRenderError as exc:
+            return self._fail(scope, spec, f"step '{spec.id}': {exc}", started, 1)
+        except StepError as exc:
+            return self._fail(scope, spec, str(exc), started, getattr(exc, "attempts", 1))
+        except Exception as exc:  # noqa: BLE001 - any error of a step fails that step only
+            return self._fail(scope, spec, f"{type(exc).__name__}: {exc}", started, 1)
+        record = StepRecord(
+            step_id=path,
+            status="succeeded",
+            seq=run.next_seq(),
+            return_value=outcome.return_value,
+            model=outcome.model,
+            usage=outcome.usage,
+            started_at=started,
+            ended_at=time.time(),
+            attempts=outcome.attempts,
+            messages={scope.memory.key(m): msgs for m, msgs in outcome.messages.items()},
+        )
+        self._save(run, record)
+        for key, msgs in record.messages.items():
+            scope.memory.store.append(key, msgs)
+        add_usage(run.usage, outcome.usage)
+        self._publish(scope, spec, record)
+        run.emit(
+            ev.STEP_FINISHED, path, **{"return": outcome.return_value, "usage": outcome.usage}
+        )
+        return "succeeded"
+
+    def _save(self, run: _RunState, record: StepRecord) -> None:
+        run.records[record.step_id] = record
+        saved = record
+        if run.redact._pattern is not None:
+            saved = StepRecord(**{**record.__dict__})
+            saved.return_value = run.redact(record.return_value)
+            saved.error = run.redact(record.error)
+            saved.messages = run.redact(record.messages)
+        run.saver.save_step(run.run_id, saved)
+
+    def _publish(self, scope: _Scope, spec: StepSpec, record: StepRecord) -> None:
+        scope.context[spec.id] = {
+            "return": record.return_value,
+            "usage": record.usage,
+            "status": record.status,
+            "error": record.error,
+            "model": record.model,
+        }
+
+    def _skip(self, scope: _Scope, spec: StepSpec, reason: str) -> str:
+        run = scope.run
+        path = scope.path(spec.id)
+        record = StepRecord(step_id=path, status="skipped", seq=run.next_seq(), error=None)
+        record.started_at = record.ended_at = time.time()
+        self._save(run, record)
+        self._publish(scope, spec, record)
+        run.emit(ev.STEP_SKIPPED, path, reason=reason)
+        return "skipped"
+
+    def _fail(self, scope: _Scope, spec: StepSpec, error: str, started: float, attempts: int) -> str:
+        run = scope.run
+        path = scope.path(spec.id)
+        record = StepRecord(
+            step_id=path,
+            status="failed",
+            seq=run.next_seq(),
+            error=error,
+            model=spec.config.get("model") if isinstance(spec.config.get("model"), str) else None,
+            started_at=started,
+            ended_at=time.time(),
+            attempts=attempts,
+        )
+        self._save(run, record)
+        self._publish(scope, spec, record)
+        if run.failed is None:
+            run.failed = f"step '{path}' failed: {error}"
+        run.emit(ev.STEP_FAILED, path, error=error)
+        return "failed"
+
+    def _outputs(self, scope: _Scope) -> Any:
+        graph = scope.graph
+        if graph.outputs is None:
+            if not graph.steps:
+                return {}
+            last = graph.steps[-1].id
+            return {last: scope.context.get(last, {}).get("return")}
+        return {name: tpl.render(scope.context) for name, tpl in graph.outputs.items()}
+
+
+def resolve_run_id(saver: Saver, run_id: str | None) -> str | None:
+    """The full id for `run_id` (a unique prefix is enough); RunNotFound when unknown."""
+    return None if run_id is None else saver.resolve(run_id)

@@ -1,0 +1,135 @@
+"""Flow inputs: convert command-line text to the declared type, apply defaults, validate.
+
+Every problem raises `InputError` (exit 2) naming the input, with a did-you-mean for
+unknown names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import Diagnostic, InputError, did_you_mean
+from .graph import ExecutionGraph, InputSpec
+
+__all__ = ["coerce_text", "prepare_inputs", "parse_assignments"]
+
+_TRUE = {"true", "yes", "y", "1", "on"}
+_FALSE = {"false", "no", "n", "0", "off"}
+
+
+def _error(message: str) -> InputError:
+    return InputError([Diagnostic(message)])
+
+
+def coerce_text(spec: InputSpec, text: str) -> Any:
+    """Convert a command-line string to the input's declared type."""
+    kind = spec.type
+    try:
+        if kind is None or kind == "string":
+            return text
+        if kind == "integer":
+            return int(text.strip())
+        if kind == "number":
+            value = float(text.strip())
+            return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+        if kind == "boolean":
+            low = text.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(text)
+        if kind in ("array", "object", "null"):
+            return json.loads(text)
+    except (ValueError, json.JSONDecodeError):
+        pass
+    raise _error(f"input '{spec.name}': {text!r} is not a valid {kind}")
+
+
+def parse_assignments(graph: ExecutionGraph, pairs: list[str]) -> dict[str, Any]:
+    """`NAME=VALUE` strings (from `-i`) to typed values."""
+    specs = {i.name: i for i in graph.inputs}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise _error(f"-i expects NAME=VALUE, got {pair!r}")
+        name, _, text = pair.partition("=")
+        name = name.strip()
+        spec = specs.get(name)
+        if spec is None:
+            raise _unknown(name, specs)
+        out[name] = coerce_text(spec, text)
+    return out
+
+
+def _unknown(name: str, specs: Mapping[str, InputSpec]) -> InputError:
+    hint = did_you_mean(name, specs)
+    declared = ", ".join(specs) or "none"
+    suffix = f" (did you mean '{hint}'?)" if hint else f" (declared inputs: {declared})"
+    return _error(f"unknown input '{name}'{suffix}")
+
+
+def prepare_inputs(graph: ExecutionGraph, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check names, apply defaults and validate values against each input's schema."""
+    specs = {i.name: i for i in graph.inputs}
+    given = dict(given or {})
+    problems: list[Diagnostic] = []
+    for name in given:
+        if name not in specs:
+            problems.extend(_unknown(name, specs).diagnostics)
+    values: dict[str, Any] = {}
+    for spec in graph.inputs:
+        if spec.name in given:
+            values[spec.name] = given[spec.name]
+        elif "default" in spec.schema:
+            values[spec.name] = spec.default
+        elif spec.required:
+            problems.append(Diagnostic(f"missing required input '{spec.name}'", spec.location))
+    for name, value in values.items():
+        message = _check(specs[name], value)
+        if message:
+            problems.append(Diagnostic(message))
+    if problems:
+        raise InputError(problems)
+    return values
+
+
+_PY_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "array": (list, tuple),
+    "object": (dict,),
+}
+
+
+def _check(spec: InputSpec, value: Any) -> str | None:
+    """A message when `value` does not fit the input's schema, else None."""
+    kind = spec.type
+    if kind in _PY_TYPES:
+        ok = isinstance(value, _PY_TYPES[kind]) and not (
+            kind in ("integer", "number") and isinstance(value, bool)
+        )
+        if not ok:
+            return f"input '{spec.name}' must be of type {kind}, got {type(value).__name__}"
+    schema = {k: v for k, v in spec.schema.items() if k not in ("description", "default")}
+    if set(schema) - {"type"}:
+        import jsonschema  # only when there is more to check than the type
+
+        error = jsonschema.exceptions.best_match(
+            jsonschema.Draft202012Validator(_thaw(schema)).iter_errors(value)
+        )
+        if error is not None:
+            return f"input '{spec.name}': {error.message}"
+    return None
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_thaw(v) for v in value]
+    return value

@@ -1,0 +1,76 @@
+"""Conversations per memory_id during one run: what the run started with, plus what it added.
+
+`base` is the memory as it stood at the end of the parent run (loaded once from the
+saver); `added` collects this run's messages, which are what gets saved (deltas). An
+isolated sub-flow sees the same store through a namespace, so its conversations are
+kept apart under ``step_path:memory_id`` keys and never mix with the parent's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["ConversationStore", "MemoryView", "window_messages"]
+
+Message = dict[str, Any]
+
+
+def window_messages(history: list[Message], window: int | None) -> list[Message]:
+    """The last `window` messages, never starting with a tool result cut off from its call."""
+    if window is None or window >= len(history):
+        return list(history)
+    if window <= 0:
+        return []
+    start = len(history) - window
+    while start < len(history) and history[start].get("role") == "tool":
+        start += 1
+    return list(history[start:])
+
+
+class ConversationStore:
+    """All conversations of one run, keyed by memory id."""
+
+    def __init__(self, base: dict[str, list[Message]] | None = None) -> None:
+        self.base: dict[str, list[Message]] = {k: list(v) for k, v in (base or {}).items()}
+        self.added: dict[str, list[Message]] = {}
+
+    def history(self, memory_id: str) -> list[Message]:
+        """Every message of the conversation `memory_id`, oldest first."""
+        return self.base.get(memory_id, []) + self.added.get(memory_id, [])
+
+    def append(self, memory_id: str, messages: Iterable[Message]) -> None:
+        """Add messages (a step's user message and reply) to a conversation."""
+        self.added.setdefault(memory_id, []).extend(messages)
+
+    def snapshot(self) -> dict[str, list[Message]]:
+        """Every conversation in full, as plain lists."""
+        keys = list(dict.fromkeys([*self.base, *self.added]))
+        return {k: self.history(k) for k in keys}
+
+    def view(self, namespace: str = "") -> MemoryView:
+        """A view whose memory ids are prefixed by `namespace` (empty: the store itself)."""
+        return MemoryView(self, namespace)
+
+
+class MemoryView:
+    """The store as a step sees it: shared (no namespace) or isolated (namespaced keys)."""
+
+    def __init__(self, store: ConversationStore, namespace: str = "") -> None:
+        self.store = store
+        self.namespace = namespace
+
+    def key(self, memory_id: str) -> str:
+        """The key under which `memory_id` is stored and saved."""
+        return f"{self.namespace}{memory_id}"
+
+    def history(self, memory_id: str, window: int | None = None) -> list[Message]:
+        """The conversation, windowed to its last `window` messages."""
+        return window_messages(self.store.history(self.key(memory_id)), window)
+
+    def append(self, memory_id: str, messages: Iterable[Message]) -> None:
+        self.store.append(self.key(memory_id), messages)
+
+    def nested(self, namespace: str) -> MemoryView:
+        """A deeper namespace (an isolated sub-flow inside an isolated sub-flow)."""
+        return MemoryView(self.store, self.namespace + namespace)

@@ -1,0 +1,113 @@
+"""A saver that keeps runs in this process's memory: the default, gone at exit."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from ..errors import RunNotFound
+from .base import RunRecord, Saver, StepRecord, encode_json, steps_delta
+
+__all__ = ["InMemorySaver"]
+
+
+def _copy(value: Any) -> Any:
+    # Through JSON, so values come back exactly as a durable saver would return them.
+    return json.loads(encode_json(value))
+
+
+class InMemorySaver(Saver):
+    """Runs in a dict. Thread-safe; records are copied in and out, so callers can't alias them."""
+
+    kind = "in_memory"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, dict[str, Any]] = {}
+        self._steps: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def _run(self, run_id: str) -> dict[str, Any]:
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise RunNotFound(f"no run with id {run_id!r}") from None
+
+    # -- writing -------------------------------------------------------------------------
+    def start_run(self, run: RunRecord) -> None:
+        """Record a new run, or mark an existing one running again (its steps and start time stay)."""
+        header = _copy(run.to_dict(with_steps=False))
+        with self._lock:
+            old = self._runs.get(run.run_id)
+            if old is not None:
+                header["started_at"] = old["started_at"]
+            self._runs[run.run_id] = header
+            self._steps.setdefault(run.run_id, {})
+
+    def save_step(self, run_id: str, step: StepRecord) -> None:
+        """Record one finished step; a later record for the same step_id replaces it."""
+        data = _copy(step.to_dict())
+        with self._lock:
+            self._run(run_id)
+            self._steps[run_id][step.step_id] = data
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        outputs: Any = None,
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+        ended_at: float | None = None,
+    ) -> None:
+        """Record the end of a run."""
+        update = _copy({"status": status, "outputs": outputs, "error": error,
+                        "usage": usage or {}, "ended_at": ended_at if ended_at is not None else time.time()})
+        with self._lock:
+            self._run(run_id).update(update)
+
+    def delete_run(self, run_id: str) -> None:
+        """Forget a run and its steps."""
+        with self._lock:
+            self._run(run_id)
+            del self._runs[run_id]
+            self._steps.pop(run_id, None)
+
+    # -- reading -------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with its steps. Raises RunNotFound."""
+        with self._lock:
+            data = _copy(self._run(run_id))
+            data["steps"] = _copy(list(self._steps.get(run_id, {}).values()))
+        return RunRecord.from_dict(data)
+
+    def list_runs(
+        self, flow: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[RunRecord]:
+        """Runs without their steps, newest first."""
+        with self._lock:
+            rows = [
+                r for r in self._runs.values()
+                if (flow is None or r["flow_name"] == flow) and (status is None or r["status"] == status)
+            ]
+            rows.sort(key=lambda r: (r["started_at"], r["run_id"]), reverse=True)
+            if limit is not None:
+                rows = rows[: max(limit, 0)]
+            return [RunRecord.from_dict(_copy(r)) for r in rows]
+
+    def children(self, run_id: str) -> list[str]:
+        """Ids of the runs whose parent is `run_id`, oldest first."""
+        with self._lock:
+            return sorted(r["run_id"] for r in self._runs.values() if r["parent_id"] == run_id)
+
+    def memory_delta(self, run_id: str) -> tuple[str | None, dict[str, list[dict[str, Any]]]]:
+        """(parent_id, the messages run `run_id` added per memory id)."""
+        with self._lock:
+            parent = self._run(run_id)["parent_id"]
+            steps = [StepRecord.from_dict(s) for s in self._steps.get(run_id, {}).values()]
+        return parent, _copy(steps_delta(steps))
+
+    def _ids_with_prefix(self, prefix: str) -> list[str]:
+        with self._lock:
+            return [i for i in self._runs if i.upper().startswith(prefix.upper())]

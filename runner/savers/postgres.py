@@ -1,0 +1,107 @@
+"""A saver that keeps runs in PostgreSQL, shared by runner processes on several machines.
+
+The same tables and queries as the SQLite saver (see `runner.savers.sqlite`), in an
+optional schema. psycopg 3 and its connection pool are imported only when this saver
+is used (`pip install 'timbal-flows[postgres]'`). Tables are created on first use,
+under an advisory lock so that processes starting together don't race; the
+`timbal_schema_version` table lets later releases migrate. A step is saved when its
+transaction has committed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..errors import SaverError
+from .sqlite import SQLSaver
+
+__all__ = ["PostgresSaver", "redact_dsn"]
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def redact_dsn(text: str) -> str:
+    """`text` with any DSN password replaced by `***` (URL and key=value forms)."""
+    text = _URL_PASSWORD.sub(r"\g<head>:***@", text)
+    return _KV_PASSWORD.sub(r"\g<head>***", text)
+
+
+class PostgresSaver(SQLSaver):
+    """Runs in a PostgreSQL database (psycopg 3 + a connection pool).
+
+    `schema` puts the tables in their own schema (created if missing), e.g. to keep
+    tests or tenants apart; by default they go to the connection's search path.
+    """
+
+    kind = "postgres"
+    placeholder = "%s"
+    real_type = "DOUBLE PRECISION"
+    ilike = "ILIKE"
+
+    def __init__(
+        self,
+        dsn: str,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 4,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if schema is not None and not _IDENT.match(schema):
+            raise SaverError(f"invalid PostgreSQL schema name {schema!r}")
+        self.dsn = dsn
+        self.schema = schema
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:
+            raise SaverError(
+                "the postgres saver needs psycopg 3: pip install 'timbal-flows[postgres]'"
+            ) from exc
+        self._psycopg = psycopg
+        self._timeout = connect_timeout
+        # One direct connection first: it fails fast, with the server's own reason.
+        try:
+            with psycopg.connect(dsn, connect_timeout=max(int(connect_timeout), 1)) as conn:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                (f"timbal-schema:{schema or ''}",))
+                    if schema is not None:
+                        cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    self._create_tables(cur)
+        except psycopg.Error as exc:
+            raise SaverError(f"{self.describe()}: {redact_dsn(str(exc)).strip()}") from exc
+        self._pool = ConnectionPool(
+            dsn, min_size=min_size, max_size=max_size, open=True, timeout=connect_timeout,
+            kwargs={"connect_timeout": max(int(connect_timeout), 1)}, name="timbal",
+        )
+
+    def describe(self) -> str:
+        """The database, for messages: the DSN without its password."""
+        where = f" (schema {self.schema})" if self.schema else ""
+        return f"PostgreSQL {redact_dsn(self.dsn)}{where}"
+
+    def _tables(self) -> dict[str, str]:
+        q = f'"{self.schema}".' if self.schema else ""
+        return {"runs": f"{q}timbal_runs", "steps": f"{q}timbal_steps",
+                "version": f"{q}timbal_schema_version", "runs_ix": "timbal_runs_"}
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Any]:
+        psycopg = self._psycopg
+        try:
+            # The pool's context commits when the block ends without an error, else rolls back.
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as exc:  # PoolTimeout and PoolClosed are psycopg errors too
+            raise SaverError(f"{self.describe()}: {redact_dsn(str(exc)).strip()}") from exc
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()

@@ -1,0 +1,305 @@
+"""A saver that keeps runs in one SQLite file, for local durable use.
+
+The tables (shared with the PostgreSQL saver through `SQLSaver`):
+
+    timbal_schema_version(version)          one row; 1 today, so later releases can migrate
+    timbal_runs(run_id PK, parent_id, flow_name, flow_path, flow_hash, status,
+                started_at, ended_at, inputs, outputs, error, usage)
+    timbal_steps(run_id, step_id, seq, status, return_value, error, model, usage,
+                 started_at, ended_at, attempts, messages, cache_key; PK (run_id, step_id))
+
+JSON values are stored as JSON text. A run's memory is the `messages` of its own step
+rows (one primary-key range read per ancestor), so saving costs what the step added
+and loading a memory reads its ancestry only. Indexes on parent_id (children, tree),
+(flow_name, started_at) (latest run of a flow) and started_at (list, newest first).
+
+SQLite runs in WAL mode with `synchronous=FULL`: each commit fsyncs the WAL, so a
+step saved is a step kept even through a power cut (NORMAL would only survive a
+process crash). `busy_timeout` lets several processes write the same file in turn;
+every write is one `BEGIN IMMEDIATE` transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunNotFound, SaverError
+from .base import RunRecord, Saver, StepRecord, encode_json, steps_delta
+
+__all__ = ["SQLiteSaver", "SQLSaver", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+_RUN_COLUMNS = ("run_id", "parent_id", "flow_name", "flow_path", "flow_hash", "status",
+                "started_at", "ended_at", "inputs", "outputs", "error", "usage")
+_STEP_COLUMNS = ("step_id", "seq", "status", "return_value", "error", "model", "usage",
+                 "started_at", "ended_at", "attempts", "messages", "cache_key")
+_JSON_COLUMNS = frozenset({"inputs", "outputs", "usage", "return_value", "messages"})
+
+
+class SQLSaver(Saver):
+    """The tables and queries SQLite and PostgreSQL share; subclasses give connections.
+
+    Queries are written with `?` placeholders and `{runs}` / `{steps}` / `{version}`
+    table names; `_sql` turns them into the dialect's.
+    """
+
+    #: Placeholder style of the driver, the column type for Unix times, the case-blind LIKE.
+    placeholder = "?"
+    real_type = "REAL"
+    ilike = "LIKE"
+
+    def _sql(self, query: str) -> str:
+        text = query.format(**self._tables())
+        return text.replace("?", self.placeholder) if self.placeholder != "?" else text
+
+    @abstractmethod
+    def _tables(self) -> dict[str, str]:
+        """Quoted names of the tables: runs, steps, version."""
+
+    @abstractmethod
+    def _transaction(self, write: bool) -> AbstractContextManager[Any]:
+        """A context giving a DB-API cursor inside one transaction, committed on success."""
+
+    def _ddl(self) -> list[str]:
+        real = self.real_type
+        return [
+            "CREATE TABLE IF NOT EXISTS {version} (version INTEGER NOT NULL)",
+            f"""CREATE TABLE IF NOT EXISTS {{runs}} (
+                run_id TEXT PRIMARY KEY, parent_id TEXT, flow_name TEXT NOT NULL,
+                flow_path TEXT, flow_hash TEXT NOT NULL, status TEXT NOT NULL,
+                started_at {real} NOT NULL, ended_at {real}, inputs TEXT NOT NULL,
+                outputs TEXT NOT NULL, error TEXT, usage TEXT NOT NULL)""",
+            f"""CREATE TABLE IF NOT EXISTS {{steps}} (
+                run_id TEXT NOT NULL, step_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                status TEXT NOT NULL, return_value TEXT NOT NULL, error TEXT, model TEXT,
+                usage TEXT NOT NULL, started_at {real}, ended_at {real},
+                attempts INTEGER NOT NULL, messages TEXT NOT NULL, cache_key TEXT,
+                PRIMARY KEY (run_id, step_id))""",
+            "CREATE INDEX IF NOT EXISTS {runs_ix}parent ON {runs} (parent_id)",
+            "CREATE INDEX IF NOT EXISTS {runs_ix}flow ON {runs} (flow_name, started_at)",
+            "CREATE INDEX IF NOT EXISTS {runs_ix}started ON {runs} (started_at)",
+        ]
+
+    def _create_tables(self, cur: Any) -> None:
+        """Create the tables (idempotent) and check the stored schema version."""
+        for statement in self._ddl():
+            cur.execute(self._sql(statement))
+        cur.execute(self._sql("SELECT MAX(version) FROM {version}"))
+        found = cur.fetchone()[0]
+        if found is None:
+            cur.execute(self._sql("INSERT INTO {version} (version) VALUES (?)"), (SCHEMA_VERSION,))
+        elif found > SCHEMA_VERSION:
+            raise SaverError(
+                f"{self.describe()} was written by a newer timbal (state schema v{found}; "
+                f"this one knows v{SCHEMA_VERSION}); upgrade timbal-flows"
+            )
+
+    def describe(self) -> str:
+        """The store, for messages (no secrets)."""
+        return self.kind
+
+    # -- rows ----------------------------------------------------------------------------
+    @staticmethod
+    def _values(data: dict[str, Any], columns: Sequence[str]) -> list[Any]:
+        return [encode_json(data[c]) if c in _JSON_COLUMNS else data[c] for c in columns]
+
+    @staticmethod
+    def _record(row: Sequence[Any], columns: Sequence[str]) -> dict[str, Any]:
+        return {c: json.loads(v) if c in _JSON_COLUMNS else v for c, v in zip(columns, row)}
+
+    def _exists(self, cur: Any, run_id: str) -> None:
+        cur.execute(self._sql("SELECT 1 FROM {runs} WHERE run_id = ?"), (run_id,))
+        if cur.fetchone() is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+
+    # -- writing -------------------------------------------------------------------------
+    def start_run(self, run: RunRecord) -> None:
+        """Record a new run, or mark an existing one running again (its steps and start time stay)."""
+        cols = ", ".join(_RUN_COLUMNS)
+        marks = ", ".join("?" for _ in _RUN_COLUMNS)
+        update = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS
+                           if c not in ("run_id", "started_at"))
+        query = (f"INSERT INTO {{runs}} ({cols}) VALUES ({marks}) "
+                 f"ON CONFLICT (run_id) DO UPDATE SET {update}")
+        with self._transaction(write=True) as cur:
+            cur.execute(self._sql(query), self._values(run.to_dict(with_steps=False), _RUN_COLUMNS))
+
+    def save_step(self, run_id: str, step: StepRecord) -> None:
+        """Record one finished step, committed before returning; the same step_id replaces it."""
+        cols = ("run_id", *_STEP_COLUMNS)
+        update = ", ".join(f"{c} = excluded.{c}" for c in _STEP_COLUMNS if c != "step_id")
+        query = (f"INSERT INTO {{steps}} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
+                 f"ON CONFLICT (run_id, step_id) DO UPDATE SET {update}")
+        with self._transaction(write=True) as cur:
+            self._exists(cur, run_id)
+            cur.execute(self._sql(query), self._values({"run_id": run_id, **step.to_dict()}, cols))
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: str,
+        outputs: Any = None,
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+        ended_at: float | None = None,
+    ) -> None:
+        """Record the end of a run."""
+        query = ("UPDATE {runs} SET status = ?, outputs = ?, error = ?, usage = ?, ended_at = ? "
+                 "WHERE run_id = ?")
+        params = (status, encode_json(outputs), error, encode_json(usage or {}),
+                  ended_at if ended_at is not None else time.time(), run_id)
+        with self._transaction(write=True) as cur:
+            cur.execute(self._sql(query), params)
+            if cur.rowcount == 0:
+                raise RunNotFound(f"no run with id {run_id!r}")
+
+    def delete_run(self, run_id: str) -> None:
+        """Forget a run and its steps."""
+        with self._transaction(write=True) as cur:
+            cur.execute(self._sql("DELETE FROM {runs} WHERE run_id = ?"), (run_id,))
+            if cur.rowcount == 0:
+                raise RunNotFound(f"no run with id {run_id!r}")
+            cur.execute(self._sql("DELETE FROM {steps} WHERE run_id = ?"), (run_id,))
+
+    # -- reading -------------------------------------------------------------------------
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run with its steps. Raises RunNotFound."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(f"SELECT {', '.join(_RUN_COLUMNS)} FROM {{runs}} WHERE run_id = ?"),
+                        (run_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise RunNotFound(f"no run with id {run_id!r}")
+            cur.execute(self._sql(f"SELECT {', '.join(_STEP_COLUMNS)} FROM {{steps}} "
+                                  "WHERE run_id = ? ORDER BY seq, step_id"), (run_id,))
+            steps = cur.fetchall()
+        record = RunRecord.from_dict(self._record(row, _RUN_COLUMNS))
+        record.steps = [StepRecord.from_dict(self._record(s, _STEP_COLUMNS)) for s in steps]
+        return record
+
+    def list_runs(
+        self, flow: str | None = None, status: str | None = None, limit: int | None = None
+    ) -> list[RunRecord]:
+        """Runs without their steps, newest first."""
+        where, params = [], []
+        if flow is not None:
+            where.append("flow_name = ?")
+            params.append(flow)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        query = f"SELECT {', '.join(_RUN_COLUMNS)} FROM {{runs}}"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY started_at DESC, run_id DESC"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(max(limit, 0))
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(query), params)
+            rows = cur.fetchall()
+        return [RunRecord.from_dict(self._record(r, _RUN_COLUMNS)) for r in rows]
+
+    def children(self, run_id: str) -> list[str]:
+        """Ids of the runs whose parent is `run_id`, oldest first."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT run_id FROM {runs} WHERE parent_id = ? ORDER BY run_id"),
+                        (run_id,))
+            return [r[0] for r in cur.fetchall()]
+
+    def memory_delta(self, run_id: str) -> tuple[str | None, dict[str, list[dict[str, Any]]]]:
+        """(parent_id, the messages run `run_id` added): that run's rows only."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT parent_id FROM {runs} WHERE run_id = ?"), (run_id,))
+            row = cur.fetchone()
+            if row is None:
+                raise RunNotFound(f"no run with id {run_id!r}")
+            cur.execute(self._sql("SELECT step_id, seq, messages FROM {steps} "
+                                  "WHERE run_id = ? AND status = 'succeeded'"), (run_id,))
+            steps = [StepRecord(s[0], "succeeded", s[1], messages=json.loads(s[2]))
+                     for s in cur.fetchall()]
+        return row[0], steps_delta(steps)
+
+    def _ids_with_prefix(self, prefix: str) -> list[str]:
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(f"SELECT run_id FROM {{runs}} WHERE run_id {self.ilike} ? "
+                                  "ESCAPE '\\' ORDER BY run_id LIMIT 50"), (pattern,))
+            return [r[0] for r in cur.fetchall()]
+
+
+class SQLiteSaver(SQLSaver):
+    """Runs in one SQLite file (WAL, synchronous=FULL); several processes may share it."""
+
+    kind = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], timeout: float = 30.0) -> None:
+        self.path = Path(path).expanduser()
+        self.timeout = timeout
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = -1
+        self._connect()
+
+    def describe(self) -> str:
+        """The store, for messages."""
+        return f"SQLite state file {self.path}"
+
+    def _tables(self) -> dict[str, str]:
+        return {"runs": "timbal_runs", "steps": "timbal_steps",
+                "version": "timbal_schema_version", "runs_ix": "timbal_runs_"}
+
+    def _connect(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Created owner-only before SQLite opens it; its -wal and -shm files copy the mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+        except (OSError, sqlite3.Error) as exc:
+            raise SaverError(f"cannot open {self.describe()}: {exc}") from exc
+        self._conn, self._pid = conn, os.getpid()
+        with self._transaction(write=True) as cur:
+            self._create_tables(cur)
+
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            if self._pid != os.getpid():  # a connection must not cross a fork
+                self._conn = None
+                self._connect()
+            if self._conn is None:
+                raise SaverError(f"{self.describe()} is closed")
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield cur
+                except BaseException:
+                    self._conn.rollback()
+                    raise
+                self._conn.commit()
+            except sqlite3.Error as exc:
+                raise SaverError(f"{self.describe()}: {exc}") from exc
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None

@@ -1,0 +1,74 @@
+"""Keep secrets out of state: every value written to a saver passes through `Redactor`.
+
+Secret values are: environment variables named in the flow's `secrets:` list, every
+environment variable whose name looks secret (…KEY, …TOKEN, …SECRET, …PASSWORD, …),
+and values passed to a provider as `api_key` or in `headers`/`extra_headers`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["Redactor", "SECRET_NAME", "REDACTED", "secret_param_values"]
+
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
+REDACTED = "***"
+_MIN_LEN = 4  # shorter values would redact ordinary words
+
+
+class Redactor:
+    """Replaces every occurrence of a secret value inside strings of nested data."""
+
+    def __init__(self, names: Iterable[str] = (), environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        wanted = set(names)
+        self._values: set[str] = {
+            v
+            for k, v in env.items()
+            if (k in wanted or SECRET_NAME.search(k)) and len(v) >= _MIN_LEN
+        }
+        self._pattern: re.Pattern[str] | None = None
+        self._compile()
+
+    def _compile(self) -> None:
+        if self._values:
+            # Longest first, so a secret containing another is replaced whole.
+            alts = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(a) for a in alts))
+        else:
+            self._pattern = None
+
+    def add(self, value: Any) -> None:
+        """Treat one more value (e.g. an api_key given in params) as secret."""
+        if isinstance(value, str) and len(value) >= _MIN_LEN and value not in self._values:
+            self._values.add(value)
+            self._compile()
+
+    def __call__(self, data: Any) -> Any:
+        """A copy of `data` with secret values replaced by ***."""
+        if self._pattern is None:
+            return data
+        return self._redact(data)
+
+    def _redact(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return self._pattern.sub(REDACTED, data) if self._pattern else data
+        if isinstance(data, dict):
+            return {k: self._redact(v) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return [self._redact(v) for v in data]
+        return data
+
+
+def secret_param_values(params: dict[str, Any]) -> list[Any]:
+    """Values of provider params that are credentials (api_key, header values)."""
+    out: list[Any] = []
+    for key, value in params.items():
+        if key in ("api_key", "token", "password") or SECRET_NAME.search(key):
+            out.append(value)
+        elif key in ("headers", "extra_headers") and isinstance(value, dict):
+            out.extend(value.values())
+    return out

@@ -1,0 +1,1 @@
+"""Step kinds: one module per kind, each with `async def execute(ctx: StepContext) -> StepOutcome`."""
