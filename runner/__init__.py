@@ -16,6 +16,7 @@ __all__ = [
     "load_flow",
     "compile_file",
     "Flow",
+    "Agent",
     "RunnableFlow",
     "RunResult",
     "FlowError",
@@ -40,6 +41,7 @@ __all__ = [
 _WHERE = {
     "load_flow": "runner.flow",
     "Flow": "runner.builder",
+    "Agent": "runner.builder",
     "RunnableFlow": "runner.flow",
     "RunResult": "runner.flow",
     "compile_file": "runner.compiler",

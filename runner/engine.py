@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from .errors import StepError
@@ -25,6 +25,9 @@ from .memory import ConversationStore, MemoryView
 from .savers.base import RunRecord, Saver, StepRecord
 from .secrets import Redactor
 from .templates import TemplateRenderError, render_value
+
+if TYPE_CHECKING:
+    from .cache import StepCache
 
 __all__ = ["Engine", "RunResult", "StepOutcome", "StepContext", "DEFAULT_MAX_CONCURRENCY"]
 
@@ -145,11 +148,17 @@ class _Scope:
         memory: MemoryView,
         prefix: str,
         run: _RunState,
+        boundary: _Scope | None = None,
+        contained: bool = False,
     ) -> None:
         self.graph = graph
         self.memory = memory
         self.prefix = prefix
         self.run = run
+        # A contained scope (an agent's tool call) keeps its steps' failures to itself: they
+        # stop the rest of it and fail the call, not the run. Nested scopes report to it.
+        self.failed: str | None = None
+        self.boundary: _Scope | None = self if contained else boundary
         self.context: dict[str, Any] = {
             "inputs": inputs,
             "env": _environ(),
@@ -159,6 +168,11 @@ class _Scope:
 
     def path(self, step_id: str) -> str:
         return f"{self.prefix}{step_id}"
+
+    @property
+    def halted(self) -> bool:
+        """Whether a step failed in the run, or inside the contained scope this one is part of."""
+        return bool(self.run.failed or (self.boundary is not None and self.boundary.failed))
 
 
 def _environ() -> dict[str, str]:
@@ -200,24 +214,54 @@ class StepContext:
         """Keep `value` (an api key passed in params, ...) out of everything saved."""
         self._run.redact.add(value)
 
-    async def run_subflow(self, graph: ExecutionGraph, inputs: dict[str, Any], isolated: bool) -> Any:
+    @property
+    def slots(self) -> asyncio.Semaphore:
+        """The run's concurrency slots: a step that makes many calls (an agent) holds one per call."""
+        return self._run.slots
+
+    async def run_subflow(
+        self,
+        graph: ExecutionGraph,
+        inputs: dict[str, Any],
+        isolated: bool,
+        name: str | None = None,
+        memory: MemoryView | None = None,
+        contained: bool = False,
+    ) -> Any:
         """Run `graph` as part of this run; its steps are recorded as `this_step/child`.
 
         Shared memory: the child reads and writes this run's conversations. Isolated:
         its conversations are kept under `this_step:` keys. Returns the child's outputs.
+        `name` files the child under `this_step/name/` instead (one name per call when a
+        step runs a flow several times, e.g. an agent's tool calls `tool#1`, `tool#2`);
+        `memory` replaces the view the child sees (an agent's fork of its conversation);
+        `contained`: a failed child step fails this call only (StepError), not the run.
         """
         from .inputs import prepare_inputs
 
-        memory = self.memory.nested(f"{self.path}:") if isolated else self.memory
-        for name in graph.secrets:
+        base = f"{self.path}/{name}" if name else self.path
+        if memory is None:
+            memory = self.memory.nested(f"{base}:") if isolated else self.memory
+        for secret in graph.secrets:
             import os
 
-            self._run.redact.add(os.environ.get(name))
-        child = _Scope(graph, prepare_inputs(graph, inputs), memory, f"{self.path}/", self._run)
+            self._run.redact.add(os.environ.get(secret))
+        child = _Scope(
+            graph,
+            prepare_inputs(graph, inputs),
+            memory,
+            f"{base}/",
+            self._run,
+            boundary=self.scope.boundary,
+            contained=contained,
+        )
         await self.engine._execute_scope(child)
         failed = [sid for sid, st in child.status.items() if st == "failed"]
-        if failed or self._run.failed:
-            raise StepError(f"sub-flow {graph.name!r} failed at step '{(failed or ['?'])[0]}'")
+        if failed or child.halted:
+            detail = f": {child.failed}" if contained and child.failed else ""
+            raise StepError(
+                f"sub-flow {graph.name!r} failed at step '{(failed or ['?'])[0]}'{detail}"
+            )
         return self.engine._outputs(child)
 
 
@@ -240,9 +284,12 @@ class Engine:
         graph: ExecutionGraph,
         saver: Saver,
         max_concurrency: int | None = None,
+        cache: StepCache | None = None,
     ) -> None:
         self.graph = graph
         self.saver = saver
+        # Incremental re-runs (watch, chat): unchanged steps reuse their earlier outcome.
+        self.cache = cache
         setting = graph.settings.get("max_concurrency") if graph.settings else None
         self.max_concurrency = max_concurrency or setting or DEFAULT_MAX_CONCURRENCY
         self._executors: dict[str, Executor] = {}
@@ -354,7 +401,7 @@ class Engine:
         run = scope.run
         path = scope.path(spec.id)
         dep_status = [scope.status.get(d) for d in spec.data_deps]
-        if run.failed or any(s in ("failed", "not_run") for s in dep_status):
+        if scope.halted or any(s in ("failed", "not_run") for s in dep_status):
             return "not_run"
         if any(scope.status.get(d) == "not_run" for d in spec.deps):
             return "not_run"
@@ -370,13 +417,17 @@ class Engine:
         try:
             if spec.when is not None and not is_true(ctx.render(spec.when)):
                 return self._skip(scope, spec, "condition is false")
-            run.emit(ev.STEP_STARTED, path, kind=spec.kind)
-            executor = self._executor(spec.kind)
-            if spec.kind in _LEAF_KINDS:
-                async with run.slots:
-                    outcome: StepOutcome = await executor(ctx)
+            cache_key, cached = self.cache.lookup(ctx) if self.cache is not None else (None, None)
+            if cached is not None:
+                outcome: StepOutcome = cached
             else:
-                outcome = await executor(ctx)
+                run.emit(ev.STEP_STARTED, path, kind=spec.kind)
+                executor = self._executor(spec.kind)
+                if spec.kind in _LEAF_KINDS:
+                    async with run.slots:
+                        outcome = await executor(ctx)
+                else:
+                    outcome = await executor(ctx)
         except asyncio.CancelledError:
             raise
         except TemplateRenderError as exc:
@@ -396,12 +447,18 @@ class Engine:
             ended_at=time.time(),
             attempts=outcome.attempts,
             messages={scope.memory.key(m): msgs for m, msgs in outcome.messages.items()},
+            cache_key=cache_key,
         )
         self._save(run, record)
         for key, msgs in record.messages.items():
             scope.memory.store.append(key, msgs)
-        add_usage(run.usage, outcome.usage)
         self._publish(scope, spec, record)
+        if cached is not None:  # nothing was spent: the run's usage leaves it out
+            run.emit(ev.STEP_REUSED, path, **{"return": outcome.return_value, "reason": "cached"})
+            return "succeeded"
+        if self.cache is not None and cache_key is not None:
+            self.cache.store(cache_key, outcome)
+        add_usage(run.usage, outcome.usage)
         run.emit(
             ev.STEP_FINISHED, path, **{"return": outcome.return_value, "usage": outcome.usage}
         )
@@ -451,7 +508,9 @@ class Engine:
         )
         self._save(run, record)
         self._publish(scope, spec, record)
-        if run.failed is None:
+        if scope.boundary is not None:
+            scope.boundary.failed = scope.boundary.failed or f"step '{path}' failed: {error}"
+        elif run.failed is None:
             run.failed = f"step '{path}' failed: {error}"
         run.emit(ev.STEP_FAILED, path, error=error)
         return "failed"

@@ -12,7 +12,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .engine import Engine, RunResult, resolve_run_id
 from .events import RUN_FINISHED, Event
@@ -20,6 +20,9 @@ from .graph import ExecutionGraph
 from .inputs import prepare_inputs
 from .savers.base import Saver
 from .templates import render_value
+
+if TYPE_CHECKING:
+    from .cache import StepCache
 
 __all__ = ["RunnableFlow", "RunResult", "load_flow", "saver_for_graph"]
 
@@ -38,9 +41,13 @@ def saver_for_graph(graph: ExecutionGraph) -> Saver:
 class RunnableFlow:
     """A compiled flow ready to run. Immutable; every run's state lives in the run."""
 
-    def __init__(self, graph: ExecutionGraph, saver: Saver | None = None) -> None:
+    def __init__(
+        self, graph: ExecutionGraph, saver: Saver | None = None, cache: StepCache | None = None
+    ) -> None:
         self.graph = graph
         self._saver = saver
+        # A session's step cache (watch, chat): unchanged steps are reused, not run again.
+        self._cache = cache
 
     @property
     def name(self) -> str:
@@ -67,7 +74,7 @@ class RunnableFlow:
         """Run once. `parent_id` continues (or branches from) that run's memory;
         `resume` carries on a failed or interrupted run. Raises InputError for bad inputs."""
         saver = saver or self.saver
-        engine = Engine(self.graph, saver, max_concurrency)
+        engine = Engine(self.graph, saver, max_concurrency, cache=self._cache)
         parent = resolve_run_id(saver, parent_id)
         if resume is not None:
             resume_id = resolve_run_id(saver, resume)

@@ -23,7 +23,7 @@ from .errors import Diagnostic, FlowError, Location
 __all__ = ["Document", "Span", "load_document", "load_text", "MAX_ALIAS_EXPANSION"]
 
 #: Nodes that aliases may add on top of the document's own nodes (a "billion laughs" guard).
-MAX_ALIAS_EXPANSION = 100_000
+MAX_ALIAS_EXPANSION = 20_000
 
 # The C parser is several times faster; a 1,000-step flow must load in a few milliseconds.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -54,30 +54,31 @@ class Span:
 class Document:
     """A loaded flow file: `data` (plain dicts/lists/scalars), its `source`, and positions.
 
-    `spans` maps a path tuple such as ``("steps", 2, "prompt")`` to the span of that value;
-    `key_spans` maps the same path to the span of the mapping key that holds it. A
+    `nodes` maps a path tuple such as ``("steps", 2, "prompt")`` to the YAML node of that
+    value; `key_nodes` maps the same path to the node of the mapping key that holds it
+    (nodes, not spans: building a Span per node would cost more than the parse). A
     document built from Python data (the builder) has no positions at all.
     """
 
     data: Any
     path: str = "<string>"
     source: str = ""
-    spans: dict[PathKey, Span] = field(default_factory=dict)
-    key_spans: dict[PathKey, Span] = field(default_factory=dict)
+    nodes: dict[PathKey, Node] = field(default_factory=dict, repr=False)
+    key_nodes: dict[PathKey, Node] = field(default_factory=dict, repr=False)
 
     @property
     def has_positions(self) -> bool:
         """Whether the document came from text (and so can point at lines and columns)."""
-        return bool(self.spans)
+        return bool(self.nodes)
 
     def span(self, path: PathKey, key: bool = False) -> Span | None:
         """The span of the node at `path` (its key with key=True), or of its nearest ancestor."""
         path = tuple(path)
-        if key and path in self.key_spans:
-            return self.key_spans[path]
+        if key and path in self.key_nodes:
+            return _span(self.key_nodes[path])
         while True:
-            if path in self.spans:
-                return self.spans[path]
+            if path in self.nodes:
+                return _span(self.nodes[path])
             if not path:
                 return None
             path = path[:-1]
@@ -96,7 +97,8 @@ class Document:
         folded or multi-line scalars, whose text differs from the source, the start of
         the string (plus the line offset for literal-like text) is the best we can do.
         """
-        span = self.spans.get(tuple(path))
+        node = self.nodes.get(tuple(path))
+        span = _span(node) if node is not None else None
         value = self._value_at(path)
         if span is None or not isinstance(value, str):
             return self.location(path)
@@ -275,7 +277,7 @@ class _Builder:
         if nid in self.active:
             raise _error("recursive alias: an anchor refers to itself", self.doc.path,
                          node.start_mark.line, node.start_mark.column, self.doc.source)
-        self.doc.spans[path] = _span(node)
+        self.doc.nodes[path] = node
         tag = node.tag
         if isinstance(node, ScalarNode):
             return self.scalar(node, tag)
@@ -320,7 +322,7 @@ class _Builder:
             return node.value
 
     def mapping(self, node: MappingNode, path: PathKey) -> dict[str, Any]:
-        own_span = self.doc.spans.get(path)
+        own_node = self.doc.nodes.get(path)
         # Merge keys first, so that the explicit keys' positions (recorded after) win.
         merged: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -329,8 +331,8 @@ class _Builder:
                     built = self.build(source, path)
                     for key, value in built.items():
                         merged.setdefault(key, value)  # earlier sources win over later ones
-        if own_span is not None:
-            self.doc.spans[path] = own_span
+        if own_node is not None:
+            self.doc.nodes[path] = own_node
         out: dict[str, Any] = {}
         first_line: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -349,7 +351,7 @@ class _Builder:
                 )
                 continue
             first_line[key] = key_node.start_mark.line + 1
-            self.doc.key_spans[path + (key,)] = _span(key_node)
+            self.doc.key_nodes[path + (key,)] = key_node
             out[key] = self.build(value_node, path + (key,))
         for key, value in merged.items():
             out.setdefault(key, value)

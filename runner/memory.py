@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["ConversationStore", "MemoryView", "window_messages"]
+__all__ = ["ConversationStore", "MemoryView", "ForkedMemoryView", "window_messages"]
 
 Message = dict[str, Any]
 
@@ -74,3 +74,32 @@ class MemoryView:
     def nested(self, namespace: str) -> MemoryView:
         """A deeper namespace (an isolated sub-flow inside an isolated sub-flow)."""
         return MemoryView(self.store, self.namespace + namespace)
+
+    def fork(self, memory_id: str, key: str, prefix: list[Message]) -> MemoryView:
+        """This view with `memory_id` forked at `prefix`: see `ForkedMemoryView`."""
+        return ForkedMemoryView(self, memory_id, key, prefix)
+
+
+class ForkedMemoryView(MemoryView):
+    """A view in which one conversation is forked; every other memory id is the parent's.
+
+    `memory_id` reads `prefix` (the conversation as it stood at the fork) followed by
+    what was written to it since, which is stored under `key` and never reaches the
+    parent's conversation. An agent's flow tools see its conversation this way: they
+    read it so far, and their own exchanges cannot land between a tool call and its result.
+    """
+
+    def __init__(self, parent: MemoryView, memory_id: str, key: str, prefix: list[Message]) -> None:
+        super().__init__(parent.store, parent.namespace)
+        self.parent = parent
+        self.memory_id = memory_id
+        self.fork_key = key
+        self.prefix = list(prefix)
+
+    def key(self, memory_id: str) -> str:
+        return self.fork_key if memory_id == self.memory_id else self.parent.key(memory_id)
+
+    def history(self, memory_id: str, window: int | None = None) -> list[Message]:
+        if memory_id != self.memory_id:
+            return self.parent.history(memory_id, window)
+        return window_messages(self.prefix + self.store.history(self.fork_key), window)

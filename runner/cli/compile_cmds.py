@@ -1,5 +1,227 @@
-"""Commands: see runner/cli/__init__.py."""
+"""Commands that compile without running: validate, graph, schema, init.
+
+Kept light on purpose: `timbal validate` must answer fast, so the compiler (jsonschema,
+jinja2) is imported inside the commands, and nothing here imports litellm or rich.
+"""
 
 from __future__ import annotations
 
-from .base import main  # noqa: F401
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import FlowError
+from .base import EXIT_INVALID, handle_errors, main, print_json, use_color
+
+if TYPE_CHECKING:
+    from ..graph import ExecutionGraph
+
+__all__ = ["validate", "graph", "schema", "init", "render_graph", "init_text"]
+
+
+def _diag_json(exc: FlowError) -> list[dict[str, Any]]:
+    return [
+        {
+            "file": d.location.path if d.location else None,
+            "line": d.location.line if d.location else None,
+            "col": d.location.col if d.location else None,
+            "message": d.message,
+        }
+        for d in exc.diagnostics
+    ]
+
+
+@main.command()
+@click.argument("flows", nargs=-1, required=True, metavar="FLOW...")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, valid, errors}.")
+@handle_errors
+def validate(flows: tuple[str, ...], as_json: bool) -> None:
+    """Check flow files with the whole compiler, without running anything.
+
+    Prints `ok: FILE (N steps)` for each valid file and compiler-style errors
+    for the others. Exits 2 when any file is invalid.
+    """
+    from ..compiler import compile_file
+
+    results: list[dict[str, Any]] = []
+    invalid = False
+    for flow in flows:
+        try:
+            graph = compile_file(flow)
+        except FlowError as exc:
+            invalid = True
+            results.append({"file": flow, "valid": False, "errors": _diag_json(exc)})
+            if not as_json:
+                click.echo(exc.format(color=use_color()), err=True)
+            continue
+        results.append({"file": flow, "valid": True, "steps": len(graph.steps), "errors": []})
+        if not as_json:
+            n = len(graph.steps)
+            click.echo(f"ok: {flow} ({n} step{'s' if n != 1 else ''})")
+    if as_json:
+        print_json(results)
+    if invalid:
+        sys.exit(EXIT_INVALID)
+
+
+def render_graph(graph: ExecutionGraph, fmt: str = "text") -> str:
+    """The execution graph as text, Mermaid or Graphviz dot: steps, kinds, memory ids, edges."""
+    edges = _edges(graph)
+    if fmt == "mermaid":
+        lines = ["flowchart TD"]
+        for s in graph.steps:
+            mem = f"<br/>memory: {', '.join(sorted(s.memory_ids))}" if s.memory_ids else ""
+            lines.append(f'    {s.id}["{s.id}<br/>{s.kind}{mem}"]')
+        for e in edges:
+            arrow = "-->" if e["kind"] == "data" else "-.->"
+            label = "" if e["kind"] == "data" else f"|{e['memory_id']}|"
+            lines.append(f"    {e['from']} {arrow}{label} {e['to']}")
+        return "\n".join(lines)
+    if fmt == "dot":
+        name = json.dumps(graph.name)
+        lines = [f"digraph {name} {{", "    rankdir=TB;", "    node [shape=box];"]
+        for s in graph.steps:
+            mem = f"\\nmemory: {', '.join(sorted(s.memory_ids))}" if s.memory_ids else ""
+            lines.append(f'    {s.id} [label="{s.id}\\n{s.kind}{mem}"];')
+        for e in edges:
+            style = "" if e["kind"] == "data" else f' [style=dashed, label="{e["memory_id"]}"]'
+            lines.append(f"    {e['from']} -> {e['to']}{style};")
+        lines.append("}")
+        return "\n".join(lines)
+    width = max((len(s.id) for s in graph.steps), default=0)
+    lines = [f"flow {graph.name} ({len(graph.steps)} steps)"]
+    for sid in graph.order:
+        s = graph.step(sid)
+        mem = f"  memory: {', '.join(sorted(s.memory_ids))}" if s.memory_ids else ""
+        after = f"  after: {', '.join(sorted(s.deps, key=lambda d: graph.step(d).index))}" if s.deps else ""
+        lines.append(f"  {s.id:<{width}}  {s.kind:<8}{mem}{after}".rstrip())
+    return "\n".join(lines)
+
+
+def _edges(graph: ExecutionGraph) -> list[dict[str, Any]]:
+    """Edges `from` -> `to` (to runs after from): data references, then memory order."""
+    out: list[dict[str, Any]] = []
+    for s in graph.steps:
+        for dep in sorted(s.deps, key=lambda d: graph.step(d).index):
+            if dep in s.data_deps:
+                out.append({"from": dep, "to": s.id, "kind": "data"})
+            else:
+                shared = sorted(s.memory_ids & graph.step(dep).memory_ids)
+                out.append({"from": dep, "to": s.id, "kind": "memory",
+                            "memory_id": shared[0] if shared else None})
+    return out
+
+
+def graph_json(graph: ExecutionGraph) -> dict[str, Any]:
+    """The execution graph as plain data (for --json)."""
+    return {
+        "name": graph.name,
+        "path": str(graph.path) if graph.path else None,
+        "order": list(graph.order),
+        "steps": [
+            {
+                "id": s.id,
+                "kind": s.kind,
+                "memory_id": s.memory_id,
+                "memory_ids": sorted(s.memory_ids),
+                "deps": sorted(s.deps),
+                "data_deps": sorted(s.data_deps),
+            }
+            for s in graph.steps
+        ],
+        "edges": _edges(graph),
+    }
+
+
+@main.command()
+@click.argument("flow", metavar="FLOW")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text",
+    show_default=True, help="How to draw the graph.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON (steps and edges).")
+@handle_errors
+def graph(flow: str, fmt: str, as_json: bool) -> None:
+    """Show a flow's execution graph: steps, kinds, memory ids and edges."""
+    from ..compiler import compile_file
+
+    compiled = compile_file(flow)
+    if as_json:
+        print_json(graph_json(compiled))
+    else:
+        click.echo(render_graph(compiled, fmt))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Same output (the schema is JSON already).")
+@handle_errors
+def schema(as_json: bool) -> None:
+    """Print the flow file JSON Schema (point your editor at it)."""
+    from ..schema import schema_text
+
+    click.echo(schema_text().rstrip("\n"))
+
+
+def _schema_ref(target: Path) -> str:
+    """How the new flow file should point at the schema: a relative path when one exists."""
+    from ..schema import SCHEMA_URL, schema_path
+
+    path = schema_path()
+    if path is None:
+        return SCHEMA_URL
+    folder = target.resolve().parent
+    try:
+        if os.path.commonpath([path, folder]) != os.path.dirname(os.path.abspath(os.sep)):
+            # Same project tree: a relative path keeps working when the project moves.
+            return Path(os.path.relpath(path, folder)).as_posix()
+    except ValueError:  # another drive on Windows
+        pass
+    return path.as_uri()
+
+
+def init_text(name: str, schema_ref: str) -> str:
+    """A small working flow on the offline `echo` model, with the editor schema comment."""
+    return f"""# yaml-language-server: $schema={schema_ref}
+version: 1
+name: {name if re.fullmatch(r"[A-Za-z0-9_.-]+", name) else json.dumps(name)}
+description: A starter flow. It runs offline on the built-in echo model; change `model` to use a real one.
+
+inputs:
+  prompt: {{type: string, description: What to say}}
+
+defaults:
+  model: echo
+
+steps:
+  - id: answer
+    memory_id: chat          # steps sharing a memory_id share one conversation
+    system: You are a helpful assistant.
+    prompt: "{{{{ inputs.prompt }}}}"
+  - id: summary
+    memory_id: chat
+    prompt: Now say it in one sentence.
+
+outputs:
+  response: "{{{{ summary.return }}}}"
+"""
+
+
+@main.command()
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
+@handle_errors
+def init(name: str, force: bool) -> None:
+    """Create NAME.yaml: a small flow that runs offline (model: echo)."""
+    target = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if target.exists() and not force:
+        click.echo(f"error: {target} already exists (use --force to overwrite)", err=True)
+        sys.exit(EXIT_INVALID)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(init_text(target.stem, _schema_ref(target)), encoding="utf-8")
+    click.echo(f"created: {target}")
+    click.echo(f"next: timbal run {target} -i prompt='Hello'", err=True)

@@ -45,7 +45,7 @@ def _answer(request: ModelRequest) -> dict[str, Any]:
                 break
             results.append(_text(m.get("content")))
         return {"role": "assistant", "content": "\n".join(reversed(results))}
-    last_user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     user_text = _text(last_user.get("content"))
     match = _CALL.match(user_text)
     if match and match.group("name") in tools and last is last_user:

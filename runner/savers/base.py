@@ -189,6 +189,8 @@ class Saver(ABC):
 
     def resolve(self, prefix: str) -> str:
         """The full run id for a unique prefix. Raises RunNotFound when none or several match."""
+        if not prefix.strip():
+            raise RunNotFound("no run id given")
         matches = self._ids_with_prefix(prefix)
         exact = [m for m in matches if m.upper() == prefix.upper()]
         if exact:  # a full id wins over longer ids it happens to prefix
@@ -213,6 +215,14 @@ class Saver(ABC):
         while current is not None:
             yield current
             current, _ = self.memory_delta(current)
+
+    def descendants(self, run_id: str) -> Iterator[str]:
+        """The runs below `run_id` (children, grandchildren, ...), each parent before its children."""
+        stack = list(reversed(self.children(run_id)))
+        while stack:
+            current = stack.pop()
+            yield current
+            stack.extend(reversed(self.children(current)))
 
     def close(self) -> None:  # noqa: B027 - most savers hold nothing to release
         """Release files and connections."""

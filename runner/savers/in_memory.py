@@ -79,7 +79,9 @@ class InMemorySaver(Saver):
         """The run with its steps. Raises RunNotFound."""
         with self._lock:
             data = _copy(self._run(run_id))
-            data["steps"] = _copy(list(self._steps.get(run_id, {}).values()))
+            steps = sorted(self._steps.get(run_id, {}).values(),
+                           key=lambda s: (s["seq"], s["step_id"]))
+            data["steps"] = _copy(steps)
         return RunRecord.from_dict(data)
 
     def list_runs(
@@ -105,7 +107,8 @@ class InMemorySaver(Saver):
         """(parent_id, the messages run `run_id` added per memory id)."""
         with self._lock:
             parent = self._run(run_id)["parent_id"]
-            steps = [StepRecord.from_dict(s) for s in self._steps.get(run_id, {}).values()]
+            steps = sorted((StepRecord.from_dict(s) for s in self._steps.get(run_id, {}).values()),
+                           key=lambda s: (s.seq, s.step_id))
         return parent, _copy(steps_delta(steps))
 
     def _ids_with_prefix(self, prefix: str) -> list[str]:

@@ -101,6 +101,7 @@ class JSONLSaver(Saver):
         self._idx_ino: int | None = None
         self._idx_pos = 0  # bytes of the index file applied to self._runs
         self._data_end = 0  # end of the last data line the index covers
+        self._last: tuple[int, int, str | None] | None = None  # that line: offset, length, run
 
     def close(self) -> None:
         """Close the data file."""
@@ -194,8 +195,21 @@ class JSONLSaver(Saver):
         if data_size > self._data_end:  # a writer died between its data line and index line
             if self._torn == (self._data_end, data_size):
                 return True  # a torn tail we already know about: nothing new to index
+            if not self._last_line_matches():  # rewritten, not appended to
+                return self._repair(repair, rebuild=True)
             return self._repair(repair, rebuild=False)
         return True
+
+    def _last_line_matches(self) -> bool:
+        """Whether the last indexed line is still where the index says (cheap staleness check)."""
+        if self._last is None:
+            return self._data_end == 0
+        offset, length, run_id = self._last
+        raw = os.pread(self._fd, length, offset)
+        try:
+            return raw.endswith(b"\n") and (run_id is None or json.loads(raw)["run_id"] == run_id)
+        except (ValueError, TypeError, KeyError):
+            return False
 
     def _repair(self, allowed: bool, rebuild: bool) -> bool:
         if not allowed:
@@ -292,7 +306,9 @@ class JSONLSaver(Saver):
 
     def _apply(self, entry: list[Any]) -> None:
         kind, offset, length = entry[0], int(entry[1]), int(entry[2])
-        self._data_end = max(self._data_end, offset + length)
+        if offset + length >= self._data_end:
+            self._data_end = offset + length
+            self._last = (offset, length, None if kind == "x" else entry[3])
         if kind == "x":
             return
         run_id, span = entry[3], (offset, length)

@@ -10,6 +10,7 @@ transaction has committed.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,11 +75,13 @@ class PostgresSaver(SQLSaver):
                         cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
                     self._create_tables(cur)
         except psycopg.Error as exc:
-            raise SaverError(f"{self.describe()}: {redact_dsn(str(exc)).strip()}") from exc
-        self._pool = ConnectionPool(
+            raise SaverError(f"{self.describe()}: {_reason(exc)}") from exc
+        self._new_pool: Any = lambda: ConnectionPool(
             dsn, min_size=min_size, max_size=max_size, open=True, timeout=connect_timeout,
             kwargs={"connect_timeout": max(int(connect_timeout), 1)}, name="timbal",
         )
+        self._pool = self._new_pool()
+        self._pid = os.getpid()
 
     def describe(self) -> str:
         """The database, for messages: the DSN without its password."""
@@ -93,15 +96,22 @@ class PostgresSaver(SQLSaver):
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[Any]:
         psycopg = self._psycopg
+        if self._pid != os.getpid():  # forked: the pool's connections and threads stay behind
+            self._pool, self._pid = self._new_pool(), os.getpid()
         try:
             # The pool's context commits when the block ends without an error, else rolls back.
             with self._pool.connection() as conn, conn.cursor() as cur:
                 yield cur
         except psycopg.Error as exc:  # PoolTimeout and PoolClosed are psycopg errors too
-            raise SaverError(f"{self.describe()}: {redact_dsn(str(exc)).strip()}") from exc
+            raise SaverError(f"{self.describe()}: {_reason(exc)}") from exc
 
     def close(self) -> None:
         """Close the connection pool."""
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """A driver error as one line, without passwords."""
+    return redact_dsn(" ".join(str(exc).split()))

@@ -115,7 +115,7 @@ class SQLSaver(Saver):
 
     @staticmethod
     def _record(row: Sequence[Any], columns: Sequence[str]) -> dict[str, Any]:
-        return {c: json.loads(v) if c in _JSON_COLUMNS else v for c, v in zip(columns, row)}
+        return {c: json.loads(v) if c in _JSON_COLUMNS else v for c, v in zip(columns, row, strict=True)}
 
     def _exists(self, cur: Any, run_id: str) -> None:
         cur.execute(self._sql("SELECT 1 FROM {runs} WHERE run_id = ?"), (run_id,))
@@ -191,7 +191,8 @@ class SQLSaver(Saver):
         self, flow: str | None = None, status: str | None = None, limit: int | None = None
     ) -> list[RunRecord]:
         """Runs without their steps, newest first."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if flow is not None:
             where.append("flow_name = ?")
             params.append(flow)
@@ -225,10 +226,47 @@ class SQLSaver(Saver):
             if row is None:
                 raise RunNotFound(f"no run with id {run_id!r}")
             cur.execute(self._sql("SELECT step_id, seq, messages FROM {steps} "
-                                  "WHERE run_id = ? AND status = 'succeeded'"), (run_id,))
+                                  "WHERE run_id = ? AND status = 'succeeded' ORDER BY seq, step_id"),
+                        (run_id,))
             steps = [StepRecord(s[0], "succeeded", s[1], messages=json.loads(s[2]))
                      for s in cur.fetchall()]
         return row[0], steps_delta(steps)
+
+    _CHAIN = (
+        "WITH RECURSIVE chain (run_id, parent_id, depth) AS ("
+        " SELECT run_id, parent_id, 0 FROM {runs} WHERE run_id = ?"
+        " UNION ALL SELECT r.run_id, r.parent_id, c.depth + 1 FROM {runs} r"
+        " JOIN chain c ON r.run_id = c.parent_id WHERE c.depth < ?) "
+    )
+    _MAX_DEPTH = 100_000
+
+    def load_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The memory at the end of `run_id`: its ancestry's step rows, in one round trip."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(self._CHAIN + "SELECT run_id, parent_id FROM chain ORDER BY depth"),
+                        (run_id, self._MAX_DEPTH))
+            chain = cur.fetchall()
+            cur.execute(self._sql(
+                self._CHAIN + "SELECT s.run_id, s.step_id, s.seq, s.messages FROM chain c "
+                "JOIN {steps} s ON s.run_id = c.run_id WHERE s.status = 'succeeded'"
+            ), (run_id, self._MAX_DEPTH))
+            rows = cur.fetchall()
+        if not chain:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        if chain[-1][1] is not None:  # the oldest ancestor found still names a parent
+            if len(chain) > self._MAX_DEPTH:
+                raise SaverError(f"run {run_id} has a cycle in its ancestry")
+            raise RunNotFound(f"no run with id {chain[-1][1]!r}")
+        by_run: dict[str, list[StepRecord]] = {}
+        for rid, step_id, seq, messages in rows:
+            by_run.setdefault(rid, []).append(
+                StepRecord(step_id, "succeeded", seq, messages=json.loads(messages)))
+        memory: dict[str, list[dict[str, Any]]] = {}
+        for rid, _ in reversed(chain):
+            steps = sorted(by_run.get(rid, []), key=lambda s: (s.seq, s.step_id))
+            for mid, msgs in steps_delta(steps).items():
+                memory.setdefault(mid, []).extend(msgs)
+        return memory
 
     def _ids_with_prefix(self, prefix: str) -> list[str]:
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

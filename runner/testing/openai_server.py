@@ -164,7 +164,7 @@ def default_responder(body: dict[str, Any]) -> FakeReply:
                 break
             results.append(_text(m.get("content")))
         return FakeReply(text="\n".join(reversed(results)))
-    user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     user_text = _text(user.get("content"))
     offered = {(t.get("function") or {}).get("name") for t in body.get("tools") or []}
     match = _CALL.match(user_text)
@@ -367,7 +367,7 @@ class FakeOpenAIServer:
     @staticmethod
     async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
         if headers.get("transfer-encoding", "").lower() == "chunked":
-            parts = []
+            parts: list[bytes] = []
             while True:
                 size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
                 if size == 0:
@@ -487,8 +487,8 @@ class FakeOpenAIServer:
                 events.append(chunk({"tool_calls": [head]}))
                 args = call["function"]["arguments"]
                 for j in range(0, len(args), 8):
-                    piece = {"index": i, "function": {"arguments": args[j : j + 8]}}
-                    events.append(chunk({"tool_calls": [piece]}))
+                    delta = {"index": i, "function": {"arguments": args[j : j + 8]}}
+                    events.append(chunk({"tool_calls": [delta]}))
             finish = reply.finish_reason or ("tool_calls" if calls else "stop")
             events.append(chunk({}, finish))
         if (body.get("stream_options") or {}).get("include_usage"):

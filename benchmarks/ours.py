@@ -1,0 +1,240 @@
+"""Our side of each benchmark, through the public Python API only (runs in the project's venv).
+
+Everything our side calls is in this module, so an API change is fixed here alone:
+`load_flow`, `RunnableFlow.run(inputs, parent_id=, saver=)`, the savers, `compile_file`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import flows
+from .common import (
+    aconverse,
+    files_size,
+    peak_rss_mb,
+    rss_mb,
+    sqlite_files,
+    sqlite_logical_bytes,
+    summarize,
+    timed_async,
+)
+
+
+def _saver(kind: str, folder: str | Path) -> tuple[Any, list[str]]:
+    """A saver of `kind` in `folder`, and the files it writes (for their size)."""
+    from runner import InMemorySaver, JSONLSaver, SQLiteSaver
+
+    if kind == "jsonl":
+        path = os.path.join(folder, "state.jsonl")
+        return JSONLSaver(path), [path]
+    if kind == "sqlite":
+        path = os.path.join(folder, "state.db")
+        return SQLiteSaver(path), sqlite_files(path)
+    if kind == "memory":
+        return InMemorySaver(), []
+    raise ValueError(f"unknown saver {kind!r}")
+
+
+def _close(saver: Any) -> None:
+    close = getattr(saver, "close", None)
+    if close is not None:
+        close()
+
+
+def _answer(result: Any) -> str:
+    if result.status != "succeeded":
+        raise RuntimeError(f"run {result.run_id} {result.status}: {getattr(result, 'error', '')}")
+    return str(result.outputs.get("response", ""))
+
+
+def _check3(result: Any) -> None:
+    answer = _answer(result)
+    if not answer.startswith("echo (5 messages): once more"):
+        raise RuntimeError(f"unexpected answer {answer!r}")
+
+
+class _Profile:
+    """pyinstrument around the timed part when `params["profile"]` names an output path."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.target = params.get("profile")
+        self.profiler: Any = None
+
+    def __enter__(self) -> _Profile:
+        if self.target:
+            from pyinstrument import Profiler
+
+            self.profiler = Profiler(interval=0.0005, async_mode="enabled")
+            self.profiler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.profiler is not None:
+            self.profiler.stop()
+            target = Path(self.target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.with_suffix(".txt").write_text(self.profiler.output_text(unicode=True, show_all=False))
+            target.with_suffix(".html").write_text(self.profiler.output_html())
+
+
+async def _run3_loop(saver_kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    from runner import load_flow
+
+    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
+        flow = load_flow(flows.write(tmp, "bench3", flows.BENCH3))
+        saver, _ = _saver(saver_kind, tmp)
+        try:
+            _check3(await flow.run({"prompt": "hi"}, parent_id=None, saver=saver))
+
+            async def once() -> None:
+                await flow.run({"prompt": "hi"}, parent_id=None, saver=saver)
+
+            with _Profile(params):
+                seconds = await timed_async(once, params["warmup"], params["runs"])
+        finally:
+            _close(saver)
+    return {"per_run_us": summarize(seconds)["median_us"]}
+
+
+async def engine3(params: dict[str, Any]) -> dict[str, Any]:
+    """The 3-step echo flow, no persistence (the in-memory saver), one run at a time."""
+    return await _run3_loop("memory", params)
+
+
+async def durable3(params: dict[str, Any]) -> dict[str, Any]:
+    """The 3-step echo flow with a durable saver (`saver`: jsonl or sqlite), new run each time."""
+    return await _run3_loop(params["saver"], params)
+
+
+async def conversation(params: dict[str, Any]) -> dict[str, Any]:
+    """`turns` runs of the one-step chat flow, each the child of the previous one."""
+    from runner import load_flow
+
+    kind = params["saver"]
+    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
+        flow = load_flow(flows.write(tmp, "chat", flows.CHAT))
+        saver, files = _saver(kind, tmp)
+        size = None
+        if kind == "jsonl":
+            size = lambda: files_size(files)  # noqa: E731
+        elif kind == "sqlite":
+            size = lambda: sqlite_logical_bytes(files[0])  # noqa: E731
+        state: dict[str, Any] = {"parent": None}
+
+        async def turn(k: int) -> str:
+            result = await flow.run({"prompt": f"turn {k}"}, parent_id=state["parent"], saver=saver)
+            state["parent"] = result.run_id
+            return _answer(result)
+
+        try:
+            with _Profile(params):
+                out = await aconverse(turn, params["turns"], size, params.get("budget_s", float("inf")))
+            if files:
+                out["file_bytes"] = files_size(files)
+        finally:
+            _close(saver)
+    return out
+
+
+async def fan20(params: dict[str, Any]) -> dict[str, Any]:
+    """20 independent echo steps of `delay` seconds each: wall time of one run."""
+    from runner import load_flow
+
+    width, delay = params.get("width", 20), params.get("delay", 0.2)
+    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
+        flow = load_flow(flows.write(tmp, "fan", flows.fan(width, delay)))
+        first = await flow.run({"prompt": "hi"})
+        if first.status != "succeeded":
+            raise RuntimeError(f"run {first.status}")
+        seconds = await timed_async(lambda: flow.run({"prompt": "hi"}), 0, params.get("runs", 3))
+    return {"wall_ms": summarize(seconds)["median_us"] / 1e3}
+
+
+async def concurrent(params: dict[str, Any]) -> dict[str, Any]:
+    """`runs` concurrent runs of the 3-step flow over litellm against the loopback server."""
+    from runner import load_flow
+
+    n = params["runs"]
+    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
+        flow = load_flow(flows.write(tmp, "litellm3", flows.litellm3(params["api_base"])))
+        _answer(await flow.run({"prompt": "warm up"}))
+        base = rss_mb()
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(flow.run({"prompt": f"run {i}"}) for i in range(n)))
+        wall = time.perf_counter() - t0
+        for result in results:
+            _answer(result)
+    return {"runs_per_s": n / wall, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base}
+
+
+async def sequential_litellm(params: dict[str, Any]) -> dict[str, Any]:
+    """Per-run time of the 3-step flow over litellm, one run at a time."""
+    from runner import load_flow
+
+    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
+        flow = load_flow(flows.write(tmp, "litellm3", flows.litellm3(params["api_base"])))
+        _answer(await flow.run({"prompt": "hi"}))
+        with _Profile(params):
+            seconds = await timed_async(
+                lambda: flow.run({"prompt": "hi"}), params["warmup"], params["runs"]
+            )
+    return {"per_run_us": summarize(seconds)["median_us"]}
+
+
+def compile_time(params: dict[str, Any]) -> dict[str, Any]:
+    """`compile_file` on chains of 10, 100 and 1,000 steps: median ms of `runs` compiles each."""
+    from runner.compiler import compile_file
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
+        for n in params["sizes"]:
+            path = flows.write(tmp, f"chain{n}", flows.chain(n))
+            compile_file(path)  # warm the schema and template caches once
+            seconds = []
+            for _ in range(params["runs"]):
+                t0 = time.perf_counter()
+                compile_file(path)
+                seconds.append(time.perf_counter() - t0)
+            out[f"ms@{n}"] = summarize(seconds)["median_us"] / 1e3
+    return out
+
+
+def hot_reload(params: dict[str, Any]) -> dict[str, Any]:
+    """TODO(watch): hot-reload latency of `timbal run --watch`.
+
+    To be written with `runner/watch.py`: start `timbal run --watch FLOW -i prompt=hi` as a
+    subprocess, wait for its first output, rewrite the flow file (e.g. change a prompt), and
+    time from the write until the new output appears; repeat `params["runs"]` times and
+    return ``{"latency_ms": median}``. Until then the harness shows n/a.
+    """
+    raise NotImplementedError("hot-reload latency is not written yet (benchmarks/ours.py:hot_reload)")
+
+
+def once(params: dict[str, Any]) -> dict[str, Any]:
+    """Load the 3-step flow and run it once (the start-up figure times the whole process)."""
+    from runner import load_flow
+
+    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
+        flow = load_flow(flows.write(tmp, "bench3", flows.BENCH3))
+        result = asyncio.run(flow.run({"prompt": "hi"}))
+    _check3(result)
+    return {"answer": _answer(result)}
+
+
+TASKS = {
+    "engine3": engine3,
+    "durable3": durable3,
+    "conversation": conversation,
+    "fan20": fan20,
+    "concurrent": concurrent,
+    "sequential_litellm": sequential_litellm,
+    "compile": compile_time,
+    "hot_reload": hot_reload,
+    "once": once,
+}

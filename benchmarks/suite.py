@@ -1,0 +1,468 @@
+"""What is measured: each benchmark's jobs (per side) and the figures drawn from them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import flows
+from .common import turn_marks
+from .harness import Job, Outcome
+
+# Sides, and the group each belongs to (`--sides` selects groups): the direct litellm calls
+# and the bare interpreter are baselines that run in our venv beside our side.
+GROUPS = {"ours": "ours", "litellm": "ours", "python": "ours", "langgraph": "langgraph", "timbal": "timbal"}
+RIVAL_NAMES = {"langgraph": "LangGraph", "timbal": "Timbal (PyPI)"}
+
+
+@dataclass
+class Context:
+    """What jobs need to know about this invocation."""
+
+    quick: bool
+    flows_dir: Path
+    timbal: list[str]
+    api_base: str = "http://127.0.0.1:9/v1"
+    tmp: str | None = None
+
+    def pick(self, full: Any, quick: Any) -> Any:
+        return quick if self.quick else full
+
+
+@dataclass
+class Val:
+    """One cell: a number in `unit`, or why there is none."""
+
+    num: float | None
+    unit: str = ""
+    err: str | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """`ratio`: ours / theirs must be at most `limit`; `max`: ours itself at most `limit`."""
+
+    kind: str
+    limit: float
+
+    def text(self) -> str:
+        return f"ratio ≤ {self.limit:g}" if self.kind == "ratio" else f"≤ {self.limit:g}"
+
+
+@dataclass
+class Row:
+    """A line of the table: ours beside theirs, the ratio, the target and whether it is met."""
+
+    figure: str
+    ours: Val
+    theirs: Val | None = None
+    rival: str = ""
+    target: Target | None = None
+    compare: bool = True
+
+    def ratio(self) -> float | None:
+        if not self.compare or self.theirs is None:
+            return None
+        if self.ours.num is None or self.theirs.num is None or self.theirs.num == 0:
+            return None
+        return self.ours.num / self.theirs.num
+
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        value = self.ratio() if self.target.kind == "ratio" else self.ours.num
+        return None if value is None else value <= self.target.limit
+
+
+@dataclass
+class Bench:
+    """One benchmark: its jobs, how many repetitions, and its rows."""
+
+    name: str
+    title: str
+    about: str
+    reps: tuple[int, int]  # (full, quick)
+    jobs: Callable[[Context], list[Job]]
+    rows: Callable[[Results, Context], list[Row]]
+    server_latency: float | None = None
+
+
+@dataclass
+class Results:
+    """Medians per job of one benchmark."""
+
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+
+    def get(self, key: str, metric: str, unit: str = "", scale: float = 1.0) -> Val:
+        """`metric` of job `key` (times `scale`), or a Val that says why it is missing."""
+        outcome = self.outcomes.get(key)
+        if outcome is None:
+            return Val(None, unit, err="not run")
+        if outcome.error is not None:
+            return Val(None, unit, err=outcome.error)
+        value = outcome.values.get(metric)
+        if not isinstance(value, (int, float)):
+            return Val(None, unit, err=f"no {metric}")
+        return Val(float(value) * scale, unit)
+
+    def text(self, key: str, metric: str) -> str:
+        outcome = self.outcomes.get(key)
+        return str(outcome.values.get(metric, "")) if outcome and outcome.error is None else ""
+
+
+def quotient(a: Val, b: Val, unit: str = "x") -> Val:
+    """a / b as a Val (errors carried over)."""
+    if a.num is None:
+        return Val(None, unit, err=a.err)
+    if b.num is None:
+        return Val(None, unit, err=b.err)
+    if b.num == 0:
+        return Val(None, unit, err="division by zero")
+    return Val(a.num / b.num, unit)
+
+
+# -- engine cost ----------------------------------------------------------------------------------
+
+
+def _engine_jobs(ctx: Context) -> list[Job]:
+    params = {"warmup": ctx.pick(50, 10), "runs": ctx.pick(1000, 100), "tmp": ctx.tmp}
+    return [Job(f"{side}.engine3", side, "engine3", params) for side in ("ours", "langgraph", "timbal")]
+
+
+def _engine_rows(r: Results, ctx: Context) -> list[Row]:
+    ours = r.get("ours.engine3", "per_run_us", "us")
+    lg = r.get("langgraph.engine3", "per_run_us", "us")
+    lg.note = r.text("langgraph.engine3", "mode")
+    return [
+        Row("3-step flow, echo, no persistence: time per run", ours, lg, "LangGraph", Target("ratio", 0.5)),
+        Row("3-step flow, echo, no persistence: time per run", ours,
+            r.get("timbal.engine3", "per_run_us", "us"), "Timbal (3 chained agent turns)", Target("ratio", 0.5)),
+        Row("3-step flow, echo: time per run (Timbal: Workflow of 3 agents, memory not shared)", ours,
+            r.get("timbal.engine3", "workflow_isolated_us", "us"), "Timbal Workflow"),
+    ]
+
+
+ENGINE = Bench(
+    "engine", "Engine cost, offline model, no persistence",
+    "The 3-step flow (a, b, c share memory `s`; prompts `{{ inputs.prompt }}`, `again`, "
+    "`once more`) on the echo model, one run at a time, after a warm-up; the figure is the "
+    "median time per run. LangGraph: the same graph with plain Python nodes that build the "
+    "message list, answer what echo answers and append to a shared `messages` state "
+    "(`operator.add`), no checkpointer; both `invoke` (sync nodes) and `ainvoke` (async "
+    "nodes) are timed and the faster is the rival's figure. Timbal: its offline "
+    "`TestModel` with a handler that answers what echo answers; a Workflow's agent steps "
+    "have isolated memory, so the shared conversation is three chained turns of one Agent "
+    "(`parent_id`, in-memory tracing provider); the Workflow form is shown beside it.",
+    (7, 3), _engine_jobs, _engine_rows,
+)
+
+
+# -- durable state ----------------------------------------------------------------------------------
+
+
+def _durable_jobs(ctx: Context) -> list[Job]:
+    params = {"warmup": ctx.pick(10, 3), "runs": ctx.pick(100, 20), "tmp": ctx.tmp}
+    return [
+        Job("ours.jsonl", "ours", "durable3", {**params, "saver": "jsonl"}),
+        Job("ours.sqlite", "ours", "durable3", {**params, "saver": "sqlite"}),
+        Job("langgraph.sqlite", "langgraph", "durable3", params),
+    ]
+
+
+def _durable_rows(r: Results, ctx: Context) -> list[Row]:
+    lg = r.get("langgraph.sqlite", "per_run_us", "us")
+    lg.note = r.text("langgraph.sqlite", "mode")
+    return [
+        Row("3-step flow, durable JSONL (fsync per step): time per run",
+            r.get("ours.jsonl", "per_run_us", "us"), lg, "LangGraph SqliteSaver, sync", Target("ratio", 0.5)),
+        Row("3-step flow, durable SQLite (fsync per step): time per run",
+            r.get("ours.sqlite", "per_run_us", "us"), lg, "LangGraph SqliteSaver, sync", Target("ratio", 0.5)),
+    ]
+
+
+DURABLE = Bench(
+    "durable", "Engine cost with durable state",
+    "The same 3-step flow, each run a new conversation in one state file, after a warm-up. "
+    "Ours: JSONLSaver and SQLiteSaver, each step's record fsynced before the step counts "
+    "as done. LangGraph: SqliteSaver (`invoke`) and AsyncSqliteSaver (`ainvoke`) with "
+    "`durability=\"sync\"`, a new `thread_id` per run; the faster is the rival's figure. "
+    "LangGraph's SQLite runs in WAL mode with synchronous=FULL, so each of its commits "
+    "fsyncs too.",
+    (5, 3), _durable_jobs, _durable_rows,
+)
+
+
+# -- a long conversation ----------------------------------------------------------------------------
+
+
+def _conversation_jobs(ctx: Context) -> list[Job]:
+    turns = ctx.pick(1000, 200)
+    p = {"turns": turns, "tmp": ctx.tmp}
+    budget = ctx.pick(90, 15)
+    return [
+        Job("ours.memory", "ours", "conversation", {**p, "saver": "memory"}),
+        Job("ours.jsonl", "ours", "conversation", {**p, "saver": "jsonl"}),
+        Job("ours.sqlite", "ours", "conversation", {**p, "saver": "sqlite"}),
+        Job("langgraph.sqlite", "langgraph", "conversation", {**p, "saver": "sqlite"}),
+        Job("langgraph.memory", "langgraph", "conversation", {**p, "saver": "memory"}),
+        Job("timbal.memory", "timbal", "conversation", {**p, "saver": "memory"}),
+        Job("timbal.jsonl", "timbal", "conversation", {**p, "saver": "jsonl", "budget_s": budget},
+            max_reps=1),
+    ]
+
+
+def _at(r: Results, key: str, metric: str, turn: int, unit: str) -> Val:
+    """`metric@turn`; when the run stopped short (time budget), its last figure, marked so."""
+    val = r.get(key, f"{metric}@{turn}", unit)
+    outcome = r.outcomes.get(key)
+    if val.num is None and outcome is not None and outcome.error is None:
+        done = int(outcome.values.get("turns", 0))
+        if metric == "ms":
+            val = r.get(key, "ms@last", unit)
+        else:
+            marks = [m for m in turn_marks(done) if f"{metric}@{m}" in outcome.values]
+            val = r.get(key, f"{metric}@{marks[-1]}", unit) if marks else val
+        val.note = f"at turn {done}: stopped by its time budget"
+    return val
+
+
+def _conversation_rows(r: Results, ctx: Context) -> list[Row]:
+    turns = ctx.pick(1000, 200)
+    rows: list[Row] = []
+    rival_of = {
+        "memory": ("timbal.memory", "Timbal, in-memory"),
+        "jsonl": ("timbal.jsonl", "Timbal, JSONL"),
+        "sqlite": ("langgraph.sqlite", "LangGraph SqliteSaver"),
+    }
+    for saver, (rival_key, rival) in rival_of.items():
+        key = f"ours.{saver}"
+        t10, tn = _at(r, key, "ms", 10, "ms"), _at(r, key, "ms", turns, "ms")
+        rt10, rtn = _at(r, rival_key, "ms", 10, "ms"), _at(r, rival_key, "ms", turns, "ms")
+        rows += [
+            Row(f"{turns}-turn conversation, {saver}: time per turn at turn 10", t10, rt10, rival),
+            Row(f"{turns}-turn conversation, {saver}: time per turn at turn {turns}", tn, rtn, rival),
+            Row(f"{turns}-turn conversation, {saver}: turn {turns} / turn 10 time", quotient(tn, t10),
+                _flat(rtn, rt10), rival, Target("max", 1.2), compare=False),
+        ]
+    rows.append(Row(f"{turns}-turn conversation, memory: time per turn at turn {turns}",
+                    _at(r, "ours.memory", "ms", turns, "ms"),
+                    _at(r, "langgraph.memory", "ms", turns, "ms"), "LangGraph InMemorySaver"))
+    for saver in ("jsonl", "sqlite"):
+        key = f"ours.{saver}"
+        b10, bn = _at(r, key, "bytes_per_turn", 10, "B"), _at(r, key, "bytes_per_turn", turns, "B")
+        for rival_key, rival in (("langgraph.sqlite", "LangGraph SqliteSaver"), ("timbal.jsonl", "Timbal, JSONL")):
+            if saver == "sqlite" and rival_key == "timbal.jsonl":
+                continue
+            rb10 = _at(r, rival_key, "bytes_per_turn", 10, "B")
+            rbn = _at(r, rival_key, "bytes_per_turn", turns, "B")
+            if rival_key == "langgraph.sqlite":
+                rows.append(Row(f"{turns}-turn conversation, {saver}: bytes stored per turn at turn 10",
+                                b10, rb10, rival))
+            rows += [
+                Row(f"{turns}-turn conversation, {saver}: bytes stored per turn at turn {turns}", bn, rbn, rival),
+                Row(f"{turns}-turn conversation, {saver}: turn {turns} / turn 10 bytes per turn",
+                    quotient(bn, b10), _flat(rbn, rb10), rival, Target("max", 1.1), compare=False),
+            ]
+        rows.append(Row(f"{turns}-turn conversation, {saver}: state file size at the end",
+                        r.get(key, "file_bytes", "B"), _at_file(r, "langgraph.sqlite"),
+                        "LangGraph SqliteSaver"))
+    return rows
+
+
+def _at_file(r: Results, key: str) -> Val:
+    return r.get(key, "file_bytes", "B")
+
+
+def _flat(late: Val, early: Val) -> Val:
+    val = quotient(late, early)
+    if late.note:
+        val.note = late.note
+    return val
+
+
+CONVERSATION = Bench(
+    "conversation", "A long conversation",
+    "One conversation of N turns (1,000; 200 with --quick): each turn is a run of a "
+    "one-step echo flow whose parent is the previous run, so the model sees the whole "
+    "history. Time per turn at turn k is the median of the 9 turns ending at k; bytes per "
+    "turn at k is how much the stored data grew over those 9 turns (for SQLite files: the "
+    "bytes of every stored value, read on a separate connection, since WAL pages and "
+    "checkpoints hide kilobyte growth; for JSONL: the file size). LangGraph: one thread "
+    "of a one-node graph with SqliteSaver (`durability=\"sync\"`) or InMemorySaver; each "
+    "checkpoint holds the whole message list, so its file grows with the square of the "
+    "turns. Timbal: one Agent, each turn chained by `parent_id`, with its in-memory or "
+    "JSONL tracing provider; its JSONL provider rewrites the whole file on every save, so "
+    "that run stops at a time budget (90 s; 15 s with --quick) and reports the last turn "
+    "it reached. Targets apply to ours: turn N within 1.2× turn 10, bytes per turn flat "
+    "(within 1.1×).",
+    (3, 1), _conversation_jobs, _conversation_rows,
+)
+
+
+# -- concurrency -------------------------------------------------------------------------------------
+
+
+def _concurrency_jobs(ctx: Context) -> list[Job]:
+    fan = {"width": 20, "delay": 0.2, "runs": ctx.pick(5, 3), "tmp": ctx.tmp}
+    many = {"runs": ctx.pick(500, 100), "api_base": ctx.api_base, "tmp": ctx.tmp}
+    return [
+        Job("ours.fan20", "ours", "fan20", fan),
+        Job("langgraph.fan20", "langgraph", "fan20", fan),
+        Job("ours.concurrent", "ours", "concurrent", many),
+        Job("langgraph.concurrent", "langgraph", "concurrent", many),
+        Job("litellm.concurrent", "litellm", "concurrent", many),
+    ]
+
+
+def _concurrency_rows(r: Results, ctx: Context) -> list[Row]:
+    n = ctx.pick(500, 100)
+    ours_rps = r.get("ours.concurrent", "runs_per_s", "runs/s")
+    ours_mem = r.get("ours.concurrent", "peak_rss_mb", "MiB")
+    return [
+        Row("20 independent steps of 200 ms: wall time of the run", r.get("ours.fan20", "wall_ms", "ms"),
+            r.get("langgraph.fan20", "wall_ms", "ms"), "LangGraph", Target("max", 240)),
+        Row(f"{n} concurrent 3-step runs, litellm, 50 ms server: runs/s (higher is better)", ours_rps,
+            r.get("langgraph.concurrent", "runs_per_s", "runs/s"), "LangGraph + litellm"),
+        Row(f"{n} concurrent 3-step runs, litellm, 50 ms server: runs/s (higher is better)", ours_rps,
+            r.get("litellm.concurrent", "runs_per_s", "runs/s"), "litellm.acompletion direct"),
+        Row(f"{n} concurrent 3-step runs: wall time", r.get("ours.concurrent", "wall_s", "s"),
+            r.get("litellm.concurrent", "wall_s", "s"), "litellm.acompletion direct", Target("ratio", 1.1)),
+        Row(f"{n} concurrent 3-step runs: peak memory of the process", ours_mem,
+            r.get("langgraph.concurrent", "peak_rss_mb", "MiB"), "LangGraph + litellm"),
+        Row(f"{n} concurrent 3-step runs: peak memory of the process", ours_mem,
+            r.get("litellm.concurrent", "peak_rss_mb", "MiB"), "litellm.acompletion direct"),
+    ]
+
+
+CONCURRENCY = Bench(
+    "concurrency", "Concurrency",
+    "Twenty independent echo steps with `params: {delay: 0.2}` in one run (LangGraph: 20 "
+    "async nodes fanned out from START that each sleep 0.2 s); the figure is the run's wall "
+    "time. Then N concurrent runs (500; 100 with --quick) of the 3-step flow with "
+    "`model: openai/fake` on our fake OpenAI server (`runner.testing.openai_server`, its "
+    "own process, 50 ms latency), started together with asyncio.gather after one warm-up "
+    "run: runs per second and the process's peak RSS. LangGraph's nodes and the direct "
+    "baseline call `litellm.acompletion` (same litellm version as ours) with the same "
+    "growing message list, so the engines differ and the client does not.",
+    (3, 1), _concurrency_jobs, _concurrency_rows, server_latency=0.05,
+)
+
+
+def _litellm_jobs(ctx: Context) -> list[Job]:
+    p = {"warmup": ctx.pick(10, 3), "runs": ctx.pick(200, 30), "api_base": ctx.api_base, "tmp": ctx.tmp}
+    return [
+        Job("ours.sequential", "ours", "sequential_litellm", p),
+        Job("litellm.sequential", "litellm", "sequential_litellm", p),
+        Job("langgraph.sequential", "langgraph", "sequential_litellm", p),
+    ]
+
+
+def _litellm_rows(r: Results, ctx: Context) -> list[Row]:
+    ours = r.get("ours.sequential", "per_run_us", "us")
+    return [
+        Row("3-step flow over litellm, loopback server: time per run", ours,
+            r.get("litellm.sequential", "per_run_us", "us"), "litellm.acompletion direct", Target("ratio", 1.1)),
+        Row("3-step flow over litellm, loopback server: time per run", ours,
+            r.get("langgraph.sequential", "per_run_us", "us"), "LangGraph + litellm"),
+    ]
+
+
+LITELLM = Bench(
+    "litellm", "Engine cost over litellm",
+    "The 3-step flow with `model: openai/fake` against the fake OpenAI server with no "
+    "latency, one run at a time, after a warm-up: our engine's cost on top of the same "
+    "three `litellm.acompletion` calls made directly (target: at most 10% above), and "
+    "LangGraph's nodes making those calls.",
+    (5, 2), _litellm_jobs, _litellm_rows, server_latency=0.0,
+)
+
+
+# -- start-up -----------------------------------------------------------------------------------------
+
+
+def _startup_jobs(ctx: Context) -> list[Job]:
+    flow = str(flows.write(ctx.flows_dir, "bench3", flows.BENCH3))
+    worker = ("{python}", "-m", "benchmarks.worker")
+    return [
+        Job("python.pass", "python", argv=("{python}", "-c", "pass")),
+        Job("ours.validate", "ours", argv=(*ctx.timbal, "validate", flow)),
+        Job("ours.run", "ours", argv=(*ctx.timbal, "run", flow, "-i", "prompt=hi")),
+        Job("ours.script", "ours", argv=(*worker, "ours", "once")),
+        Job("langgraph.script", "langgraph", argv=(*worker, "langgraph", "once")),
+        Job("timbal.script", "timbal", argv=(*worker, "timbal", "once")),
+    ]
+
+
+def _startup_rows(r: Results, ctx: Context) -> list[Row]:
+    bare = r.get("python.pass", "wall_ms", "ms")
+    script = r.get("ours.script", "wall_ms", "ms")
+    return [
+        Row("timbal validate FLOW: whole process", r.get("ours.validate", "wall_ms", "ms"), bare, "python -c pass"),
+        Row("timbal run FLOW -i prompt=hi (echo): whole process", r.get("ours.run", "wall_ms", "ms"), bare,
+            "python -c pass"),
+        Row("3-step flow as a Python script, run once: whole process", script,
+            r.get("langgraph.script", "wall_ms", "ms"), "LangGraph"),
+        Row("3-step flow as a Python script, run once: whole process", script,
+            r.get("timbal.script", "wall_ms", "ms"), "Timbal (PyPI)"),
+    ]
+
+
+STARTUP = Bench(
+    "startup", "Start-up",
+    "Whole processes timed from the outside, like hyperfine: each repetition starts every "
+    "command once, in alternating order; the figure is the median wall time. `timbal "
+    "validate` and `timbal run` are our CLI on the 3-step echo flow; `python -c pass` is "
+    "the interpreter alone. The script rows run `python -m benchmarks.worker SIDE once`: "
+    "import the library, build the 3-step flow or graph and run it once.",
+    (10, 3), _startup_jobs, _startup_rows,
+)
+
+
+# -- compile time, hot reload ---------------------------------------------------------------------------
+
+
+def _compile_jobs(ctx: Context) -> list[Job]:
+    return [Job("ours.compile", "ours", "compile", {"sizes": [10, 100, 1000], "runs": ctx.pick(5, 2),
+                                                     "tmp": ctx.tmp})]
+
+
+def _compile_rows(r: Results, ctx: Context) -> list[Row]:
+    ms = {n: r.get("ours.compile", f"ms@{n}", "ms") for n in (10, 100, 1000)}
+    return [
+        Row("compile a flow of 10 steps", ms[10]),
+        Row("compile a flow of 100 steps", ms[100]),
+        Row("compile a flow of 1,000 steps", ms[1000]),
+        Row("compile time growth, 10 -> 100 steps (10x the steps)", quotient(ms[100], ms[10])),
+        Row("compile time growth, 100 -> 1,000 steps (10x the steps)", quotient(ms[1000], ms[100])),
+    ]
+
+
+COMPILE = Bench(
+    "compile", "Compile time",
+    "`runner.compiler.compile_file` on generated flows of 10, 100 and 1,000 echo steps in "
+    "one memory, each step's prompt reading the previous step's return; median of several "
+    "compiles after one warm-up compile. Linear growth reads 10x per row.",
+    (5, 2), _compile_jobs, _compile_rows,
+)
+
+
+def _reload_jobs(ctx: Context) -> list[Job]:
+    return [Job("ours.hot_reload", "ours", "hot_reload", {"runs": ctx.pick(10, 3), "tmp": ctx.tmp})]
+
+
+def _reload_rows(r: Results, ctx: Context) -> list[Row]:
+    return [Row("hot reload: flow file saved -> new output (timbal run --watch)",
+                r.get("ours.hot_reload", "latency_ms", "ms"))]
+
+
+HOT_RELOAD = Bench(
+    "hot_reload", "Hot-reload latency",
+    "`timbal run --watch`: time from saving an edited flow file to the new run's output.",
+    (5, 1), _reload_jobs, _reload_rows,
+)
+
+
+BENCHES = [ENGINE, DURABLE, CONVERSATION, CONCURRENCY, LITELLM, STARTUP, COMPILE, HOT_RELOAD]

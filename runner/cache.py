@@ -1,0 +1,136 @@
+"""Incremental re-runs: reuse a step's earlier result when nothing it depends on changed.
+
+Like a build system, a `StepCache` remembers each step's outcome under a key made of
+what decides its result: the step's definition (`StepSpec.fingerprint`), its resolved
+inputs (every field of its config, rendered with this run's context: the prompt as it
+would be sent, params, model) and its memory (the history it would send). When a later
+run (the next reload of `timbal run --watch`, the next turn of `timbal chat`) reaches
+the same step with the same key, the engine reuses the outcome instead of calling the
+model: the step still appends its messages to memory and is recorded (with
+``attempts == 0`` and its `cache_key`), and the engine emits ``step_reused``.
+
+Only side-effect free kinds are cached by default (`llm`, `template`): a python step may
+write files or call services, and the user expects it to run every time. The cache lives
+in the process only, for one watch or chat session.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .templates import CompiledTemplate, TemplateRenderError
+
+if TYPE_CHECKING:
+    from .engine import StepContext, StepOutcome
+    from .graph import StepSpec
+
+__all__ = ["StepCache", "CACHEABLE_KINDS", "step_cache_key"]
+
+#: Step kinds whose results are reused by default: no side effects, deterministic request.
+CACHEABLE_KINDS: frozenset[str] = frozenset({"llm", "template"})
+_DEFAULT_MAX_ENTRIES = 4096
+
+
+def _plain(value: Any) -> Any:
+    """Config values as plain data for hashing (templates by their source)."""
+    if isinstance(value, CompiledTemplate):
+        return {"template": value.source}
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _digest(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _definition(spec: StepSpec) -> str:
+    """The step's definition: the compiler's fingerprint, else a hash of its config."""
+    return spec.fingerprint or _digest({"kind": spec.kind, "config": _plain(spec.config)})
+
+
+def step_cache_key(ctx: StepContext) -> str | None:
+    """The key of the step `ctx` is about to run: definition + rendered config + memory.
+
+    None when the config cannot be rendered (the step itself then fails as usual).
+    """
+    spec = ctx.spec
+    try:
+        resolved = ctx.render(spec.config)
+    except TemplateRenderError:
+        return None
+    window = spec.config.get("memory_window")
+    memory = {
+        mid: ctx.memory.history(mid, window if mid == spec.memory_id else None)
+        for mid in sorted(spec.memory_ids | ({spec.memory_id} if spec.memory_id else set()))
+    }
+    return _digest(
+        {
+            "path": ctx.path,
+            "kind": spec.kind,
+            "definition": _definition(spec),
+            "resolved": resolved,
+            "memory": memory,
+        }
+    )
+
+
+class StepCache:
+    """Step outcomes by key, for one session (a watcher, a chat). Bounded, least recent out.
+
+    `reused` lists the step paths served from the cache since the last `begin_run()`,
+    so a front end can say which steps were not run again.
+    """
+
+    def __init__(
+        self, kinds: Iterable[str] = CACHEABLE_KINDS, max_entries: int = _DEFAULT_MAX_ENTRIES
+    ) -> None:
+        self.kinds = frozenset(kinds)
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, StepOutcome] = OrderedDict()
+        self.reused: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def begin_run(self) -> None:
+        """Start counting reused steps afresh (call before each run)."""
+        self.reused = []
+
+    def lookup(self, ctx: StepContext) -> tuple[str | None, StepOutcome | None]:
+        """(key, earlier outcome or None) for the step `ctx` is about to run.
+
+        The key is None when the step's kind is not cached or its config does not render.
+        """
+        if ctx.spec.kind not in self.kinds:
+            return None, None
+        key = step_cache_key(ctx)
+        if key is None:
+            return None, None
+        hit = self._entries.get(key)
+        if hit is None:
+            return key, None
+        self._entries.move_to_end(key)
+        self.reused.append(ctx.path)
+        outcome = copy.deepcopy(hit)
+        outcome.attempts = 0  # the marker of a reused step: no attempt was made
+        return key, outcome
+
+    def store(self, key: str, outcome: StepOutcome) -> None:
+        """Remember a succeeded step's outcome under `key`."""
+        self._entries[key] = copy.deepcopy(outcome)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every outcome."""
+        self._entries.clear()

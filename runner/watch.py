@@ -1,0 +1,289 @@
+"""Hot reload: `timbal run FLOW --watch` runs the flow again whenever a file it uses changes.
+
+Watched: the flow file and every file it uses (`ExecutionGraph.files`: sub-flows, python
+step modules, template files) plus the `--inputs` file. The watcher listens to their
+folders (not recursively) and keeps the events about those paths only, so editors that
+save by writing a new file and renaming it over the old one are seen too; the set of
+paths is read again after each compile, since an edit may add a sub-flow or a module.
+File stamps (mtime, size) taken before each compile decide what really changed, and are
+checked again every half second, so a change made while a run was going on, or while the
+watcher was being set up, is never lost.
+
+- A change re-compiles the flow and runs it again with the same inputs, after one line
+  on stderr: ``── change detected: flow.yaml — run 3``.
+- A broken edit prints its located errors; the last good flow stays loaded and the
+  watcher keeps going. A failed run keeps it going too.
+- Runs never overlap: a run in flight finishes on the flow it started with; changes
+  made meanwhile are gathered and start one new run on the new flow right after.
+- Incremental re-runs: with the session's `StepCache`, steps whose definition, resolved
+  inputs and memory did not change reuse their last result (``--no-cache`` turns it off).
+- Ctrl-C (SIGINT) stops the watcher with exit code 130 (interrupted), like any
+  interrupted command; a run in flight is recorded as interrupted. No traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import FlowError, InputError, TimbalError
+from .graph import ExecutionGraph
+
+__all__ = ["FileStamps", "watch_and_run", "forget_bytecode", "describe_paths", "WatchSession"]
+
+# Milliseconds: group changes arriving less than STEP_MS apart (an editor's save is often
+# several writes), yet yield after DEBOUNCE_MS at most; poll the stamps every POLL_MS.
+STEP_MS = 30
+DEBOUNCE_MS = 1000
+POLL_MS = 500
+SEPARATOR = "──"
+
+
+Stamp = tuple[int, int] | None
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+class FileStamps:
+    """The (mtime, size) of a set of files at one moment; tells which changed since."""
+
+    def __init__(self, paths: Iterable[Path], earlier: FileStamps | None = None) -> None:
+        self.paths: frozenset[Path] = frozenset(Path(os.path.realpath(p)) for p in paths)
+        known = earlier._stamps if earlier is not None else {}
+        # Files `earlier` knew keep the stamp it took; the others are stamped now.
+        self._stamps: dict[Path, Stamp] = {p: known[p] if p in known else _stamp(p) for p in self.paths}
+        self.names: frozenset[str] = frozenset(str(p) for p in self.paths)
+
+    @property
+    def folders(self) -> frozenset[Path]:
+        """The folders that hold the files (watched instead of the files themselves)."""
+        return frozenset(p.parent for p in self.paths if p.parent.is_dir())
+
+    def changed(self) -> list[Path]:
+        """The files whose stamp differs from when this snapshot was taken, sorted."""
+        return sorted(p for p in self.paths if _stamp(p) != self._stamps[p])
+
+
+def forget_bytecode(paths: Iterable[Path]) -> None:
+    """Remove the cached bytecode of edited python modules.
+
+    Python checks a .pyc against its source's mtime in whole seconds and its size, so an
+    edit within the same second that keeps the size would load the old code on re-import.
+    """
+    for path in paths:
+        if path.suffix != ".py":
+            continue
+        try:
+            Path(importlib.util.cache_from_source(str(path))).unlink(missing_ok=True)
+        except (OSError, ValueError, NotImplementedError):
+            pass
+
+
+def describe_paths(paths: Iterable[Path], base: Path) -> str:
+    """Paths relative to `base` when inside it, comma separated."""
+    shown = []
+    for p in paths:
+        try:
+            shown.append(str(p.relative_to(base)))
+        except ValueError:
+            shown.append(str(p))
+    return ", ".join(shown)
+
+
+def say(message: str) -> None:
+    """One status line on stderr (stdout is for the flow's output only)."""
+    click.echo(message, err=True)
+
+
+class WatchSession:
+    """One `timbal run --watch`: the last good flow, its files, the saver and the cache."""
+
+    def __init__(
+        self,
+        flow: Path,
+        assignments: tuple[str, ...],
+        inputs_file: str | None,
+        saver_uri: str | None,
+        as_json: bool,
+        use_cache: bool,
+    ) -> None:
+        from .cache import StepCache
+        from .cli.run_cmds import open_saver, read_inputs
+        from .compiler import compile_file
+        from .inputs import prepare_inputs
+
+        self.flow = flow
+        self.base = Path(os.path.realpath(flow)).parent
+        self.assignments = assignments
+        self.inputs_file = inputs_file
+        self.as_json = as_json
+        self.cache = StepCache() if use_cache else None
+        self.runs = 0
+        before = FileStamps(self._watched(None))
+        self.graph: ExecutionGraph = compile_file(flow)
+        self.stamps = FileStamps(self._watched(self.graph), before)
+        # Inputs read once from stdin stay the same for every run; -i and --inputs FILE
+        # are parsed again for each compiled flow (their declared types may change).
+        first = read_inputs(self.graph, assignments, inputs_file)
+        again = read_inputs(self.graph, assignments, inputs_file)  # stdin is now empty
+        self.stdin_values = {k: v for k, v in first.items() if k not in again}
+        prepare_inputs(self.graph, first)  # invalid from the start: exit 2, as `run` does
+        self.values = first
+        self.saver = open_saver(self.graph, saver_uri)
+
+    # -- files ---------------------------------------------------------------------------
+    def _watched(self, graph: ExecutionGraph | None) -> frozenset[Path]:
+        paths = {Path(self.flow)}
+        if graph is not None:
+            paths |= set(graph.files)
+        if self.inputs_file and self.inputs_file != "-":
+            paths.add(Path(self.inputs_file))
+        return frozenset(paths)
+
+    # -- one cycle -----------------------------------------------------------------------
+    def reload(self, changed: list[Path]) -> bool:
+        """Compile again after `changed`; keep the last good flow on errors. True when the
+        new flow compiled and its inputs are valid (so it should run)."""
+        from .cli.base import use_color
+        from .cli.run_cmds import read_inputs
+        from .compiler import compile_file
+        from .inputs import prepare_inputs
+
+        forget_bytecode(changed)
+        # Stamps before compiling: an edit made while compiling shows up as a change.
+        before = FileStamps(self.stamps.paths)
+        try:
+            graph = compile_file(self.flow)
+        except FlowError as exc:
+            self.stamps = before
+            say(exc.format(color=use_color()))
+            say(f"{SEPARATOR} the flow has errors: keeping the last good flow; waiting for changes")
+            return False
+        self.stamps = FileStamps(self._watched(graph), before)
+        try:
+            values = {**self.stdin_values, **read_inputs(graph, self.assignments, self.inputs_file)}
+            prepare_inputs(graph, values)
+        except InputError as exc:
+            say(exc.format(color=use_color()))
+            say(f"{SEPARATOR} the inputs do not fit the new flow; waiting for changes")
+            return False
+        self.graph, self.values = graph, values
+        return True
+
+    def run_once(self) -> int:
+        """Run the current flow with the session's inputs; the exit code of that run."""
+        from .cli.base import report_error
+        from .cli.run_cmds import execute_once
+        from .flow import RunnableFlow
+
+        self.runs += 1
+        if self.cache is not None:
+            self.cache.begin_run()
+        runnable = RunnableFlow(self.graph, self.saver, cache=self.cache)
+        try:
+            code = execute_once(runnable, self.values, None, None, self.as_json, sys.stdout.isatty())
+        except TimbalError as exc:
+            return report_error(exc)
+        if self.cache is not None and self.cache.reused:
+            names = ", ".join(self.cache.reused)
+            say(f"{SEPARATOR} reused {len(self.cache.reused)} unchanged step(s): {names}")
+        return code
+
+    def wait_for_change(self, events: Iterator[Any]) -> list[Path]:
+        """Block until a watched file's stamp changes; the changed files."""
+        while True:
+            changed = self.stamps.changed()
+            if changed:
+                return changed
+            next(events)  # a batch of events, or an empty one every POLL_MS
+
+    def loop(self) -> int:
+        """Run, then run again on every change until Ctrl-C. Returns the exit code (130)."""
+        import watchfiles
+
+        folders: frozenset[Path] | None = None
+        events: Iterator[Any] | None = None
+        code = self._first_run()
+        if code is not None:
+            return code
+        try:
+            while True:
+                if self.stamps.folders != folders or events is None:
+                    if events is not None:
+                        events.close()  # type: ignore[attr-defined]
+                    folders = self.stamps.folders
+                    events = watchfiles.watch(
+                        *sorted(folders),
+                        watch_filter=lambda _change, path: path in self.stamps.names,
+                        recursive=False,
+                        debounce=DEBOUNCE_MS,
+                        step=STEP_MS,
+                        rust_timeout=POLL_MS,
+                        yield_on_timeout=True,
+                        raise_interrupt=True,
+                    )
+                changed = self.wait_for_change(events)
+                say(
+                    f"{SEPARATOR} change detected: {describe_paths(changed, self.base)}"
+                    f" — run {self.runs + 1}"
+                )
+                if self.reload(changed) and self.run_once() == 130:
+                    return 130
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            if events is not None:
+                events.close()  # type: ignore[attr-defined]
+
+    def _first_run(self) -> int | None:
+        say(
+            f"{SEPARATOR} watching {describe_paths(sorted(self.stamps.paths), self.base)}"
+            f" (Ctrl-C to stop) — run 1"
+        )
+        if self.run_once() == 130:
+            return 130
+        return None
+
+
+def watch_and_run(
+    flow: Path,
+    assignments: tuple[str, ...],
+    inputs_file: str | None,
+    saver_uri: str | None,
+    as_json: bool,
+    use_cache: bool,
+) -> int:
+    """`timbal run FLOW --watch`: run, then run again on each change until Ctrl-C.
+
+    Returns the exit code: 130 when stopped by Ctrl-C (SIGINT) or SIGTERM. A flow or inputs
+    that are invalid from the start raise (exit 2), as `timbal run` does.
+    """
+    import signal
+
+    def _terminate(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    session = WatchSession(flow, assignments, inputs_file, saver_uri, as_json, use_cache)
+    try:
+        code = session.loop()
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        session.saver.close()
+        signal.signal(signal.SIGTERM, previous)
+    if code == 130:
+        say(f"{SEPARATOR} stopped after {session.runs} run(s)")
+    return code

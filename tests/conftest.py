@@ -1,0 +1,94 @@
+"""Shared fixtures. Keep each one small; add new ones below the existing ones."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+# litellm must never reach the network (its cost map) nor print banners in tests.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from runner.models import ModelRequest  # noqa: E402
+from runner.testing import FakeOpenAIServer  # noqa: E402
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    """A fake OpenAI-compatible server on loopback, fresh for each test.
+
+    Script it with ``openai_server.queue("text" | FakeReply(...))``, set ``.latency`` or
+    ``.responder``; read what it received from ``.requests`` (JSON bodies, in order).
+    """
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@dataclass
+class FakeModel:
+    """How to call the fake server through litellm: `model` plus `params` for a step."""
+
+    server: FakeOpenAIServer
+    model: str = "openai/fake-model"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def request(self, messages: list[dict[str, Any]] | str, **fields: Any) -> ModelRequest:
+        """A ModelRequest for the fake server (a str is one user message); `params` merge in."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        params = {**self.params, **fields.pop("params", {})}
+        return ModelRequest(model=self.model, messages=messages, params=params, **fields)
+
+
+@pytest.fixture
+def fake_model(openai_server: FakeOpenAIServer) -> FakeModel:
+    """The fake server as a litellm model: ``openai/fake-model`` with api_base and a test key."""
+    return FakeModel(openai_server, params={"api_base": openai_server.url, "api_key": "sk-test"})
+
+
+@pytest.fixture
+def openai_env(
+    openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> FakeOpenAIServer:
+    """Point every ``openai/*`` model at the fake server through OPENAI_API_BASE (no key set),
+    for flows that name a model without params."""
+    monkeypatch.setenv("OPENAI_API_BASE", openai_server.url)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    return openai_server
+
+
+POSTGRES_DSN = os.environ.get(
+    "TIMBAL_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The test PostgreSQL server (env TIMBAL_TEST_POSTGRES_DSN). Skips when it is
+    unreachable, except under CI=true, where it fails instead."""
+    try:
+        import psycopg
+
+        psycopg.connect(POSTGRES_DSN, connect_timeout=3).close()
+    except Exception as exc:  # noqa: BLE001 - any reason the server can't be used
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"PostgreSQL at {POSTGRES_DSN} is required under CI: {exc}")
+        pytest.skip(f"PostgreSQL at {POSTGRES_DSN} is unreachable: {exc}")
+    return POSTGRES_DSN
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema name for one test; dropped afterwards."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

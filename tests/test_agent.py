@@ -1,0 +1,588 @@
+"""Agent steps (SPEC §1 agent, §2 memory): tools, the tool loop, errors, memory and nesting.
+
+Real parts only: flow files in a temp folder, Python tool modules next to them, litellm
+over HTTP to the loopback fake OpenAI server (scripted tool calls), the offline `echo`
+model, and the CLI as a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import pytest
+
+from runner import InMemorySaver, load_flow
+from runner.testing import FakeOpenAIServer, FakeReply
+from runner.tools import function_tool, parameters_schema, parse_docstring
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TOOLS_PY = '''
+import asyncio
+import time
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+
+
+def slow_sync(label: str) -> str:
+    """Sleep 0.3 s in a thread."""
+    time.sleep(0.3)
+    return f"sync {label}"
+
+
+async def slow_async(label: str) -> str:
+    """Sleep 0.3 s on the event loop."""
+    await asyncio.sleep(0.3)
+    return f"async {label}"
+
+
+def explode(reason: str) -> str:
+    """Always fails."""
+    raise ValueError(reason)
+'''
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def fake_model(server: FakeOpenAIServer) -> str:
+    """`defaults:` pointing llm and agent steps at the fake server (indented for a flow)."""
+    return (
+        "defaults:\n"
+        "  model: openai/fake-model\n"
+        f'  params: {{api_base: "{server.url}", api_key: sk-test-agent}}\n'
+        "  retries: 0\n"
+    )
+
+
+def agent_flow(tmp_path: Path, server: FakeOpenAIServer | None, tools: str, extra: str = "") -> Path:
+    """A flow with one agent step `agent` (memory_id chat) and the given `tools:` lines."""
+    write(tmp_path, "mytools.py", TOOLS_PY)
+    model = fake_model(server) if server else "defaults: {model: echo}\n"
+    body = (
+        "version: 1\n"
+        "name: agent-test\n"
+        "inputs:\n"
+        "  prompt: {type: string}\n"
+        f"{model}"
+        "steps:\n"
+        "  - id: agent\n"
+        "    type: agent\n"
+        "    memory_id: chat\n"
+        "    system: Use the tools.\n"
+        '    prompt: "{{ inputs.prompt }}"\n'
+        f"{extra}"
+        "    tools:\n" + "".join(f"      - {t}\n" for t in tools.strip().splitlines())
+    )
+    return write(tmp_path, "agent.yaml", body)
+
+
+def recap_flow(tmp_path: Path, server: FakeOpenAIServer, name: str = "recap.yaml") -> Path:
+    """A flow tool whose llm step uses the agent's memory_id `chat`."""
+    return write(
+        tmp_path,
+        name,
+        f"""
+        version: 1
+        name: recap
+        description: Recap the conversation so far.
+        inputs:
+          focus: {{type: string, description: What to focus on}}
+        {textwrap.indent(fake_model(server), "        ").strip()}
+        steps:
+          - id: summary
+            memory_id: chat
+            prompt: "Recap, focusing on {{{{ inputs.focus }}}}."
+        outputs:
+          recap: "{{{{ summary.return }}}}"
+        """,
+    )
+
+
+# -- the tool loop ------------------------------------------------------------------------
+
+
+def test_tool_call_round_trip_sends_tool_schemas_and_results(tmp_path, openai_server):
+    flow = agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}")
+    openai_server.queue(
+        FakeReply(tool_calls=[{"id": "call_a", "name": "add", "arguments": {"a": 2, "b": 3}}]),
+        "The sum is 5.",
+    )
+    result = load_flow(flow).run_sync({"prompt": "What is 2 + 3?"})
+    assert result.status == "succeeded", result.error
+    assert result.outputs == {"agent": "The sum is 5."}
+    first, second = openai_server.requests
+    assert first["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "add",
+                "description": "Add two numbers.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "a": {"type": "integer", "description": "The first number."},
+                        "b": {"type": "integer", "description": "The second number."},
+                    },
+                    "required": ["a", "b"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
+    asked = {  # litellm leaves out the null content of a tool-calling assistant message
+        "role": "assistant",
+        "tool_calls": [
+            {"id": "call_a", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
+        ],
+    }
+    assert first["messages"] == [
+        {"role": "system", "content": "Use the tools."},
+        {"role": "user", "content": "What is 2 + 3?"},
+    ]
+    assert second["messages"] == [
+        {"role": "system", "content": "Use the tools."},
+        {"role": "user", "content": "What is 2 + 3?"},
+        asked,
+        {"role": "tool", "tool_call_id": "call_a", "content": "5"},
+    ]
+
+
+def test_parallel_tool_calls_run_at_the_same_time(tmp_path, openai_server):
+    flow = agent_flow(
+        tmp_path, openai_server, "{python: 'mytools:slow_sync'}\n{python: 'mytools:slow_async'}"
+    )
+    openai_server.queue(
+        FakeReply(
+            tool_calls=[
+                {"id": "c1", "name": "slow_sync", "arguments": {"label": "one"}},
+                {"id": "c2", "name": "slow_async", "arguments": {"label": "two"}},
+            ]
+        ),
+        "done",
+    )
+    result = load_flow(flow).run_sync({"prompt": "go"})
+    assert result.ok, result.error
+    record = result.steps["agent"]
+    took = record.ended_at - record.started_at
+    assert took < 0.55, f"two 0.3 s tools took {took:.2f} s: they did not overlap"
+    tool_messages = openai_server.requests[1]["messages"][-2:]
+    assert tool_messages == [
+        {"role": "tool", "tool_call_id": "c1", "content": "sync one"},
+        {"role": "tool", "tool_call_id": "c2", "content": "async two"},
+    ]
+
+
+def test_tool_exception_goes_back_to_the_model_and_is_recorded(tmp_path, openai_server):
+    flow = agent_flow(tmp_path, openai_server, "{python: 'mytools:explode'}")
+    openai_server.queue(FakeReply.tool_call("explode", {"reason": "boom"}), "Sorry, it failed.")
+    result = load_flow(flow).run_sync({"prompt": "try it"})
+    assert result.ok, result.error
+    assert openai_server.requests[1]["messages"][-1]["content"] == "error: ValueError: boom"
+    usage = result.steps["agent"].usage
+    assert (usage["tool_calls"], usage["tool_errors"], usage["iterations"]) == (1, 1, 2)
+    assert usage["tool_trace"][0]["status"] == "error"
+    assert usage["tool_trace"][0]["error"] == "ValueError: boom"
+
+
+def test_arguments_that_are_not_json_go_back_to_the_model(tmp_path, openai_server):
+    flow = agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}")
+    openai_server.queue(FakeReply.tool_call("add", '{"a": 2, "b":'), "ok")
+    assert load_flow(flow).run_sync({"prompt": "x"}).ok
+    sent = openai_server.requests[1]["messages"][-1]["content"]
+    assert sent.startswith("error: the arguments are not valid JSON")
+
+
+def test_arguments_that_do_not_fit_the_parameters_go_back_to_the_model(tmp_path, openai_server):
+    flow = agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}")
+    openai_server.queue(FakeReply.tool_call("add", {"a": "two"}), "ok")
+    assert load_flow(flow).run_sync({"prompt": "x"}).ok
+    sent = openai_server.requests[1]["messages"][-1]["content"]
+    assert sent.startswith("error: invalid arguments for 'add': ")
+    assert "'b' is a required property" in sent and "'two' is not of type 'integer'" in sent
+
+
+def test_unknown_tool_goes_back_to_the_model(tmp_path, openai_server):
+    flow = agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}")
+    openai_server.queue(FakeReply.tool_call("ad", {"a": 1, "b": 2}), "ok")
+    result = load_flow(flow).run_sync({"prompt": "x"})
+    assert result.ok, result.error
+    sent = openai_server.requests[1]["messages"][-1]["content"]
+    assert sent == "error: unknown tool 'ad' (did you mean 'add'?); the tools are: add"
+
+
+def test_exceeding_max_iterations_fails_the_step(tmp_path, openai_server):
+    flow = agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}", "    max_iterations: 3\n")
+    openai_server.responder = lambda body: FakeReply.tool_call("add", {"a": 1, "b": 1})
+    saver = InMemorySaver()
+    result = load_flow(flow).run_sync({"prompt": "loop"}, saver=saver)
+    assert result.status == "failed"
+    assert "max_iterations: 3" in result.error
+    assert "still asked for tools (add) after 3 model calls" in result.error
+    assert len(openai_server.requests) == 3
+    assert saver.load_memory(result.run_id) == {}  # a failed step appends nothing
+
+
+def test_json_response_format_parses_the_final_answer(tmp_path, openai_server):
+    extra = "    params: {response_format: {type: json_object}}\n"
+    flow = agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}", extra)
+    openai_server.queue(FakeReply.tool_call("add", {"a": 2, "b": 2}), FakeReply(json={"sum": 4}))
+    result = load_flow(flow).run_sync({"prompt": "x"})
+    assert result.outputs == {"agent": {"sum": 4}}
+
+
+def test_echo_model_calls_a_tool_offline(tmp_path):
+    flow = agent_flow(tmp_path, None, "{python: 'mytools:add'}")
+    result = load_flow(flow).run_sync({"prompt": 'call add {"a": 20, "b": 22}'})
+    assert result.outputs == {"agent": "42"}
+
+
+# -- memory -------------------------------------------------------------------------------
+
+
+def test_tool_calls_and_results_join_memory_and_a_continued_run_sends_them(tmp_path, openai_server):
+    flow = load_flow(agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}"))
+    saver = InMemorySaver()
+    openai_server.queue(
+        FakeReply(tool_calls=[{"id": "call_1", "name": "add", "arguments": {"a": 2, "b": 3}}]),
+        "It is 5.",
+    )
+    first = flow.run_sync({"prompt": "2 + 3?"}, saver=saver)
+    turn = [
+        {"role": "user", "content": "2 + 3?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "5"},
+        {"role": "assistant", "content": "It is 5."},
+    ]
+    assert saver.load_memory(first.run_id) == {"chat": turn}
+    openai_server.queue("You asked about 2 + 3.")
+    second = flow.run_sync({"prompt": "What did I ask?"}, saver=saver, parent_id=first.run_id)
+    assert second.ok, second.error
+    on_the_wire = [{k: v for k, v in m.items() if v is not None} for m in turn]  # litellm drops null content
+    assert openai_server.requests[-1]["messages"] == [
+        {"role": "system", "content": "Use the tools."},
+        *on_the_wire,
+        {"role": "user", "content": "What did I ask?"},
+    ]
+
+
+def test_a_rewound_run_sees_the_tool_calls_before_the_branch_point_only(tmp_path, openai_server):
+    flow = load_flow(agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}"))
+    saver = InMemorySaver()
+    openai_server.queue(FakeReply.tool_call("add", {"a": 1, "b": 1}), "2")
+    root = flow.run_sync({"prompt": "1 + 1?"}, saver=saver)
+    openai_server.queue(FakeReply.tool_call("add", {"a": 5, "b": 5}), "10")
+    flow.run_sync({"prompt": "5 + 5?"}, saver=saver, parent_id=root.run_id)
+    openai_server.queue("branch")
+    branch = flow.run_sync({"prompt": "what now?"}, saver=saver, parent_id=root.run_id)
+    assert branch.ok, branch.error
+    sent = openai_server.requests[-1]["messages"]
+    contents = [m.get("content") for m in sent]
+    assert contents == ["Use the tools.", "1 + 1?", None, "2", "2", "what now?"]
+    assert sent[2]["tool_calls"][0]["function"]["arguments"] == '{"a": 1, "b": 1}'
+
+
+def test_flow_tool_sees_the_conversation_so_far_without_the_pending_call(tmp_path, openai_server):
+    recap_flow(tmp_path, openai_server)
+    flow = load_flow(agent_flow(tmp_path, openai_server, "{flow: recap.yaml}"))
+    saver = InMemorySaver()
+    openai_server.queue("Earlier answer.")
+    earlier = write(
+        tmp_path,
+        "earlier.yaml",
+        f"""
+        version: 1
+        name: earlier
+        {textwrap.indent(fake_model(openai_server), "        ").strip()}
+        steps:
+          - {{id: hello, memory_id: chat, prompt: Hello}}
+        """,
+    )
+    before = load_flow(earlier).run_sync(saver=saver)
+    openai_server.queue(
+        FakeReply(tool_calls=[{"id": "call_r", "name": "recap", "arguments": {"focus": "names"}}]),
+        "You said hello.",
+        "Here is your recap: You said hello.",
+    )
+    result = flow.run_sync({"prompt": "Recap please"}, saver=saver, parent_id=before.run_id)
+    assert result.ok, result.error
+    child_request = openai_server.requests[2]
+    assert child_request["messages"] == [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Earlier answer."},
+        {"role": "user", "content": "Recap please"},
+        {"role": "user", "content": "Recap, focusing on names."},
+    ]
+    # The agent's memory gains the call and its result, not the child's own exchange.
+    chat = saver.load_memory(result.run_id)["chat"]
+    assert [m["role"] for m in chat] == ["user", "assistant", "user", "assistant", "tool", "assistant"]
+    assert chat[4] == {"role": "tool", "tool_call_id": "call_r", "content": "You said hello."}
+    child = result.steps["agent/recap#1/summary"]
+    assert child.messages == {
+        "agent/recap#1:chat": [
+            {"role": "user", "content": "Recap, focusing on names."},
+            {"role": "assistant", "content": "You said hello."},
+        ]
+    }
+
+
+def test_isolated_flow_tool_does_not_see_the_conversation(tmp_path, openai_server):
+    recap_flow(tmp_path, openai_server)
+    flow = agent_flow(tmp_path, openai_server, "{flow: recap.yaml, memory: isolated}")
+    openai_server.queue(FakeReply.tool_call("recap", {"focus": "x"}), "alone", "done")
+    result = load_flow(flow).run_sync({"prompt": "Recap please"})
+    assert result.ok, result.error
+    assert openai_server.requests[1]["messages"] == [
+        {"role": "user", "content": "Recap, focusing on x."}
+    ]
+
+
+def test_nested_agent_inherits_the_parent_conversation(tmp_path, openai_server):
+    write(tmp_path, "mytools.py", TOOLS_PY)
+    write(
+        tmp_path,
+        "helper.yaml",
+        f"""
+        version: 1
+        name: helper
+        description: A helper agent that can add.
+        inputs:
+          task: {{type: string}}
+        {textwrap.indent(fake_model(openai_server), "        ").strip()}
+        steps:
+          - id: inner
+            type: agent
+            memory_id: chat
+            prompt: "{{{{ inputs.task }}}}"
+            tools:
+              - python: mytools:add
+        outputs:
+          answer: "{{{{ inner.return }}}}"
+        """,
+    )
+    flow = agent_flow(tmp_path, openai_server, "{flow: helper.yaml}")
+    openai_server.queue(
+        FakeReply(tool_calls=[{"id": "outer_1", "name": "helper", "arguments": {"task": "add 2 and 2"}}]),
+        FakeReply(tool_calls=[{"id": "inner_1", "name": "add", "arguments": {"a": 2, "b": 2}}]),
+        "four",
+        "The helper says four.",
+    )
+    result = load_flow(flow).run_sync({"prompt": "Ask the helper"})
+    assert result.ok, result.error
+    inner_second = openai_server.requests[2]["messages"]
+    assert [m["role"] for m in inner_second] == ["user", "user", "assistant", "tool"]
+    assert inner_second[0] == {"role": "user", "content": "Ask the helper"}
+    assert openai_server.requests[3]["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "outer_1",
+        "content": "four",
+    }
+    assert "agent/helper#1/inner" in result.steps
+
+
+def test_parallel_calls_of_one_flow_tool_are_recorded_apart(tmp_path, openai_server):
+    recap_flow(tmp_path, openai_server)
+    flow = agent_flow(tmp_path, openai_server, "{flow: recap.yaml}")
+    openai_server.queue(
+        FakeReply(
+            tool_calls=[
+                {"id": "r1", "name": "recap", "arguments": {"focus": "a"}},
+                {"id": "r2", "name": "recap", "arguments": {"focus": "b"}},
+            ]
+        )
+    )
+    result = load_flow(flow).run_sync({"prompt": "twice"})
+    assert result.ok, result.error
+    assert {"agent/recap#1/summary", "agent/recap#2/summary"} <= set(result.steps)
+    trace = result.steps["agent"].usage["tool_trace"]
+    assert [t["path"] for t in trace] == ["agent/recap#1", "agent/recap#2"]
+
+
+def test_a_failing_flow_tool_returns_an_error_and_the_run_goes_on(tmp_path, openai_server):
+    write(tmp_path, "mytools.py", TOOLS_PY)
+    write(
+        tmp_path,
+        "breaks.yaml",
+        """
+        version: 1
+        name: breaks
+        description: Always fails.
+        steps:
+          - {id: fail, type: python, function: "mytools:explode", args: {reason: broken}}
+        """,
+    )
+    flow = agent_flow(tmp_path, openai_server, "{flow: breaks.yaml}")
+    openai_server.queue(FakeReply.tool_call("breaks", {}), "It broke.")
+    result = load_flow(flow).run_sync({"prompt": "x"})
+    assert result.status == "succeeded", result.error
+    assert result.outputs == {"agent": "It broke."}
+    sent = openai_server.requests[1]["messages"][-1]["content"]
+    assert sent.startswith("error: sub-flow 'breaks' failed at step 'fail'")
+    assert "ValueError: broken" in sent
+    assert result.steps["agent/breaks#1/fail"].status == "failed"
+
+
+# -- tool schemas -------------------------------------------------------------------------
+
+
+def test_function_schema_reads_type_hints_defaults_and_docstring():
+    def search(
+        query: str,
+        limit: int = 10,
+        tags: list[str] | None = None,
+        mode: Literal["fast", "deep"] = "fast",
+        score: Annotated[float, "Minimum score"] = 0.5,
+        exact: bool = False,
+    ) -> list[str]:
+        """Search the notes.
+
+        More text that is not part of the description.
+
+        Parameters
+        ----------
+        query : str
+            What to look for,
+            in plain words.
+        limit : int
+            At most this many results.
+        """
+        return []
+
+    tool = function_tool(search)
+    assert tool.name == "search"
+    assert tool.description == "Search the notes."
+    assert parameters_schema(search) == {
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "description": "What to look for, in plain words."},
+            "limit": {"type": "integer", "description": "At most this many results.", "default": 10},
+            "tags": {"type": ["array", "null"], "items": {"type": "string"}, "default": None},
+            "mode": {"type": "string", "enum": ["fast", "deep"], "default": "fast"},
+            "score": {"type": "number", "description": "Minimum score", "default": 0.5},
+            "exact": {"type": "boolean", "default": False},
+        },
+        "required": ["query"],
+        "additionalProperties": False,
+    }
+
+
+def test_docstring_first_paragraph_and_google_args():
+    summary, params = parse_docstring(
+        """Look up the weather
+        for a city.
+
+        Args:
+            city (str): The city's name.
+            days: How many days
+                to forecast.
+
+        Returns:
+            The forecast.
+        """
+    )
+    assert summary == "Look up the weather for a city."
+    assert params == {"city": "The city's name.", "days": "How many days to forecast."}
+
+
+def test_flow_tool_schema_comes_from_description_and_inputs(tmp_path, openai_server):
+    recap_flow(tmp_path, openai_server)
+    flow = agent_flow(tmp_path, openai_server, "{flow: recap.yaml}")
+    openai_server.queue("no tools needed")
+    assert load_flow(flow).run_sync({"prompt": "hi"}).ok
+    assert openai_server.requests[0]["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "recap",
+                "description": "Recap the conversation so far.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"focus": {"type": "string", "description": "What to focus on"}},
+                    "required": ["focus"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
+
+
+# -- the example and the CLI --------------------------------------------------------------
+
+
+def test_cli_runs_the_example_agent_offline():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner.cli", "run", "flows/agent.yaml", "-i",
+         'prompt=call add {"a": 2, "b": 3}'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "5\n"
+
+
+def test_example_flow_tool_reads_the_agent_conversation():
+    started = time.perf_counter()
+    result = load_flow(ROOT / "flows" / "agent.yaml").run_sync(
+        {"prompt": 'call recap {"focus": "numbers"}'}
+    )
+    assert result.ok, result.error
+    # echo counts what it received: the agent's user message and the recap's own.
+    assert result.outputs == {
+        "answer": "echo (2 messages): Recap the conversation so far in one line, focusing on numbers."
+    }
+    assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("prompt", ['call multiply {"a": 6, "b": 7}'])
+def test_example_python_tools_answer(prompt):
+    result = load_flow(ROOT / "flows" / "agent.yaml").run_sync({"prompt": prompt})
+    assert result.outputs == {"answer": "42"}
+
+
+def test_streamed_agent_assembles_tool_calls_and_streams_the_answer(tmp_path, openai_server):
+    import asyncio
+
+    flow = load_flow(agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}"))
+    openai_server.queue(
+        FakeReply(tool_calls=[{"id": "s1", "name": "add", "arguments": {"a": 40, "b": 2}}]),
+        "The answer is 42.",
+    )
+
+    async def collect() -> list:
+        return [event async for event in flow.stream({"prompt": "sum"})]
+
+    events = asyncio.run(collect())
+    chunks = "".join(e.data["text"] for e in events if e.type == "step_chunk")
+    assert chunks == "The answer is 42."
+    assert openai_server.requests[1]["messages"][-1] == {
+        "role": "tool", "tool_call_id": "s1", "content": "42"
+    }
+    assert events[-1].data["outputs"] == {"agent": "The answer is 42."}
