@@ -25,6 +25,7 @@ from .errors import Diagnostic, FlowError, Location, did_you_mean
 from .graph import STEP_KINDS, ExecutionGraph, InputSpec, SaverSpec, StepSpec, freeze
 from .loader import Document, PathKey, load_document
 from .schema import flow_check, load_schema
+from .secrets import SECRET_NAME
 from .templates import JINJA_GLOBALS, CompiledTemplate, compile_template, is_template
 
 __all__ = [
@@ -43,8 +44,6 @@ STEP_ATTRIBUTES: tuple[str, ...] = ("return", "usage", "status", "error", "model
 RUN_ATTRIBUTES: tuple[str, ...] = ("id", "parent_id", "flow")
 STEP_ID_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
 
-# Env variables whose names look like credentials are secret even when not declared.
-_SECRET_ENV = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 _FUNCTION = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _LLM_KINDS = ("llm", "agent")
 # Per-kind defaults filled into `config` so the engine never guesses.
@@ -429,10 +428,10 @@ class _FlowCompiler:
         data = self.data
         inputs = self.compile_inputs(data.get("inputs"))
         self.input_names = [i.name for i in inputs]
-        steps_raw = data.get("steps") if isinstance(data.get("steps"), list) else []
+        steps_raw: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
         ids = self.collect_step_ids(steps_raw)
         self.step_ids = ids
-        defaults = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
+        defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
         built: list[dict[str, Any]] = []
         valid = set(ids.values())
         for i, raw in enumerate(steps_raw):
@@ -447,7 +446,8 @@ class _FlowCompiler:
         declared = data.get("secrets")
         if isinstance(declared, list):
             self.secrets |= {s for s in declared if isinstance(s, str)}
-        self.secrets |= {n for n in self.env_names if _SECRET_ENV.search(n)}
+        # Env variables whose names look like credentials are secret even when not declared.
+        self.secrets |= {n for n in self.env_names if SECRET_NAME.search(n)}
         self.fail_if_errors()
 
         steps = tuple(self.finish_step(b) for b in built)
@@ -565,7 +565,7 @@ class _FlowCompiler:
             if key not in config or (key == "inputs" and kind != "flow"):
                 continue
             if key == "params" and isinstance(config[key], dict):
-                own = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+                own: dict[str, Any] = raw["params"] if isinstance(raw.get("params"), dict) else {}
                 config[key] = {
                     k: self.render_tree(
                         v, base + ("params", k) if k in own else ("defaults", "params", k), f"params.{k}", ctx
@@ -640,7 +640,7 @@ class _FlowCompiler:
                 continue
             seen.add((ref.root, ref.attr))
             self.check_reference(ref.root, ref.attr, label, ctx, path, only,
-                                 lambda r=ref: locate(_name_offset(source, r.root, r.lineno)))
+                                 _name_locator(locate, source, ref.root, ref.lineno))
         return tpl
 
     def check_reference(
@@ -813,7 +813,8 @@ class _FlowCompiler:
                     continue
                 name = name if isinstance(name, str) else re.sub(r"[^A-Za-z0-9_-]", "_", child.name)[:64]
                 step["tool_flows"][name] = child
-                step["memory_ids"] |= child.memory_ids
+                if tool.get("memory") != "isolated":
+                    step["memory_ids"] |= child.memory_ids
             else:
                 continue
             if name in names:
@@ -829,7 +830,7 @@ class _FlowCompiler:
                 continue  # reported by the schema
             path = ("outputs", name)
             tpl = self.template(value, f"output '{name}'", None,
-                                lambda off, p=path: self.doc.location_in_string(p, off), path)
+                                functools.partial(self.doc.location_in_string, path), path)
             if tpl is not None:
                 out[name] = tpl
         return out
@@ -844,7 +845,7 @@ class _FlowCompiler:
             if isinstance(value, str) and is_template(value):
                 path = ("state_saver", key)
                 value = self.template(value, f"state_saver.{key}", None,
-                                      lambda off, p=path: self.doc.location_in_string(p, off),
+                                      functools.partial(self.doc.location_in_string, path),
                                       path, only=("env", "run"))
             options[key] = value
         return SaverSpec(type=raw["type"], options=freeze(options), base_dir=self.base_dir)
@@ -902,7 +903,8 @@ class _FlowCompiler:
                 hint="; ".join(notes) or None,
             )
             left -= set(cycle)
-        return tuple(order) + tuple(sorted((sid for sid in by_id if sid not in order), key=index.get))
+        stuck = [sid for sid in by_id if sid not in set(order)]  # in file order: on a cycle
+        return tuple(order) + tuple(stuck)
 
     def finish_step(self, s: dict[str, Any]) -> StepSpec:
         children = [s["subflow"], *s["tool_flows"].values()]
@@ -926,6 +928,13 @@ class _FlowCompiler:
             tool_flows=freeze(s["tool_flows"]),
             fingerprint=fingerprint,
         )
+
+
+def _name_locator(
+    locate: Callable[[int], Location | None], source: str, name: str, lineno: int
+) -> Callable[[], Location | None]:
+    """Where `name` sits, computed only if an error needs it."""
+    return lambda: locate(_name_offset(source, name, lineno))
 
 
 class _StepContext:

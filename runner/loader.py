@@ -202,7 +202,7 @@ def load_text(text: str, path: str = "<string>") -> Document:
     if builder.diagnostics:
         raise FlowError(builder.diagnostics, sources={path: text})
     if not isinstance(data, dict):
-        what = {list: "a list", str: "a string"}.get(type(data), "a single value")
+        what = "a list" if isinstance(data, list) else "a string" if isinstance(data, str) else "a single value"
         raise _error(
             f"a flow file must be a mapping of keys (version, steps, ...), not {what}",
             path,

@@ -184,16 +184,16 @@ def compile_check(schema: Any, root: dict[str, Any] | None = None) -> Check:
                                 return False
                     else:
                         for k, x in v.items():
-                            c = props.get(k)
-                            if c is not None and not c(x):
+                            sub = props.get(k)
+                            if sub is not None and not sub(x):
                                 return False
                 return True
 
             return properties
         if key == "patternProperties":
-            pats = [(re.compile(p), build(s)) for p, s in value.items()]
+            checked = [(re.compile(p), build(s)) for p, s in value.items()]
             return lambda v: not isinstance(v, dict) or all(
-                c(x) for k, x in v.items() for rx, c in pats if rx.search(k)
+                c(x) for k, x in v.items() for rx, c in checked if rx.search(k)
             )
         if key == "additionalProperties":
             extra = build(value)

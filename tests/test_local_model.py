@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,9 +92,18 @@ def test_a_gguf_path_relative_to_the_current_directory(
 
 @pytest.mark.local_model
 @needs_llama
-def test_the_local_model_prints_nothing_on_stderr(capfd: pytest.CaptureFixture[str]) -> None:
-    run(ModelRequest("local/smollm2", MESSAGES, params={"max_tokens": 2}), stream=True)
-    assert capfd.readouterr().err == ""
+def test_loading_running_and_exiting_print_nothing_on_stderr() -> None:
+    code = (
+        "import asyncio\n"
+        "from runner.models import ModelRequest, complete\n"
+        "request = ModelRequest('local/smollm2', [{'role': 'user', 'content': 'Hi'}],\n"
+        "                       params={'max_tokens': 2})\n"
+        "print(asyncio.run(complete(request, lambda text: None)).usage['completion_tokens'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert out.stderr == ""
+    assert out.stdout.strip() == "2"
 
 
 def test_a_missing_gguf_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,11 +8,10 @@ else prints one line, and a traceback only with `--debug`.
 
 from __future__ import annotations
 
-from .base import main
-
 # Importing the modules registers their commands on `main`.
-from . import compile_cmds as _compile_cmds  # noqa: E402,F401  validate, graph, schema, init
-from . import run_cmds as _run_cmds  # noqa: E402,F401  run, chat
-from . import runs_cmds as _runs_cmds  # noqa: E402,F401  runs list|show|tree|delete
+from . import compile_cmds as _compile_cmds  # noqa: F401  validate, graph, schema, init
+from . import run_cmds as _run_cmds  # noqa: F401  run, chat
+from . import runs_cmds as _runs_cmds  # noqa: F401  runs list|show|tree|delete
+from .base import main
 
 __all__ = ["main"]

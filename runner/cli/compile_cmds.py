@@ -214,8 +214,9 @@ outputs:
 @main.command()
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print {file, created} as JSON.")
 @handle_errors
-def init(name: str, force: bool) -> None:
+def init(name: str, force: bool, as_json: bool) -> None:
     """Create NAME.yaml: a small flow that runs offline (model: echo)."""
     target = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
     if target.exists() and not force:
@@ -223,5 +224,8 @@ def init(name: str, force: bool) -> None:
         sys.exit(EXIT_INVALID)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(init_text(target.stem, _schema_ref(target)), encoding="utf-8")
+    if as_json:
+        print_json({"file": str(target), "created": True})
+        return
     click.echo(f"created: {target}")
     click.echo(f"next: timbal run {target} -i prompt='Hello'", err=True)

@@ -73,7 +73,11 @@ async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None)
     `request.timeout` bounds the whole call. Failures raise `ProviderError`.
     """
     litellm = _litellm if _litellm is not None else await asyncio.to_thread(load_litellm)
-    kwargs, address = _call_arguments(litellm, request)
+    kwargs, provider, address = _call_arguments(litellm, request)
+    if on_chunk is not None or request.stream:
+        kwargs["stream"] = True
+        if "stream_options" not in kwargs and _supports(litellm, request.model, provider):
+            kwargs["stream_options"] = {"include_usage": True}
     try:
         return await asyncio.wait_for(
             _call(litellm, request, kwargs, address, on_chunk), request.timeout
@@ -82,8 +86,8 @@ async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None)
         raise _timeout_error(request, address) from None
 
 
-def _call_arguments(litellm: Any, request: ModelRequest) -> tuple[dict[str, Any], str]:
-    """The keyword arguments for `litellm.acompletion`, and the address it will call."""
+def _call_arguments(litellm: Any, request: ModelRequest) -> tuple[dict[str, Any], str, str]:
+    """The keyword arguments for `litellm.acompletion`, the provider, and its address."""
     params = dict(request.params)
     fmt = params.get("response_format")
     if isinstance(fmt, str) and fmt in ("json", "json_object"):
@@ -118,8 +122,7 @@ def _call_arguments(litellm: Any, request: ModelRequest) -> tuple[dict[str, Any]
     if request.tools:
         kwargs["tools"] = request.tools
         kwargs["_skip_mcp_handler"] = True  # else litellm imports MCP helpers we don't ship
-    kwargs["_provider"] = provider
-    return kwargs, address
+    return kwargs, provider, address
 
 
 def _check_keys(litellm: Any, model: str, api_base: str | None) -> None:
@@ -144,14 +147,7 @@ async def _call(
     address: str,
     on_chunk: ChunkCallback | None,
 ) -> ModelReply:
-    provider = kwargs.pop("_provider")
-    streaming = on_chunk is not None or request.stream
-    if streaming:
-        kwargs["stream"] = True
-        if "stream_options" not in kwargs and _supports(
-            litellm, request.model, provider, "stream_options"
-        ):
-            kwargs["stream_options"] = {"include_usage": True}
+    streaming = bool(kwargs.get("stream"))
     try:
         response = await litellm.acompletion(**kwargs)
     except Exception as exc:
@@ -189,7 +185,8 @@ async def _call(
     return reply
 
 
-def _supports(litellm: Any, model: str, provider: str, param: str) -> bool:
+def _supports(litellm: Any, model: str, provider: str, param: str = "stream_options") -> bool:
+    """Whether litellm passes `param` to this provider (stream usage is an OpenAI extra)."""
     try:
         supported = litellm.get_supported_openai_params(model=model, custom_llm_provider=provider)
     except Exception:

@@ -14,6 +14,7 @@ Install with ``pip install -e '.[local]'``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import threading
 from dataclasses import dataclass, field
@@ -110,8 +111,18 @@ def _load(path: Path) -> _LoadedModel:
                 llama = Llama(model_path=str(path), n_ctx=N_CTX, verbose=False)
             except (ValueError, RuntimeError, OSError) as exc:
                 raise ProviderError(f"cannot load model file {path}: {exc}") from None
+            if not _models:
+                atexit.register(_close_all)
             loaded = _models[path] = _LoadedModel(llama)
     return loaded
+
+
+def _close_all() -> None:
+    # Freed before interpreter teardown; llama_cpp's own __del__ fails noisily at exit.
+    for loaded in _models.values():
+        if loaded.lock.acquire(timeout=5):  # a generation still running keeps its model
+            loaded.llama.close()
+    _models.clear()
 
 
 async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None) -> ModelReply:
@@ -189,8 +200,11 @@ def _generate(
     except (ValueError, RuntimeError) as exc:
         raise ProviderError(f"local model failed: {' '.join(str(exc).split())}") from None
     text = "".join(parts)
-    prompt_tokens = max(0, llama.n_tokens - _count(llama, text))
     completion_tokens = _count(llama, text)
+    # The context holds the prompt and the reply, minus the last token when cut by max_tokens
+    # (sampled, never evaluated); streamed completions carry no usage of their own.
+    in_context = llama.n_tokens + (1 if finish == "length" else 0)
+    prompt_tokens = max(0, in_context - completion_tokens)
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
