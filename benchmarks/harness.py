@@ -73,9 +73,13 @@ class Interpreters:
 def child_env() -> dict[str, str]:
     """The environment of every worker: the repo on the path, rival libraries kept quiet."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.setdefault("TIMBAL_LOG_LEVEL", "WARNING")
     env.setdefault("LITELLM_LOG", "ERROR")
+    # No fetch of litellm's remote price list (our adapter sets the same): PyPI is the only network.
+    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     return env
 
 
@@ -96,8 +100,13 @@ def run_once(job: Job, interpreters: Interpreters, log_dir: Path) -> dict[str, A
         t0 = time.perf_counter()
         try:
             proc = subprocess.run(
-                argv, cwd=ROOT, env=child_env(), capture_output=True, text=True,
-                timeout=job.timeout_s, stdin=subprocess.DEVNULL,
+                argv,
+                cwd=ROOT,
+                env=child_env(),
+                capture_output=True,
+                text=True,
+                timeout=job.timeout_s,
+                stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
@@ -108,12 +117,26 @@ def run_once(job: Job, interpreters: Interpreters, log_dir: Path) -> dict[str, A
         return {"wall_ms": wall * 1e3}
     with tempfile.NamedTemporaryFile(suffix=".json", dir=log_dir, delete=False) as out:
         out_path = Path(out.name)
-    argv = [python, "-m", "benchmarks.worker", job.side, job.task,
-            "--params", json.dumps(job.params), "--out", str(out_path)]
+    argv = [
+        python,
+        "-m",
+        "benchmarks.worker",
+        job.side,
+        job.task,
+        "--params",
+        json.dumps(job.params),
+        "--out",
+        str(out_path),
+    ]
     try:
         proc = subprocess.run(
-            argv, cwd=ROOT, env=child_env(), capture_output=True, text=True,
-            timeout=job.timeout_s, stdin=subprocess.DEVNULL,
+            argv,
+            cwd=ROOT,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=job.timeout_s,
+            stdin=subprocess.DEVNULL,
         )
         log_path.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
         try:
@@ -121,7 +144,9 @@ def run_once(job: Job, interpreters: Interpreters, log_dir: Path) -> dict[str, A
         except (OSError, json.JSONDecodeError):
             result = None
         if not isinstance(result, dict):
-            return {"error": f"worker exit {proc.returncode}: {_tail(proc.stderr or proc.stdout, 2)}"}
+            return {
+                "error": f"worker exit {proc.returncode}: {_tail(proc.stderr or proc.stdout, 2)}"
+            }
         if "traceback" in result:
             log_path.write_text(log_path.read_text() + "\n" + result.pop("traceback"))
         return result
@@ -203,12 +228,24 @@ class LoopbackServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def __enter__(self) -> LoopbackServer:
-        argv = [sys.executable, "-m", "runner.testing.openai_server",
-                "--port", str(self.port), "--latency", str(self.latency)]
+        argv = [
+            sys.executable,
+            "-m",
+            "runner.testing.openai_server",
+            "--port",
+            str(self.port),
+            "--latency",
+            str(self.latency),
+        ]
         try:
             self.proc = subprocess.Popen(
-                argv, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                argv,
+                cwd=ROOT,
+                env=child_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                stdin=subprocess.DEVNULL,
             )
         except OSError as exc:
             self.error = f"loopback server: {exc}"

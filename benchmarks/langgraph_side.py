@@ -53,7 +53,11 @@ def _echo_node(step: int, name: str):
     def node(state: ChatState) -> dict[str, Any]:
         user = {"role": "user", "content": _prompt(step, state)}
         text, usage = echo_reply([*state.get("messages", []), user])
-        return {"messages": [user, {"role": "assistant", "content": text}], name: text, "usage": usage}
+        return {
+            "messages": [user, {"role": "assistant", "content": text}],
+            name: text,
+            "usage": usage,
+        }
 
     async def anode(state: ChatState) -> dict[str, Any]:
         return node(state)
@@ -120,7 +124,9 @@ def engine3(params: dict[str, Any]) -> dict[str, Any]:
 
 def _sqlite_pragmas(conn: sqlite3.Connection) -> str:
     journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    sync = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[conn.execute("PRAGMA synchronous").fetchone()[0]]
+    sync = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}[
+        conn.execute("PRAGMA synchronous").fetchone()[0]
+    ]
     return f"journal_mode={journal}, synchronous={sync}"
 
 
@@ -281,7 +287,12 @@ def concurrent(params: dict[str, Any]) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         if not all(o.get("c") for o in outs):
             raise RuntimeError("a run had no answer")
-        return {"runs_per_s": n / wall, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base}
+        return {
+            "runs_per_s": n / wall,
+            "wall_s": wall,
+            "peak_rss_mb": peak_rss_mb(),
+            "base_rss_mb": base,
+        }
 
     return asyncio.run(main())
 
@@ -291,7 +302,9 @@ def sequential_litellm(params: dict[str, Any]) -> dict[str, Any]:
     app = _litellm_graph(params["api_base"])
 
     async def main() -> list[float]:
-        return await timed_async(lambda: app.ainvoke({"prompt": "hi"}), params["warmup"], params["runs"])
+        return await timed_async(
+            lambda: app.ainvoke({"prompt": "hi"}), params["warmup"], params["runs"]
+        )
 
     return {"per_run_us": summarize(asyncio.run(main()))["median_us"]}
 
@@ -312,7 +325,13 @@ def versions(params: dict[str, Any]) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, Any] = {"python": platform.python_version()}
-    for name in ("langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite", "timbal", "litellm"):
+    for name in (
+        "langgraph",
+        "langgraph-checkpoint",
+        "langgraph-checkpoint-sqlite",
+        "timbal",
+        "litellm",
+    ):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

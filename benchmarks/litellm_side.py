@@ -7,7 +7,15 @@ import asyncio
 import time
 from typing import Any
 
-from .common import LITELLM_KEY, LITELLM_MODEL, PROMPTS_3, peak_rss_mb, rss_mb, summarize, timed_async
+from .common import (
+    LITELLM_KEY,
+    LITELLM_MODEL,
+    PROMPTS_3,
+    peak_rss_mb,
+    rss_mb,
+    summarize,
+    timed_async,
+)
 
 
 async def three_calls(api_base: str, prompt: str) -> str:
@@ -29,7 +37,9 @@ async def three_calls(api_base: str, prompt: str) -> str:
 async def sequential_litellm(params: dict[str, Any]) -> dict[str, Any]:
     """Per-run time of the three calls, one run at a time."""
     api_base = params["api_base"]
-    seconds = await timed_async(lambda: three_calls(api_base, "hi"), params["warmup"], params["runs"])
+    seconds = await timed_async(
+        lambda: three_calls(api_base, "hi"), params["warmup"], params["runs"]
+    )
     return {"per_run_us": summarize(seconds)["median_us"]}
 
 
@@ -43,7 +53,12 @@ async def concurrent(params: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     if not all(outs):
         raise RuntimeError("a run had no answer")
-    return {"runs_per_s": n / wall, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base}
+    return {
+        "runs_per_s": n / wall,
+        "wall_s": wall,
+        "peak_rss_mb": peak_rss_mb(),
+        "base_rss_mb": base,
+    }
 
 
 TASKS = {"sequential_litellm": sequential_litellm, "concurrent": concurrent}

@@ -79,7 +79,9 @@ class _Profile:
             self.profiler.stop()
             target = Path(self.target)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.with_suffix(".txt").write_text(self.profiler.output_text(unicode=True, show_all=False))
+            target.with_suffix(".txt").write_text(
+                self.profiler.output_text(unicode=True, show_all=False)
+            )
             target.with_suffix(".html").write_text(self.profiler.output_html())
 
 
@@ -134,7 +136,9 @@ async def conversation(params: dict[str, Any]) -> dict[str, Any]:
 
         try:
             with _Profile(params):
-                out = await aconverse(turn, params["turns"], size, params.get("budget_s", float("inf")))
+                out = await aconverse(
+                    turn, params["turns"], size, params.get("budget_s", float("inf"))
+                )
             if files:
                 out["file_bytes"] = files_size(files)
         finally:
@@ -170,7 +174,12 @@ async def concurrent(params: dict[str, Any]) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         for result in results:
             _answer(result)
-    return {"runs_per_s": n / wall, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base}
+    return {
+        "runs_per_s": n / wall,
+        "wall_s": wall,
+        "peak_rss_mb": peak_rss_mb(),
+        "base_rss_mb": base,
+    }
 
 
 async def sequential_litellm(params: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +222,9 @@ def hot_reload(params: dict[str, Any]) -> dict[str, Any]:
     time from the write until the new output appears; repeat `params["runs"]` times and
     return ``{"latency_ms": median}``. Until then the harness shows n/a.
     """
-    raise NotImplementedError("hot-reload latency is not written yet (benchmarks/ours.py:hot_reload)")
+    raise NotImplementedError(
+        "hot-reload latency is not written yet (benchmarks/ours.py:hot_reload)"
+    )
 
 
 def once(params: dict[str, Any]) -> dict[str, Any]:

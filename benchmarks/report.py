@@ -59,7 +59,13 @@ def cells(row: Row) -> tuple[str, ...]:
         row.rival or "—",
         "—" if ratio is None else f"{ratio:.2f}",
         row.target.text() if row.target else "—",
-        "—" if met is None and row.target is None else "?" if met is None else "yes" if met else "NO",
+        "—"
+        if met is None and row.target is None
+        else "?"
+        if met is None
+        else "yes"
+        if met
+        else "NO",
     )
 
 
@@ -118,17 +124,33 @@ def machine_facts(rival_versions: dict[str, Any] | None) -> list[tuple[str, str]
         facts.append(("rivals", f"n/a ({rival_versions['error']})"))
     else:
         facts.append(("python (rivals' venv)", str(rival_versions.get("python"))))
-        for name in ("langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite", "timbal", "litellm"):
+        for name in (
+            "langgraph",
+            "langgraph-checkpoint",
+            "langgraph-checkpoint-sqlite",
+            "timbal",
+            "litellm",
+        ):
             facts.append((f"{name} (rivals)", str(rival_versions.get(name))))
     return facts
 
 
 def _git_head() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "runner"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "runner"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return f"{head or 'unknown'}{' + uncommitted changes in runner/' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -150,7 +172,10 @@ def write_markdown(
     """benchmarks/results.md: machine, how to reproduce, the table, what each figure is."""
     out = ["# Benchmarks", ""]
     if quick:
-        out += ["**A `--quick` smoke run: few repetitions, small sizes. Not figures to quote.**", ""]
+        out += [
+            "**A `--quick` smoke run: few repetitions, small sizes. Not figures to quote.**",
+            "",
+        ]
     out += [
         "Lower is better unless a figure says otherwise. Each figure is the median of repeated",
         "runs; ours and the rivals' ran interleaved in the same invocation, each side in its own",
@@ -177,9 +202,14 @@ def write_markdown(
         "",
     ]
     for bench, rows in sections:
-        out += [f"### {bench.title} (`{bench.name}`, {reps.get(bench.name, 0)} repetitions)", "",
-                bench.about, "",
-                "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        out += [
+            f"### {bench.title} (`{bench.name}`, {reps.get(bench.name, 0)} repetitions)",
+            "",
+            bench.about,
+            "",
+            "| " + " | ".join(HEADER) + " |",
+            "|" + "---|" * len(HEADER),
+        ]
         out += ["| " + " | ".join(_md(c) for c in cells(row)) + " |" for row in rows]
         out.append("")
     if notes:

@@ -22,9 +22,7 @@ REQUIREMENTS = Path(__file__).with_name("rivals-requirements.txt")
 
 def requirements() -> list[str]:
     """The rivals' packages, plus litellm at the version our venv runs (same client both sides)."""
-    lines = [
-        line.split("#", 1)[0].strip() for line in REQUIREMENTS.read_text().splitlines()
-    ]
+    lines = [line.split("#", 1)[0].strip() for line in REQUIREMENTS.read_text().splitlines()]
     reqs = [line for line in lines if line]
     try:
         reqs.append(f"litellm=={version('litellm')}")
@@ -54,8 +52,18 @@ def ensure(upgrade: bool = False, log=print) -> Path:
         base = getattr(sys, "_base_executable", sys.executable)
         _run([base, "-m", "venv", str(VENV)])
     log(f"installing into the rivals' venv: {' '.join(reqs)} ...")
-    _run([str(python()), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-          *(["--upgrade"] if upgrade else []), *reqs])
+    _run(
+        [
+            str(python()),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            *(["--upgrade"] if upgrade else []),
+            *reqs,
+        ]
+    )
     stamp.write_text(digest)
     return python()
 
@@ -64,7 +72,8 @@ def _run(argv: list[str]) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = [
-            line for line in (proc.stderr or proc.stdout).splitlines()
+            line
+            for line in (proc.stderr or proc.stdout).splitlines()
             if line.strip() and not line.startswith("WARNING: Location")
         ][-3:]
         raise RuntimeError(f"{' '.join(argv[:4])} ... failed: {' | '.join(tail)}")

@@ -13,7 +13,13 @@ from .harness import Job, Outcome
 
 # Sides, and the group each belongs to (`--sides` selects groups): the direct litellm calls
 # and the bare interpreter are baselines that run in our venv beside our side.
-GROUPS = {"ours": "ours", "litellm": "ours", "python": "ours", "langgraph": "langgraph", "timbal": "timbal"}
+GROUPS = {
+    "ours": "ours",
+    "litellm": "ours",
+    "python": "ours",
+    "langgraph": "langgraph",
+    "timbal": "timbal",
+}
 RIVAL_NAMES = {"langgraph": "LangGraph", "timbal": "Timbal (PyPI)"}
 
 
@@ -129,24 +135,41 @@ def quotient(a: Val, b: Val, unit: str = "x") -> Val:
 
 def _engine_jobs(ctx: Context) -> list[Job]:
     params = {"warmup": ctx.pick(50, 10), "runs": ctx.pick(1000, 100), "tmp": ctx.tmp}
-    return [Job(f"{side}.engine3", side, "engine3", params) for side in ("ours", "langgraph", "timbal")]
+    return [
+        Job(f"{side}.engine3", side, "engine3", params) for side in ("ours", "langgraph", "timbal")
+    ]
 
 
 def _engine_rows(r: Results, ctx: Context) -> list[Row]:
     ours = r.get("ours.engine3", "per_run_us", "us")
     lg = r.get("langgraph.engine3", "per_run_us", "us")
-    lg.note = r.text("langgraph.engine3", "mode")
     return [
-        Row("3-step flow, echo, no persistence: time per run", ours, lg, "LangGraph", Target("ratio", 0.5)),
-        Row("3-step flow, echo, no persistence: time per run", ours,
-            r.get("timbal.engine3", "per_run_us", "us"), "Timbal (3 chained agent turns)", Target("ratio", 0.5)),
-        Row("3-step flow, echo: time per run (Timbal: Workflow of 3 agents, memory not shared)", ours,
-            r.get("timbal.engine3", "workflow_isolated_us", "us"), "Timbal Workflow"),
+        Row(
+            "3-step flow, echo, no persistence: time per run",
+            ours,
+            lg,
+            "LangGraph",
+            Target("ratio", 0.5),
+        ),
+        Row(
+            "3-step flow, echo, no persistence: time per run",
+            ours,
+            r.get("timbal.engine3", "per_run_us", "us"),
+            "Timbal (3 chained agent turns)",
+            Target("ratio", 0.5),
+        ),
+        Row(
+            "3-step flow, echo: time per run (Timbal: Workflow of 3 agents, memory not shared)",
+            ours,
+            r.get("timbal.engine3", "workflow_isolated_us", "us"),
+            "Timbal Workflow",
+        ),
     ]
 
 
 ENGINE = Bench(
-    "engine", "Engine cost, offline model, no persistence",
+    "engine",
+    "Engine cost, offline model, no persistence",
     "The 3-step flow (a, b, c share memory `s`; prompts `{{ inputs.prompt }}`, `again`, "
     "`once more`) on the echo model, one run at a time, after a warm-up; the figure is the "
     "median time per run. LangGraph: the same graph with plain Python nodes that build the "
@@ -156,7 +179,9 @@ ENGINE = Bench(
     "`TestModel` with a handler that answers what echo answers; a Workflow's agent steps "
     "have isolated memory, so the shared conversation is three chained turns of one Agent "
     "(`parent_id`, in-memory tracing provider); the Workflow form is shown beside it.",
-    (7, 3), _engine_jobs, _engine_rows,
+    (7, 3),
+    _engine_jobs,
+    _engine_rows,
 )
 
 
@@ -174,24 +199,36 @@ def _durable_jobs(ctx: Context) -> list[Job]:
 
 def _durable_rows(r: Results, ctx: Context) -> list[Row]:
     lg = r.get("langgraph.sqlite", "per_run_us", "us")
-    lg.note = r.text("langgraph.sqlite", "mode")
     return [
-        Row("3-step flow, durable JSONL (fsync per step): time per run",
-            r.get("ours.jsonl", "per_run_us", "us"), lg, "LangGraph SqliteSaver, sync", Target("ratio", 0.5)),
-        Row("3-step flow, durable SQLite (fsync per step): time per run",
-            r.get("ours.sqlite", "per_run_us", "us"), lg, "LangGraph SqliteSaver, sync", Target("ratio", 0.5)),
+        Row(
+            "3-step flow, durable JSONL (fsync per step): time per run",
+            r.get("ours.jsonl", "per_run_us", "us"),
+            lg,
+            "LangGraph SqliteSaver, sync",
+            Target("ratio", 0.5),
+        ),
+        Row(
+            "3-step flow, durable SQLite (fsync per step): time per run",
+            r.get("ours.sqlite", "per_run_us", "us"),
+            lg,
+            "LangGraph SqliteSaver, sync",
+            Target("ratio", 0.5),
+        ),
     ]
 
 
 DURABLE = Bench(
-    "durable", "Engine cost with durable state",
+    "durable",
+    "Engine cost with durable state",
     "The same 3-step flow, each run a new conversation in one state file, after a warm-up. "
     "Ours: JSONLSaver and SQLiteSaver, each step's record fsynced before the step counts "
     "as done. LangGraph: SqliteSaver (`invoke`) and AsyncSqliteSaver (`ainvoke`) with "
-    "`durability=\"sync\"`, a new `thread_id` per run; the faster is the rival's figure. "
+    '`durability="sync"`, a new `thread_id` per run; the faster is the rival\'s figure. '
     "LangGraph's SQLite runs in WAL mode with synchronous=FULL, so each of its commits "
     "fsyncs too.",
-    (5, 3), _durable_jobs, _durable_rows,
+    (5, 3),
+    _durable_jobs,
+    _durable_rows,
 )
 
 
@@ -209,8 +246,13 @@ def _conversation_jobs(ctx: Context) -> list[Job]:
         Job("langgraph.sqlite", "langgraph", "conversation", {**p, "saver": "sqlite"}),
         Job("langgraph.memory", "langgraph", "conversation", {**p, "saver": "memory"}),
         Job("timbal.memory", "timbal", "conversation", {**p, "saver": "memory"}),
-        Job("timbal.jsonl", "timbal", "conversation", {**p, "saver": "jsonl", "budget_s": budget},
-            max_reps=1),
+        Job(
+            "timbal.jsonl",
+            "timbal",
+            "conversation",
+            {**p, "saver": "jsonl", "budget_s": budget},
+            max_reps=1,
+        ),
     ]
 
 
@@ -243,32 +285,70 @@ def _conversation_rows(r: Results, ctx: Context) -> list[Row]:
         rt10, rtn = _at(r, rival_key, "ms", 10, "ms"), _at(r, rival_key, "ms", turns, "ms")
         rows += [
             Row(f"{turns}-turn conversation, {saver}: time per turn at turn 10", t10, rt10, rival),
-            Row(f"{turns}-turn conversation, {saver}: time per turn at turn {turns}", tn, rtn, rival),
-            Row(f"{turns}-turn conversation, {saver}: turn {turns} / turn 10 time", quotient(tn, t10),
-                _flat(rtn, rt10), rival, Target("max", 1.2), compare=False),
+            Row(
+                f"{turns}-turn conversation, {saver}: time per turn at turn {turns}", tn, rtn, rival
+            ),
+            Row(
+                f"{turns}-turn conversation, {saver}: turn {turns} / turn 10 time",
+                quotient(tn, t10),
+                _flat(rtn, rt10),
+                rival,
+                Target("max", 1.2),
+                compare=False,
+            ),
         ]
-    rows.append(Row(f"{turns}-turn conversation, memory: time per turn at turn {turns}",
-                    _at(r, "ours.memory", "ms", turns, "ms"),
-                    _at(r, "langgraph.memory", "ms", turns, "ms"), "LangGraph InMemorySaver"))
+    rows.append(
+        Row(
+            f"{turns}-turn conversation, memory: time per turn at turn {turns}",
+            _at(r, "ours.memory", "ms", turns, "ms"),
+            _at(r, "langgraph.memory", "ms", turns, "ms"),
+            "LangGraph InMemorySaver",
+        )
+    )
     for saver in ("jsonl", "sqlite"):
         key = f"ours.{saver}"
         b10, bn = _at(r, key, "bytes_per_turn", 10, "B"), _at(r, key, "bytes_per_turn", turns, "B")
-        for rival_key, rival in (("langgraph.sqlite", "LangGraph SqliteSaver"), ("timbal.jsonl", "Timbal, JSONL")):
+        for rival_key, rival in (
+            ("langgraph.sqlite", "LangGraph SqliteSaver"),
+            ("timbal.jsonl", "Timbal, JSONL"),
+        ):
             if saver == "sqlite" and rival_key == "timbal.jsonl":
                 continue
             rb10 = _at(r, rival_key, "bytes_per_turn", 10, "B")
             rbn = _at(r, rival_key, "bytes_per_turn", turns, "B")
             if rival_key == "langgraph.sqlite":
-                rows.append(Row(f"{turns}-turn conversation, {saver}: bytes stored per turn at turn 10",
-                                b10, rb10, rival))
+                rows.append(
+                    Row(
+                        f"{turns}-turn conversation, {saver}: bytes stored per turn at turn 10",
+                        b10,
+                        rb10,
+                        rival,
+                    )
+                )
             rows += [
-                Row(f"{turns}-turn conversation, {saver}: bytes stored per turn at turn {turns}", bn, rbn, rival),
-                Row(f"{turns}-turn conversation, {saver}: turn {turns} / turn 10 bytes per turn",
-                    quotient(bn, b10), _flat(rbn, rb10), rival, Target("max", 1.1), compare=False),
+                Row(
+                    f"{turns}-turn conversation, {saver}: bytes stored per turn at turn {turns}",
+                    bn,
+                    rbn,
+                    rival,
+                ),
+                Row(
+                    f"{turns}-turn conversation, {saver}: turn {turns} / turn 10 bytes per turn",
+                    quotient(bn, b10),
+                    _flat(rbn, rb10),
+                    rival,
+                    Target("max", 1.1),
+                    compare=False,
+                ),
             ]
-        rows.append(Row(f"{turns}-turn conversation, {saver}: state file size at the end",
-                        r.get(key, "file_bytes", "B"), _at_file(r, "langgraph.sqlite"),
-                        "LangGraph SqliteSaver"))
+        rows.append(
+            Row(
+                f"{turns}-turn conversation, {saver}: state file size at the end",
+                r.get(key, "file_bytes", "B"),
+                _at_file(r, "langgraph.sqlite"),
+                "LangGraph SqliteSaver",
+            )
+        )
     return rows
 
 
@@ -284,21 +364,24 @@ def _flat(late: Val, early: Val) -> Val:
 
 
 CONVERSATION = Bench(
-    "conversation", "A long conversation",
+    "conversation",
+    "A long conversation",
     "One conversation of N turns (1,000; 200 with --quick): each turn is a run of a "
     "one-step echo flow whose parent is the previous run, so the model sees the whole "
     "history. Time per turn at turn k is the median of the 9 turns ending at k; bytes per "
     "turn at k is how much the stored data grew over those 9 turns (for SQLite files: the "
     "bytes of every stored value, read on a separate connection, since WAL pages and "
     "checkpoints hide kilobyte growth; for JSONL: the file size). LangGraph: one thread "
-    "of a one-node graph with SqliteSaver (`durability=\"sync\"`) or InMemorySaver; each "
+    'of a one-node graph with SqliteSaver (`durability="sync"`) or InMemorySaver; each '
     "checkpoint holds the whole message list, so its file grows with the square of the "
     "turns. Timbal: one Agent, each turn chained by `parent_id`, with its in-memory or "
     "JSONL tracing provider; its JSONL provider rewrites the whole file on every save, so "
     "that run stops at a time budget (90 s; 15 s with --quick) and reports the last turn "
     "it reached. Targets apply to ours: turn N within 1.2× turn 10, bytes per turn flat "
     "(within 1.1×).",
-    (3, 1), _conversation_jobs, _conversation_rows,
+    (3, 1),
+    _conversation_jobs,
+    _conversation_rows,
 )
 
 
@@ -322,23 +405,63 @@ def _concurrency_rows(r: Results, ctx: Context) -> list[Row]:
     ours_rps = r.get("ours.concurrent", "runs_per_s", "runs/s")
     ours_mem = r.get("ours.concurrent", "peak_rss_mb", "MiB")
     return [
-        Row("20 independent steps of 200 ms: wall time of the run", r.get("ours.fan20", "wall_ms", "ms"),
-            r.get("langgraph.fan20", "wall_ms", "ms"), "LangGraph", Target("max", 240)),
-        Row(f"{n} concurrent 3-step runs, litellm, 50 ms server: runs/s (higher is better)", ours_rps,
-            r.get("langgraph.concurrent", "runs_per_s", "runs/s"), "LangGraph + litellm"),
-        Row(f"{n} concurrent 3-step runs, litellm, 50 ms server: runs/s (higher is better)", ours_rps,
-            r.get("litellm.concurrent", "runs_per_s", "runs/s"), "litellm.acompletion direct"),
-        Row(f"{n} concurrent 3-step runs: wall time", r.get("ours.concurrent", "wall_s", "s"),
-            r.get("litellm.concurrent", "wall_s", "s"), "litellm.acompletion direct", Target("ratio", 1.1)),
-        Row(f"{n} concurrent 3-step runs: peak memory of the process", ours_mem,
-            r.get("langgraph.concurrent", "peak_rss_mb", "MiB"), "LangGraph + litellm"),
-        Row(f"{n} concurrent 3-step runs: peak memory of the process", ours_mem,
-            r.get("litellm.concurrent", "peak_rss_mb", "MiB"), "litellm.acompletion direct"),
+        Row(
+            "20 independent steps of 200 ms: wall time of the run",
+            r.get("ours.fan20", "wall_ms", "ms"),
+            r.get("langgraph.fan20", "wall_ms", "ms"),
+            "LangGraph",
+            Target("max", 240),
+        ),
+        Row(
+            f"{n} concurrent 3-step runs, litellm, 50 ms server: runs/s (higher is better)",
+            ours_rps,
+            r.get("langgraph.concurrent", "runs_per_s", "runs/s"),
+            "LangGraph + litellm",
+        ),
+        Row(
+            f"{n} concurrent 3-step runs, litellm, 50 ms server: runs/s (higher is better)",
+            ours_rps,
+            r.get("litellm.concurrent", "runs_per_s", "runs/s"),
+            "litellm.acompletion direct",
+        ),
+        Row(
+            f"{n} concurrent 3-step runs: wall time",
+            r.get("ours.concurrent", "wall_s", "s"),
+            r.get("litellm.concurrent", "wall_s", "s"),
+            "litellm.acompletion direct",
+            Target("ratio", 1.1),
+        ),
+        Row(
+            f"{n} concurrent 3-step runs: peak memory of the process",
+            ours_mem,
+            r.get("langgraph.concurrent", "peak_rss_mb", "MiB"),
+            "LangGraph + litellm",
+        ),
+        Row(
+            f"{n} concurrent 3-step runs: peak memory of the process",
+            ours_mem,
+            r.get("litellm.concurrent", "peak_rss_mb", "MiB"),
+            "litellm.acompletion direct",
+        ),
+        Row(
+            f"{n} concurrent 3-step runs: memory the runs added (peak RSS - RSS before)",
+            _added(r, "ours.concurrent"),
+            _added(r, "langgraph.concurrent"),
+            "LangGraph + litellm",
+        ),
     ]
 
 
+def _added(r: Results, key: str) -> Val:
+    peak, base = r.get(key, "peak_rss_mb", "MiB"), r.get(key, "base_rss_mb", "MiB")
+    if peak.num is None or base.num is None:
+        return peak if peak.num is None else base
+    return Val(peak.num - base.num, "MiB")
+
+
 CONCURRENCY = Bench(
-    "concurrency", "Concurrency",
+    "concurrency",
+    "Concurrency",
     "Twenty independent echo steps with `params: {delay: 0.2}` in one run (LangGraph: 20 "
     "async nodes fanned out from START that each sleep 0.2 s); the figure is the run's wall "
     "time. Then N concurrent runs (500; 100 with --quick) of the 3-step flow with "
@@ -347,12 +470,20 @@ CONCURRENCY = Bench(
     "run: runs per second and the process's peak RSS. LangGraph's nodes and the direct "
     "baseline call `litellm.acompletion` (same litellm version as ours) with the same "
     "growing message list, so the engines differ and the client does not.",
-    (3, 1), _concurrency_jobs, _concurrency_rows, server_latency=0.05,
+    (3, 1),
+    _concurrency_jobs,
+    _concurrency_rows,
+    server_latency=0.05,
 )
 
 
 def _litellm_jobs(ctx: Context) -> list[Job]:
-    p = {"warmup": ctx.pick(10, 3), "runs": ctx.pick(200, 30), "api_base": ctx.api_base, "tmp": ctx.tmp}
+    p = {
+        "warmup": ctx.pick(10, 3),
+        "runs": ctx.pick(200, 30),
+        "api_base": ctx.api_base,
+        "tmp": ctx.tmp,
+    }
     return [
         Job("ours.sequential", "ours", "sequential_litellm", p),
         Job("litellm.sequential", "litellm", "sequential_litellm", p),
@@ -363,20 +494,33 @@ def _litellm_jobs(ctx: Context) -> list[Job]:
 def _litellm_rows(r: Results, ctx: Context) -> list[Row]:
     ours = r.get("ours.sequential", "per_run_us", "us")
     return [
-        Row("3-step flow over litellm, loopback server: time per run", ours,
-            r.get("litellm.sequential", "per_run_us", "us"), "litellm.acompletion direct", Target("ratio", 1.1)),
-        Row("3-step flow over litellm, loopback server: time per run", ours,
-            r.get("langgraph.sequential", "per_run_us", "us"), "LangGraph + litellm"),
+        Row(
+            "3-step flow over litellm, loopback server: time per run",
+            ours,
+            r.get("litellm.sequential", "per_run_us", "us"),
+            "litellm.acompletion direct",
+            Target("ratio", 1.1),
+        ),
+        Row(
+            "3-step flow over litellm, loopback server: time per run",
+            ours,
+            r.get("langgraph.sequential", "per_run_us", "us"),
+            "LangGraph + litellm",
+        ),
     ]
 
 
 LITELLM = Bench(
-    "litellm", "Engine cost over litellm",
+    "litellm",
+    "Engine cost over litellm",
     "The 3-step flow with `model: openai/fake` against the fake OpenAI server with no "
     "latency, one run at a time, after a warm-up: our engine's cost on top of the same "
     "three `litellm.acompletion` calls made directly (target: at most 10% above), and "
     "LangGraph's nodes making those calls.",
-    (5, 2), _litellm_jobs, _litellm_rows, server_latency=0.0,
+    (5, 2),
+    _litellm_jobs,
+    _litellm_rows,
+    server_latency=0.0,
 )
 
 
@@ -400,24 +544,44 @@ def _startup_rows(r: Results, ctx: Context) -> list[Row]:
     bare = r.get("python.pass", "wall_ms", "ms")
     script = r.get("ours.script", "wall_ms", "ms")
     return [
-        Row("timbal validate FLOW: whole process", r.get("ours.validate", "wall_ms", "ms"), bare, "python -c pass"),
-        Row("timbal run FLOW -i prompt=hi (echo): whole process", r.get("ours.run", "wall_ms", "ms"), bare,
-            "python -c pass"),
-        Row("3-step flow as a Python script, run once: whole process", script,
-            r.get("langgraph.script", "wall_ms", "ms"), "LangGraph"),
-        Row("3-step flow as a Python script, run once: whole process", script,
-            r.get("timbal.script", "wall_ms", "ms"), "Timbal (PyPI)"),
+        Row(
+            "timbal validate FLOW: whole process",
+            r.get("ours.validate", "wall_ms", "ms"),
+            bare,
+            "python -c pass",
+        ),
+        Row(
+            "timbal run FLOW -i prompt=hi (echo): whole process",
+            r.get("ours.run", "wall_ms", "ms"),
+            bare,
+            "python -c pass",
+        ),
+        Row(
+            "3-step flow as a Python script, run once: whole process",
+            script,
+            r.get("langgraph.script", "wall_ms", "ms"),
+            "LangGraph",
+        ),
+        Row(
+            "3-step flow as a Python script, run once: whole process",
+            script,
+            r.get("timbal.script", "wall_ms", "ms"),
+            "Timbal (PyPI)",
+        ),
     ]
 
 
 STARTUP = Bench(
-    "startup", "Start-up",
+    "startup",
+    "Start-up",
     "Whole processes timed from the outside, like hyperfine: each repetition starts every "
     "command once, in alternating order; the figure is the median wall time. `timbal "
     "validate` and `timbal run` are our CLI on the 3-step echo flow; `python -c pass` is "
     "the interpreter alone. The script rows run `python -m benchmarks.worker SIDE once`: "
     "import the library, build the 3-step flow or graph and run it once.",
-    (10, 3), _startup_jobs, _startup_rows,
+    (10, 3),
+    _startup_jobs,
+    _startup_rows,
 )
 
 
@@ -425,8 +589,14 @@ STARTUP = Bench(
 
 
 def _compile_jobs(ctx: Context) -> list[Job]:
-    return [Job("ours.compile", "ours", "compile", {"sizes": [10, 100, 1000], "runs": ctx.pick(5, 2),
-                                                     "tmp": ctx.tmp})]
+    return [
+        Job(
+            "ours.compile",
+            "ours",
+            "compile",
+            {"sizes": [10, 100, 1000], "runs": ctx.pick(5, 2), "tmp": ctx.tmp},
+        )
+    ]
 
 
 def _compile_rows(r: Results, ctx: Context) -> list[Row]:
@@ -441,11 +611,14 @@ def _compile_rows(r: Results, ctx: Context) -> list[Row]:
 
 
 COMPILE = Bench(
-    "compile", "Compile time",
+    "compile",
+    "Compile time",
     "`runner.compiler.compile_file` on generated flows of 10, 100 and 1,000 echo steps in "
     "one memory, each step's prompt reading the previous step's return; median of several "
     "compiles after one warm-up compile. Linear growth reads 10x per row.",
-    (5, 2), _compile_jobs, _compile_rows,
+    (5, 2),
+    _compile_jobs,
+    _compile_rows,
 )
 
 
@@ -454,14 +627,21 @@ def _reload_jobs(ctx: Context) -> list[Job]:
 
 
 def _reload_rows(r: Results, ctx: Context) -> list[Row]:
-    return [Row("hot reload: flow file saved -> new output (timbal run --watch)",
-                r.get("ours.hot_reload", "latency_ms", "ms"))]
+    return [
+        Row(
+            "hot reload: flow file saved -> new output (timbal run --watch)",
+            r.get("ours.hot_reload", "latency_ms", "ms"),
+        )
+    ]
 
 
 HOT_RELOAD = Bench(
-    "hot_reload", "Hot-reload latency",
+    "hot_reload",
+    "Hot-reload latency",
     "`timbal run --watch`: time from saving an edited flow file to the new run's output.",
-    (5, 1), _reload_jobs, _reload_rows,
+    (5, 1),
+    _reload_jobs,
+    _reload_rows,
 )
 
 

@@ -306,6 +306,23 @@ def test_a_rewound_run_sees_the_tool_calls_before_the_branch_point_only(tmp_path
     assert sent[2]["tool_calls"][0]["function"]["arguments"] == '{"a": 1, "b": 1}'
 
 
+def test_memory_window_never_starts_with_a_tool_result_cut_from_its_call(tmp_path, openai_server):
+    flow = load_flow(
+        agent_flow(tmp_path, openai_server, "{python: 'mytools:add'}", "    memory_window: 2\n")
+    )
+    saver = InMemorySaver()
+    openai_server.queue(FakeReply.tool_call("add", {"a": 2, "b": 3}), "It is 5.")
+    first = flow.run_sync({"prompt": "2 + 3?"}, saver=saver)
+    openai_server.queue("ok")
+    assert flow.run_sync({"prompt": "next"}, saver=saver, parent_id=first.run_id).ok
+    # The last 2 messages are the tool result and the answer: the orphaned result is dropped.
+    assert openai_server.requests[-1]["messages"] == [
+        {"role": "system", "content": "Use the tools."},
+        {"role": "assistant", "content": "It is 5."},
+        {"role": "user", "content": "next"},
+    ]
+
+
 def test_flow_tool_sees_the_conversation_so_far_without_the_pending_call(tmp_path, openai_server):
     recap_flow(tmp_path, openai_server)
     flow = load_flow(agent_flow(tmp_path, openai_server, "{flow: recap.yaml}"))

@@ -281,3 +281,22 @@ def test_a_script_can_use_its_own_functions_without_being_imported_twice(tmp_pat
                           cwd=tmp_path, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["script body ran", "{'d': 42}"]
+
+
+def test_an_agent_call_streams_its_events_and_moves_on():
+    import asyncio
+
+    from runner import Agent
+
+    agent = Agent(name="streamer", model="echo")
+
+    async def talk() -> list[str]:
+        await agent(prompt="Hello")
+        chunks = []
+        async for event in agent(prompt="Again"):
+            if event.type == "step_chunk":
+                chunks.append(event.data["text"])
+        return chunks
+
+    assert "".join(asyncio.run(talk())) == "echo (3 messages): Again"
+    assert agent.last_run_id is not None

@@ -70,7 +70,7 @@ def test_broken_flow_reports_the_expected_errors(path: Path, monkeypatch: pytest
 def test_several_errors_are_all_listed_in_document_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(BROKEN)
     got = errors_of("several_errors.yaml")
-    assert len(got) == 6
+    assert len(got) == 6  # and the header lists them all
     lines = [int(h.split(":")[1]) for h in got]
     assert lines == sorted(lines)
 
@@ -560,3 +560,29 @@ def test_a_thousand_step_flow_compiles_well_under_half_a_second(tmp_path: Path) 
 
 def test_json_schema_output_round_trips() -> None:
     assert json.loads(json.dumps(load_schema())) == load_schema()
+
+
+def test_child_errors_show_the_childs_own_code_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(BROKEN)
+    with pytest.raises(FlowError) as info:
+        compile_file("subflow_errors.yaml")
+    text = info.value.format()
+    assert "parts/child_broken.yaml:5:17: error: unknown input 'nothing' in prompt\n" in text
+    assert '    5 |     prompt: "{{ inputs.nothing }}"\n' in text
+
+
+def test_an_isolated_flow_tool_does_not_join_the_agents_memory_order(tmp_path: Path) -> None:
+    write(tmp_path, "helper.yaml", SUBFLOW)
+    path = write(tmp_path, "f.yaml", """
+version: 1
+steps:
+  - {id: before, model: echo, memory_id: shared_mem, prompt: hi}
+  - id: helper_agent
+    type: agent
+    model: echo
+    prompt: help
+    tools: [{flow: helper.yaml, memory: isolated, name: ask}]
+""")
+    agent = compile_file(path).step("helper_agent")
+    assert set(agent.tool_flows) == {"ask"}
+    assert agent.memory_ids == frozenset() and agent.deps == frozenset()

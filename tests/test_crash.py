@@ -56,9 +56,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     drop_store(made)
 
 
-def crash_trial(flow: Path, store: Store, trial: int, rng: random.Random, point: int) -> str:
+def crash_trial(
+    flow: Path, store: Store, trial: int, rng: random.Random, point: int, tear: bool = False
+) -> str:
     """Start a run, kill -9 it after `point` logged step calls (0: at a random moment of
-    start-up), check the state, resume, check again. Returns where the kill fell."""
+    start-up), check the state, resume, check again. Returns where the kill fell.
+
+    `tear` (JSONL): cut the last step line in half after the kill, as a kill in the middle
+    of that write would have left it."""
     folder = flow.parent
     saver, _ = open_quietly(store)
     with saver:
@@ -66,11 +71,13 @@ def crash_trial(flow: Path, store: Store, trial: int, rng: random.Random, point:
     lines = log_lines(folder)
     proc = start_timbal("run", str(flow), "--saver", store.uri, "-i", f"tag=t{trial}", cwd=folder)
     if point == 0:
-        time.sleep(rng.uniform(0.0, 1.2))
+        time.sleep(rng.uniform(0.0, 0.6))
     elif wait_for_lines(folder, lines + point, proc):
         time.sleep(rng.uniform(0.0, 0.03))
-    code = kill(proc, signal.SIGKILL)
-    assert code in (0, -signal.SIGKILL), f"trial {trial}: exit {code}: {proc.stderr}"
+    ended = kill(proc, signal.SIGKILL)
+    assert ended.returncode in (0, -signal.SIGKILL), (trial, ended.returncode, ended.stderr)
+    if tear:
+        tear_last_step_line(Path(store.uri.split(":", 1)[1]))
     before = calls(folder)
 
     # The state opens whole: every record readable, at most a torn JSONL tail skipped.
@@ -117,6 +124,13 @@ def crash_trial(flow: Path, store: Store, trial: int, rng: random.Random, point:
     return where
 
 
+def tear_last_step_line(path: Path) -> None:
+    data = path.read_bytes()
+    start = data.rindex(b"\n", 0, len(data) - 1) + 1
+    assert json.loads(data[start:])["event"] == "step", "the kill fell elsewhere"
+    path.write_bytes(data[: start + (len(data) - start) // 2])
+
+
 def crash_matrix(tmp_path: Path, store: Store, points: list[int], rng: random.Random) -> Counter[str]:
     flow = write_counted_flow(tmp_path / "flow", pause=0.03)
     seen: Counter[str] = Counter()
@@ -135,6 +149,13 @@ def test_kill_9_mid_run_then_resume_reruns_no_succeeded_step(tmp_path: Path, sto
     rng = random.Random(SEED)
     seen = crash_matrix(tmp_path, store, [rng.randint(1, 3), rng.randint(2, 4)], rng)
     assert sum(seen.values()) == 2, f"seed {SEED}: {seen}"
+
+
+def test_a_step_line_torn_by_a_kill_is_skipped_and_that_step_runs_again(tmp_path: Path) -> None:
+    store = make_store("jsonl", tmp_path)
+    flow = write_counted_flow(tmp_path / "flow", pause=0.03)
+    rng = random.Random(SEED)
+    assert crash_trial(flow, store, 0, rng, point=2, tear=True).startswith("after")
 
 
 @pytest.mark.slow

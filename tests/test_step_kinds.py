@@ -460,6 +460,25 @@ def test_a_failing_child_fails_the_flow_step_and_the_run(tmp_path):
     assert "sub/bad" in result.error
 
 
+def test_child_inputs_of_the_wrong_type_fail_the_flow_step_plainly(tmp_path):
+    write(tmp_path / "child.yaml", """
+        version: 1
+        inputs: {name: {type: string}}
+        steps:
+          - {id: greet, type: template, text: "hi {{ inputs.name }}"}
+    """)
+    flow = write(tmp_path / "flow.yaml", """
+        version: 1
+        steps:
+          - {id: sub, type: flow, flow: child.yaml, inputs: {name: "{{ [1, 2] }}"}}
+    """)
+    result = load_flow(flow).run_sync()
+    assert result.status == "failed"
+    assert result.steps["sub"].error == (
+        "inputs of flow 'child': input 'name' must be of type string, got list"
+    )
+
+
 def test_a_child_without_outputs_returns_its_last_step_under_its_id(tmp_path):
     write(tmp_path / "child.yaml", """
         version: 1

@@ -61,8 +61,7 @@ def validate(flows: tuple[str, ...], as_json: bool) -> None:
             continue
         results.append({"file": flow, "valid": True, "steps": len(graph.steps), "errors": []})
         if not as_json:
-            n = len(graph.steps)
-            click.echo(f"ok: {flow} ({n} step{'s' if n != 1 else ''})")
+            click.echo(f"ok: {flow} ({len(graph.steps)} steps)")  # the documented shape, even for 1
     if as_json:
         print_json(results)
     if invalid:

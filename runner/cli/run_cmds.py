@@ -75,7 +75,8 @@ def dry_run_order(graph: Any) -> list[list[str]]:
 
 def _summary(result: Any) -> str:
     usage = result.usage or {}
-    parts = [f"{len(result.steps)} steps"]
+    count = len(result.steps)
+    parts = [f"{count} step{'' if count == 1 else 's'}"]
     if usage.get("total_tokens"):
         parts.append(f"{usage['total_tokens']} tokens")
     if usage.get("cost"):
@@ -171,6 +172,7 @@ def execute_once(
         print_outputs(result.outputs, state["streamed"])
     elif state["streamed"]:
         click.echo("")
+    sys.stdout.flush()  # the output before the summary, when both go to one terminal
     if not result.ok:
         click.echo(f"error: {result.error}", err=True)
     click.echo(_summary(result), err=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..engine import StepContext, StepOutcome
-from ..errors import StepError
+from ..errors import InputError, StepError
 
 
 async def execute(ctx: StepContext) -> StepOutcome:
@@ -13,5 +13,9 @@ async def execute(ctx: StepContext) -> StepOutcome:
         raise StepError(f"step '{ctx.spec.id}': its sub-flow was not compiled", ctx.spec.id)
     inputs = ctx.render(ctx.config.get("inputs") or {})
     isolated = ctx.config.get("memory") == "isolated"
-    outputs = await ctx.run_subflow(child, inputs, isolated)
+    try:
+        outputs = await ctx.run_subflow(child, inputs, isolated)
+    except InputError as exc:  # inputs that fail the child's declared types: this step's error
+        problems = "; ".join(d.message for d in exc.diagnostics)
+        raise StepError(f"inputs of flow '{child.name}': {problems}", ctx.spec.id) from None
     return StepOutcome(return_value=outputs)

@@ -209,17 +209,18 @@ def wait_for_lines(folder: Path, count: int, proc: subprocess.Popen[str], limit:
     return True
 
 
-def kill(proc: subprocess.Popen[str], sig: int = signal.SIGKILL, timeout: float = 60) -> int:
-    """Send `sig` to the process (ours, by pid) and wait for it; its return code."""
+def kill(proc: subprocess.Popen[str], sig: int = signal.SIGKILL,
+         timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Send `sig` to the process (our own child, by pid), wait for it; its exit and output."""
     if proc.poll() is None:
         os.kill(proc.pid, sig)
     try:
-        proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise
-    return proc.returncode
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # -- state checks -----------------------------------------------------------------------
