@@ -13,6 +13,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import rivals_env
 from .harness import (
@@ -75,7 +76,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def rival_interpreters(upgrade: bool) -> tuple[Interpreters, dict | None]:
+def rival_interpreters(upgrade: bool) -> tuple[Interpreters, dict[str, Any] | None]:
     """Our python, the rivals' python (building their venv if needed) and the rivals' versions."""
     interpreters = Interpreters()
     try:
@@ -152,7 +153,7 @@ def profile(ctx: Context) -> int:
     """Profile our engine and savers with pyinstrument; reports in benchmarks/.work/profiles."""
     out = WORK / "profiles"
     interpreters = Interpreters()
-    targets = [
+    targets: list[tuple[str, dict[str, Any]]] = [
         ("engine3", {"warmup": 20, "runs": 2000}),
         ("durable3-jsonl", {"warmup": 5, "runs": 200, "saver": "jsonl"}),
         ("durable3-sqlite", {"warmup": 5, "runs": 200, "saver": "sqlite"}),

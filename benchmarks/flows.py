@@ -44,20 +44,6 @@ def litellm3(api_base: str) -> str:
     )
 
 
-def chain(n: int) -> str:
-    """`n` echo steps sharing one memory, each reading the previous step's return."""
-    lines = ['  - {id: s0, model: echo, memory_id: m, prompt: "{{ inputs.prompt }}"}']
-    lines += [
-        f'  - {{id: s{i}, model: echo, memory_id: m, prompt: "more about {{{{ s{i - 1}.return }}}}"}}'
-        for i in range(1, n)
-    ]
-    body = "\n".join(lines)
-    return (
-        f"version: 1\nname: chain{n}\ninputs: {{prompt: {{type: string}}}}\nsteps:\n{body}\n"
-        f'outputs: {{response: "{{{{ s{n - 1}.return }}}}"}}\n'
-    )
-
-
 def write(folder: str | Path, name: str, text: str) -> Path:
     """Write `text` to FOLDER/NAME.yaml and return the path."""
     path = Path(folder) / f"{name}.yaml"

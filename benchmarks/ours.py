@@ -77,7 +77,7 @@ class _Profile:
     def __exit__(self, *exc: object) -> None:
         if self.profiler is not None:
             self.profiler.stop()
-            target = Path(self.target)
+            target = Path(str(self.target))
             target.parent.mkdir(parents=True, exist_ok=True)
             target.with_suffix(".txt").write_text(
                 self.profiler.output_text(unicode=True, show_all=False)
@@ -197,21 +197,10 @@ async def sequential_litellm(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def compile_time(params: dict[str, Any]) -> dict[str, Any]:
-    """`compile_file` on chains of 10, 100 and 1,000 steps: median ms of `runs` compiles each."""
-    from runner.compiler import compile_file
+    """Load and compile flows of 10, 100 and 1,000 steps: `bench_compile.measure` (best of `runs`)."""
+    from .bench_compile import measure
 
-    out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
-        for n in params["sizes"]:
-            path = flows.write(tmp, f"chain{n}", flows.chain(n))
-            compile_file(path)  # warm the schema and template caches once
-            seconds = []
-            for _ in range(params["runs"]):
-                t0 = time.perf_counter()
-                compile_file(path)
-                seconds.append(time.perf_counter() - t0)
-            out[f"ms@{n}"] = summarize(seconds)["median_us"] / 1e3
-    return out
+    return measure(params["runs"])
 
 
 def hot_reload(params: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def run(side: str, task: str, params: dict[str, Any]) -> dict[str, Any]:
         module = importlib.import_module(SIDES[side])
         fn = module.TASKS[task]
         result = fn(params)
-        if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
             result = asyncio.run(result)
         return result
     except BaseException as exc:  # noqa: BLE001 - the harness reports it and goes on

@@ -101,26 +101,25 @@ class CompiledTemplate:
 def _references(ast: nodes.Template) -> tuple[Reference, ...]:
     """Top-level names read by the template, with the first attribute or key read from each."""
     bound: set[str] = set()
-    for node in ast.find_all((nodes.Assign, nodes.For, nodes.Macro, nodes.With)):
-        for target in node.find_all(nodes.Name):
+    for scope in ast.find_all((nodes.Assign, nodes.For, nodes.Macro, nodes.With)):
+        for target in scope.find_all(nodes.Name):
             if target.ctx in ("store", "param"):
                 bound.add(target.name)
     refs: list[Reference] = []
     seen_names: set[int] = set()
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        inner = node.node
+    for access in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        inner = access.node  # type: ignore[attr-defined]
         if isinstance(inner, nodes.Name) and inner.ctx == "load" and inner.name not in bound:
-            if isinstance(node, nodes.Getattr):
-                attr: str | None = node.attr
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                attr = node.arg.value
-            else:
-                attr = None
-            refs.append(Reference(inner.name, attr, node.lineno))
+            attr: str | None = None
+            if isinstance(access, nodes.Getattr):
+                attr = access.attr
+            elif isinstance(access, nodes.Getitem) and isinstance(access.arg, nodes.Const):
+                attr = access.arg.value if isinstance(access.arg.value, str) else None
+            refs.append(Reference(inner.name, attr, access.lineno))
             seen_names.add(id(inner))
-    for node in ast.find_all(nodes.Name):
-        if node.ctx == "load" and node.name not in bound and id(node) not in seen_names:
-            refs.append(Reference(node.name, None, node.lineno))
+    for name in ast.find_all(nodes.Name):
+        if name.ctx == "load" and name.name not in bound and id(name) not in seen_names:
+            refs.append(Reference(name.name, None, name.lineno))
     # Names that are globals/filters of Jinja itself are not references.
     return tuple(r for r in refs if r.root not in _env.globals)
 

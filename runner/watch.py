@@ -35,7 +35,14 @@ import click
 from .errors import FlowError, InputError, TimbalError
 from .graph import ExecutionGraph
 
-__all__ = ["FileStamps", "watch_and_run", "forget_bytecode", "describe_paths", "WatchSession"]
+__all__ = [
+    "FileStamps",
+    "WatchSession",
+    "describe_paths",
+    "forget_bytecode",
+    "recompile",
+    "watch_and_run",
+]
 
 # Milliseconds: group changes arriving less than STEP_MS apart (an editor's save is often
 # several writes), yet yield after DEBOUNCE_MS at most; poll the stamps every POLL_MS.
@@ -107,6 +114,28 @@ def say(message: str) -> None:
     click.echo(message, err=True)
 
 
+def recompile(
+    flow: Path, stamps: FileStamps, extra: Iterable[Path] = ()
+) -> tuple[ExecutionGraph | None, FileStamps]:
+    """Compile `flow` again after some of the files in `stamps` changed.
+
+    Returns the new graph (None when it has errors, which are printed on stderr) and the
+    stamps to compare against from now on: those of the new flow's files (plus `extra`),
+    taken before compiling, so an edit made while compiling still counts as a change.
+    """
+    from .cli.base import use_color
+    from .compiler import compile_file
+
+    forget_bytecode(stamps.changed())
+    before = FileStamps(stamps.paths)
+    try:
+        graph = compile_file(flow)
+    except FlowError as exc:
+        say(exc.format(color=use_color()))
+        return None, before
+    return graph, FileStamps({Path(flow), *graph.files, *extra}, before)
+
+
 class WatchSession:
     """One `timbal run --watch`: the last good flow, its files, the saver and the cache."""
 
@@ -153,25 +182,17 @@ class WatchSession:
         return frozenset(paths)
 
     # -- one cycle -----------------------------------------------------------------------
-    def reload(self, changed: list[Path]) -> bool:
-        """Compile again after `changed`; keep the last good flow on errors. True when the
+    def reload(self) -> bool:
+        """Compile again after a change; keep the last good flow on errors. True when the
         new flow compiled and its inputs are valid (so it should run)."""
         from .cli.base import use_color
         from .cli.run_cmds import read_inputs
-        from .compiler import compile_file
         from .inputs import prepare_inputs
 
-        forget_bytecode(changed)
-        # Stamps before compiling: an edit made while compiling shows up as a change.
-        before = FileStamps(self.stamps.paths)
-        try:
-            graph = compile_file(self.flow)
-        except FlowError as exc:
-            self.stamps = before
-            say(exc.format(color=use_color()))
+        graph, self.stamps = recompile(self.flow, self.stamps, self._watched(None))
+        if graph is None:
             say(f"{SEPARATOR} the flow has errors: keeping the last good flow; waiting for changes")
             return False
-        self.stamps = FileStamps(self._watched(graph), before)
         try:
             values = {**self.stdin_values, **read_inputs(graph, self.assignments, self.inputs_file)}
             prepare_inputs(graph, values)
@@ -239,7 +260,7 @@ class WatchSession:
                     f"{SEPARATOR} change detected: {describe_paths(changed, self.base)}"
                     f" — run {self.runs + 1}"
                 )
-                if self.reload(changed) and self.run_once() == 130:
+                if self.reload() and self.run_once() == 130:
                     return 130
         except KeyboardInterrupt:
             return 130

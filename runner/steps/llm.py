@@ -79,7 +79,7 @@ def parse_reply(ctx: StepContext, request: ModelRequest, reply: ModelReply) -> A
         text = text.strip("`").removeprefix("json").strip()
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         snippet = reply.text[:80].replace("\n", " ")
         raise StepError(
             f"step '{ctx.spec.id}': the model's reply is not valid JSON ({exc.msg} at char {exc.pos}): {snippet!r}",

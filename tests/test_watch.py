@@ -1,0 +1,280 @@
+"""`timbal run FLOW --watch` (hot reload) as a user runs it: a real subprocess, real edits
+on disk, SPEC §4. Every wait has a timeout, so a hung watcher fails the test, never hangs it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+WAIT = 15.0  # seconds; generous for 2 shared cores, reached only when something is wrong
+
+
+class LiveProcess:
+    """A `timbal` subprocess whose stdout and stderr lines are read as they arrive."""
+
+    def __init__(self, *args: str, cwd: Path | None = None, stdin: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runner.cli", *args],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env=env,
+            bufsize=1,
+        )
+        self.stdout: queue.Queue[str] = queue.Queue()
+        self.stderr: queue.Queue[str] = queue.Queue()
+        self.err_lines: list[str] = []
+        for stream, q in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
+            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, q: queue.Queue[str]) -> None:
+        for line in stream:
+            q.put(line.rstrip("\n"))
+
+    def line(self, timeout: float = WAIT) -> str:
+        """The next stdout line."""
+        try:
+            return self.stdout.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no output within {timeout}s; stderr so far:\n" + self.stderr_text()) from None
+
+    def stderr_until(self, pattern: str, timeout: float = WAIT) -> str:
+        """Read stderr lines until one matches `pattern`; that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.stderr.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no stderr line matching {pattern!r}; got:\n" + self.stderr_text()) from None
+            self.err_lines.append(line)
+            if re.search(pattern, line):
+                return line
+
+    def stderr_text(self) -> str:
+        while not self.stderr.empty():
+            self.err_lines.append(self.stderr.get_nowait())
+        return "\n".join(self.err_lines)
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def interrupt(self, timeout: float = WAIT) -> int:
+        """Ctrl-C; the exit code."""
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(timeout=timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=WAIT)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Change `path` on disk the way an editor does when it writes in place."""
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+@pytest.fixture()
+def watch(tmp_path: Path) -> Iterator[object]:
+    """Start `timbal run --watch` on a flow in tmp_path: ``watch("flow.yaml", "-i", ...)``."""
+    started: list[LiveProcess] = []
+
+    def start(flow: str, *args: str) -> LiveProcess:
+        live = LiveProcess("run", flow, "--watch", *args, cwd=tmp_path)
+        started.append(live)
+        return live
+
+    yield start
+    for live in started:
+        live.close()
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def flow(tmp_path: Path) -> Path:
+    return write(tmp_path / "flow.yaml", """
+        version: 1
+        name: greeter
+        inputs:
+          name: {type: string}
+        steps:
+          - id: greet
+            model: echo
+            prompt: "Hello {{ inputs.name }}"
+        """)
+
+
+def test_watch_prints_the_first_output_then_a_new_one_after_an_edit(watch, flow):
+    live = watch("flow.yaml", "-i", "name=Ada")
+    assert live.line() == "echo (1 message): Hello Ada"
+    live.stderr_until(r"succeeded")
+    edit(flow, "Hello", "Goodbye")
+    assert live.line() == "echo (1 message): Goodbye Ada"
+    assert "change detected: flow.yaml — run 2" in live.stderr_until(r"change detected")
+
+
+def test_a_broken_edit_prints_located_errors_and_the_watcher_keeps_going(watch, flow):
+    live = watch("flow.yaml", "-i", "name=Ada")
+    assert live.line() == "echo (1 message): Hello Ada"
+    edit(flow, "{{ inputs.name }}", "{{ inputs.nmae }}")
+    line = live.stderr_until(r"error:")
+    assert re.search(r"flow\.yaml:\d+:\d+: error: .*nmae", line), line
+    live.stderr_until(r"keeping the last good flow")
+    assert live.proc.poll() is None
+    edit(flow, "{{ inputs.nmae }}", "{{ inputs.name }}!")
+    assert live.line() == "echo (1 message): Hello Ada!"
+
+
+def test_a_failed_run_keeps_the_watcher_alive(watch, tmp_path):
+    flow = write(tmp_path / "flow.yaml", """
+        version: 1
+        name: json
+        steps:
+          - id: ask
+            model: echo
+            prompt: "{{ env.TIMBAL_TEST_UNSET_VARIABLE }}"
+        """)
+    live = watch("flow.yaml")
+    live.stderr_until(r"failed")
+    edit(flow, "{{ env.TIMBAL_TEST_UNSET_VARIABLE }}", "fine now")
+    assert live.line().endswith("fine now")
+
+
+def test_an_edit_to_a_sub_flow_runs_the_parent_again(watch, tmp_path):
+    write(tmp_path / "child.yaml", """
+        version: 1
+        name: child
+        inputs:
+          who: {type: string}
+        steps:
+          - id: say
+            type: template
+            text: "child says hi to {{ inputs.who }}"
+        """)
+    write(tmp_path / "flow.yaml", """
+        version: 1
+        name: parent
+        steps:
+          - id: sub
+            type: flow
+            flow: child.yaml
+            inputs: {who: parent}
+        outputs:
+          text: "{{ sub.return.say }}"
+        """)
+    live = watch("flow.yaml")
+    assert live.line() == "child says hi to parent"
+    edit(tmp_path / "child.yaml", "says hi", "says bye")
+    assert live.line() == "child says bye to parent"
+    assert "child.yaml" in live.stderr_until(r"change detected")
+
+
+def test_an_edited_python_step_module_is_reloaded(watch, tmp_path):
+    module = write(tmp_path / "helpers.py", """
+        def shout(text):
+            return text.upper()
+        """)
+    write(tmp_path / "flow.yaml", """
+        version: 1
+        name: py
+        steps:
+          - id: loud
+            type: python
+            function: helpers:shout
+            args: {text: hey}
+        outputs:
+          text: "{{ loud.return }}"
+        """)
+    live = watch("flow.yaml")
+    assert live.line() == "HEY"
+    # Same size, same second: a stale .pyc must not be served.
+    edit(module, "text.upper()", "text.title()")
+    assert live.line() == "Hey"
+
+
+def test_a_save_by_atomic_rename_is_seen(watch, flow, tmp_path):
+    live = watch("flow.yaml", "-i", "name=Ada")
+    assert live.line() == "echo (1 message): Hello Ada"
+    tmp = tmp_path / ".flow.yaml.swp"
+    tmp.write_text(flow.read_text(encoding="utf-8").replace("Hello", "Hi"), encoding="utf-8")
+    os.replace(tmp, flow)
+    assert live.line() == "echo (1 message): Hi Ada"
+    # The new file (new inode) is watched as well.
+    tmp.write_text(flow.read_text(encoding="utf-8").replace("Hi", "Hey"), encoding="utf-8")
+    os.replace(tmp, flow)
+    assert live.line() == "echo (1 message): Hey Ada"
+
+
+def test_a_yml_flow_is_watched(watch, flow, tmp_path):
+    flow.rename(tmp_path / "flow.yml")
+    live = watch("flow.yml", "-i", "name=Ada")
+    assert live.line() == "echo (1 message): Hello Ada"
+    edit(tmp_path / "flow.yml", "Hello", "Hallo")
+    assert live.line() == "echo (1 message): Hallo Ada"
+
+
+def test_a_template_file_added_by_an_edit_is_watched_too(watch, flow, tmp_path):
+    write(tmp_path / "note.txt", "first note\n")
+    live = watch("flow.yaml", "-i", "name=Ada")
+    assert live.line() == "echo (1 message): Hello Ada"
+    with flow.open("a", encoding="utf-8") as f:
+        f.write("  - id: note\n    type: template\n    file: note.txt\n")
+    assert live.line() == "first note"
+    write(tmp_path / "note.txt", "second note\n")
+    assert live.line() == "second note"
+
+
+def test_ctrl_c_stops_the_watcher_with_exit_130_and_no_traceback(watch, flow):
+    live = watch("flow.yaml", "-i", "name=Ada")
+    assert live.line() == "echo (1 message): Hello Ada"
+    live.stderr_until(r"succeeded")
+    assert live.interrupt() == 130
+    rest = live.stderr_text() + live.proc.stderr.read()
+    assert "Traceback" not in rest
+
+
+def test_runs_never_overlap_an_edit_during_a_run_starts_one_run_after_it(watch, tmp_path):
+    flow = write(tmp_path / "flow.yaml", """
+        version: 1
+        name: slow
+        steps:
+          - id: think
+            model: echo
+            prompt: "v1"
+            params: {delay: 1.0}
+        """)
+    live = watch("flow.yaml")
+    live.stderr_until(r"run 1")
+    time.sleep(0.3)  # the first run is in flight
+    edit(flow, "v1", "v2")
+    assert live.line() == "echo (1 message): v1"  # the run in flight ends on the old flow
+    assert live.line() == "echo (1 message): v2"
+
+
+def test_an_invalid_flow_at_start_exits_2(watch, flow):
+    edit(flow, "steps:", "stepz:")
+    live = watch("flow.yaml", "-i", "name=Ada")
+    assert live.proc.wait(timeout=WAIT) == 2
