@@ -157,6 +157,7 @@ def profile(ctx: Context) -> int:
         ("engine3", {"warmup": 20, "runs": 2000}),
         ("durable3-jsonl", {"warmup": 5, "runs": 200, "saver": "jsonl"}),
         ("durable3-sqlite", {"warmup": 5, "runs": 200, "saver": "sqlite"}),
+        ("conversation-memory", {"turns": 500, "saver": "memory"}),
         ("conversation-jsonl", {"turns": 500, "saver": "jsonl"}),
         ("conversation-sqlite", {"turns": 500, "saver": "sqlite"}),
     ]

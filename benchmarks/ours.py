@@ -204,16 +204,10 @@ def compile_time(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def hot_reload(params: dict[str, Any]) -> dict[str, Any]:
-    """TODO(watch): hot-reload latency of `timbal run --watch`.
+    """Hot-reload latency of `timbal run --watch`: `bench_reload.measure` (median over `edits`)."""
+    from .bench_reload import measure
 
-    To be written with `runner/watch.py`: start `timbal run --watch FLOW -i prompt=hi` as a
-    subprocess, wait for its first output, rewrite the flow file (e.g. change a prompt), and
-    time from the write until the new output appears; repeat `params["runs"]` times and
-    return ``{"latency_ms": median}``. Until then the harness shows n/a.
-    """
-    raise NotImplementedError(
-        "hot-reload latency is not written yet (benchmarks/ours.py:hot_reload)"
-    )
+    return measure(edits=params["edits"])
 
 
 def once(params: dict[str, Any]) -> dict[str, Any]:

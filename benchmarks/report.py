@@ -19,6 +19,8 @@ def fmt(val: Val | None) -> str:
     """A cell: the number in a readable unit, or ``n/a (error: ...)``."""
     if val is None:
         return "—"
+    if val.num is None and val.err == "not run":
+        return "not run"
     if val.num is None:
         reason = (val.err or "missing").replace("\n", " ").replace("|", "/")
         return f"n/a (error: {reason[:140]})"
@@ -72,7 +74,10 @@ def cells(row: Row) -> tuple[str, ...]:
 def print_table(sections: list[tuple[Bench, list[Row]]]) -> None:
     """An aligned plain-text table, one block per benchmark."""
     all_cells = [cells(r) for _, rows in sections for r in rows]
-    widths = [min(70, max([len(h)] + [len(c[i]) for c in all_cells])) for i, h in enumerate(HEADER)]
+    limits = (70, 44, 44, 30, 6, 12, 4)
+    widths = [
+        min(limits[i], max([len(h)] + [len(c[i]) for c in all_cells])) for i, h in enumerate(HEADER)
+    ]
 
     def line(values: tuple[str, ...]) -> str:
         return "  ".join(v[: widths[i]].ljust(widths[i]) for i, v in enumerate(values)).rstrip()

@@ -231,9 +231,15 @@ class ChatSession:
             if not self.interactive and not self.as_json:
                 click.echo("")  # one output line per input line, for scripts
             return False
-        say(f"run {result.run_id}{reused}")
+        self._status(f"run {result.run_id}{reused}")
         self.turns.append(Turn(result.run_id, text, reply_text(result.outputs)))
         return True
+
+    def _status(self, line: str) -> None:
+        """A status line on stderr, dimmed at a terminal so replies stand out."""
+        from .cli.base import use_color
+
+        say(click.style(line, dim=True) if self.interactive and use_color() else line)
 
     def _failed(self, message: str) -> bool:
         say(message)

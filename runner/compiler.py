@@ -590,6 +590,11 @@ class _FlowCompiler:
                 config["text"], step["extra"] = text
         if kind in _LLM_KINDS and isinstance(config.get("memory_id"), str):
             step["memory_ids"].add(config["memory_id"])
+        for key in ("model", "memory_id") if kind in _LLM_KINDS else ():
+            # Fixed at compile time (memory ids order the graph), so never rendered: say so.
+            if isinstance(config.get(key), str) and is_template(config[key]):
+                self.error(self.subject(base + (key,), "is a fixed name, not a template"),
+                           origin.get(key, base + (key,)))
         if kind == "python" and isinstance(raw.get("function"), str):
             self.python_module(raw["function"])
         if kind == "flow" and isinstance(raw.get("flow"), str):
@@ -633,6 +638,9 @@ class _FlowCompiler:
         except TemplateSyntaxError as exc:
             at = locate(_line_offset(source, exc.lineno or 1))
             self.error(f"template syntax error in {label}: {exc.message}", path, at=at)
+            return None
+        except RecursionError:  # Jinja's parser recurses: `((((…))))` thousands deep
+            self.error(f"template in {label} is nested too deeply", path, at=locate(0))
             return None
         seen: set[tuple[str, str | None]] = set()
         for ref in tpl.references:

@@ -365,11 +365,12 @@ class Engine:
             run.emit(ev.RUN_FINISHED, status="interrupted", outputs=None, error="interrupted")
             raise
         ended = time.time()
-        saver.finish_run(run_id, status, redactor(outputs), run.failed, run.usage, ended)
-        run.emit(ev.RUN_FINISHED, status=status, outputs=outputs, error=run.failed, usage=run.usage)
+        error = redactor(run.failed)  # a step's error may quote a secret (its record's is redacted too)
+        saver.finish_run(run_id, status, redactor(outputs), error, run.usage, ended)
+        run.emit(ev.RUN_FINISHED, status=status, outputs=outputs, error=error, usage=run.usage)
         steps = {**prior, **run.records}
         return RunResult(
-            run_id, parent_id, status, outputs, run.failed, run.usage, steps, record.started_at, ended
+            run_id, parent_id, status, outputs, error, run.usage, steps, record.started_at, ended
         )
 
     # -- scheduling ---------------------------------------------------------------------

@@ -7,6 +7,7 @@ unknown names.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,6 +81,7 @@ def prepare_inputs(graph: ExecutionGraph, given: Mapping[str, Any] | None) -> di
         if name not in specs:
             problems.extend(_unknown(name, specs).diagnostics)
     values: dict[str, Any] = {}
+    absent: list[str] = []
     for spec in graph.inputs:
         if spec.name in given:
             values[spec.name] = given[spec.name]
@@ -87,12 +89,16 @@ def prepare_inputs(graph: ExecutionGraph, given: Mapping[str, Any] | None) -> di
             values[spec.name] = spec.default
         elif spec.required:
             problems.append(Diagnostic(f"missing required input '{spec.name}'", spec.location))
+        else:
+            absent.append(spec.name)
     for name, value in values.items():
         message = _check(specs[name], value)
         if message:
             problems.append(Diagnostic(message))
     if problems:
         raise InputError(problems)
+    # A declared optional input that was not given is null, not undefined: templates may test it.
+    values.update(dict.fromkeys(absent))
     return values
 
 
@@ -106,8 +112,28 @@ _PY_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _unsavable(value: Any) -> str | None:
+    """Why `value` cannot be saved as JSON text: undecodable bytes from the command line
+    (lone surrogates) or a number that JSON has not (NaN, Infinity)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid UTF-8 text"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return f"{value!r} is not a finite number"
+    elif isinstance(value, Mapping):
+        return next((m for v in (*value.keys(), *value.values()) if (m := _unsavable(v))), None)
+    elif isinstance(value, list | tuple):
+        return next((m for v in value if (m := _unsavable(v))), None)
+    return None
+
+
 def _check(spec: InputSpec, value: Any) -> str | None:
     """A message when `value` does not fit the input's schema, else None."""
+    problem = _unsavable(value)
+    if problem:
+        return f"input '{spec.name}': the value {problem}"
     kind = spec.type
     if kind in _PY_TYPES:
         ok = isinstance(value, _PY_TYPES[kind]) and not (

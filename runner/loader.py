@@ -27,6 +27,11 @@ MAX_ALIAS_EXPANSION = 20_000
 
 # The C parser is several times faster; a 1,000-step flow must load in a few milliseconds.
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# PyYAML's C composer recurses on the C stack: ~25,000 nested collections crash the
+# process (SIGSEGV). Text that may nest that deep is checked first, and refused beyond
+# _MAX_DEPTH (documents deeper than ~1,000 levels fail to build anyway).
+_CHECK_DEPTH_ABOVE = 10_000
+_MAX_DEPTH = 1_000
 
 _Y = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_Y + t for t in ("str", "int", "float", "bool", "null"))
@@ -176,6 +181,8 @@ def load_text(text: str, path: str = "<string>") -> Document:
     if text.startswith("\ufeff"):
         text = text[1:]  # a UTF-8 byte order mark is harmless; drop it
     try:
+        if _may_nest_deeper(text, _CHECK_DEPTH_ABOVE) and _nests_deeper(text, _MAX_DEPTH):
+            raise RecursionError
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         raise _syntax_error(exc, text, path) from None
@@ -212,6 +219,27 @@ def load_text(text: str, path: str = "<string>") -> Document:
         )
     doc.data = data
     return doc
+
+
+def _may_nest_deeper(text: str, limit: int) -> bool:
+    """Cheap bound: each level of nesting needs a new line, a bracket or a compact `- `/`? `."""
+    bound = text.count("\n") + text.count("[") + text.count("{")
+    bound += sum(text.count(ind) for ind in ("- ", "-\t", "? ", "?\t"))
+    return bound > limit
+
+
+def _nests_deeper(text: str, limit: int) -> bool:
+    """Whether collections nest deeper than `limit`, from the parser's events (the C parser
+    does not recurse; its cost grows with the square of the depth, hence the early stop)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > limit:
+                return True
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return False
 
 
 def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> FlowError:

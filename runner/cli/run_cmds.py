@@ -214,6 +214,8 @@ def run_command(
 
     if sum(bool(x) for x in (parent, cont, resume)) > 1:
         raise click.UsageError("--parent, --continue and --resume exclude each other")
+    if watch and (parent or cont or resume):
+        raise click.UsageError("--watch starts every run afresh: it does not take --parent, --continue or --resume")
     graph = compile_file(flow)
     if watch:
         from ..watch import watch_and_run
