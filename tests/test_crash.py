@@ -57,13 +57,15 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 
 def crash_trial(
-    flow: Path, store: Store, trial: int, rng: random.Random, point: int, tear: bool = False
+    flow: Path, store: Store, trial: int, rng: random.Random, point: int, tear: bool = False,
+    kill_resumes: float = 0.0,
 ) -> str:
     """Start a run, kill -9 it after `point` logged step calls (0: at a random moment of
     start-up), check the state, resume, check again. Returns where the kill fell.
 
     `tear` (JSONL): cut the last step line in half after the kill, as a kill in the middle
-    of that write would have left it."""
+    of that write would have left it. `kill_resumes`: the chance that each resume is
+    killed too (at most twice), before one is let finish."""
     folder = flow.parent
     saver, _ = open_quietly(store)
     with saver:
@@ -79,29 +81,37 @@ def crash_trial(
     if tear:
         tear_last_step_line(Path(store.uri.split(":", 1)[1]))
     before = calls(folder)
-
-    # The state opens whole: every record readable, at most a torn JSONL tail skipped.
-    saver, warned = open_quietly(store)
-    with saver:
-        assert all("torn" in w for w in warned), (trial, warned)
-        runs = check_readable(store, saver)
-        new = [r for r in runs if r.run_id not in known]
-        assert len(new) <= 1, new
-        if not new:  # killed before the run was recorded: nothing may have run for it
-            assert sum(before.values()) == lines, f"trial {trial}: steps ran for an unrecorded run"
-            return "before the run was recorded"
-        run = new[0]
-        assert run.status in ("running", "succeeded"), run.status
-        done = {s.step_id for s in run.steps if s.status == "succeeded"}
-        for step in PYTHON_STEPS:
-            assert before[(run.run_id, step)] <= 1, (trial, step, before)
-            if step in done:
-                assert before[(run.run_id, step)] == 1, (trial, step, "succeeded but never ran")
+    new = readable_new_runs(store, known, trial)
+    if not new:  # killed before the run was recorded: nothing may have run for it
+        assert sum(before.values()) == lines, f"trial {trial}: steps ran for an unrecorded run"
+        return "before the run was recorded"
+    (run,) = new
+    assert run.status in ("running", "succeeded"), run.status
+    done = succeeded(run)
+    for step in PYTHON_STEPS:
+        assert before[(run.run_id, step)] <= 1, (trial, step, before)
+        if step in done:
+            assert before[(run.run_id, step)] == 1, (trial, step, "succeeded but never ran")
     where = "complete" if run.status == "succeeded" else f"after {len(done)} saved steps"
 
-    # --resume finishes it; no step that had succeeded runs again.
-    proc_done = timbal("run", str(flow), "--saver", store.uri, "--resume", run.run_id, "--json",
-                       cwd=folder)
+    # --resume finishes it (perhaps after being killed itself); no step that had
+    # succeeded runs again.
+    resume = ["run", str(flow), "--saver", store.uri, "--resume", run.run_id, "--json"]
+    killed = 0
+    while killed < 2 and run.status != "succeeded" and rng.random() < kill_resumes:
+        lines = log_lines(folder)
+        proc = start_timbal(*resume, cwd=folder)
+        if wait_for_lines(folder, lines + 1, proc):
+            time.sleep(rng.uniform(0.0, 0.03))
+        kill(proc, signal.SIGKILL)
+        killed += 1
+        (run,) = readable_new_runs(store, known, trial)
+        now = calls(folder)
+        for step in done:  # saved as succeeded before this resume: not run by it
+            assert now[(run.run_id, step)] == before[(run.run_id, step)], (trial, step, killed)
+        assert succeeded(run) >= done, "a saved step was lost"
+        before, done = now, succeeded(run)
+    proc_done = timbal(*resume, cwd=folder)
     assert proc_done.returncode == 0, (trial, proc_done.stdout, proc_done.stderr)
     result = json.loads(proc_done.stdout)
     assert (result["run_id"], result["status"]) == (run.run_id, "succeeded")
@@ -115,13 +125,28 @@ def crash_trial(
         assert all("torn" in w for w in warned), (trial, warned)
         final = saver.get_run(run.run_id)
         assert final.status == "succeeded"
-        assert sorted(s.step_id for s in final.steps if s.status == "succeeded") == sorted(ALL_STEPS)
+        assert sorted(succeeded(final)) == sorted(ALL_STEPS)
         memory = saver.load_memory(run.run_id)
         tag = f"t{trial}"
         assert [(m["role"], m["content"]) for m in memory["m"]] == [
             (role, text.replace("TAG", tag)) for role, text in EXPECTED_MEMORY
         ], (trial, memory)
-    return where
+    return where + (f", resume killed {killed}x" if killed else "")
+
+
+def succeeded(run: Any) -> set[str]:
+    return {s.step_id for s in run.steps if s.status == "succeeded"}
+
+
+def readable_new_runs(store: Store, known: set[str], trial: int) -> list[Any]:
+    """Open the store afresh: every record reads whole (at most a torn JSONL tail is
+    skipped, with a warning); the runs not in `known` (at most one), with their steps."""
+    saver, warned = open_quietly(store)
+    with saver:
+        assert all("torn" in w for w in warned), (trial, warned)
+        new = [r for r in check_readable(store, saver) if r.run_id not in known]
+    assert len(new) <= 1, new
+    return new
 
 
 def tear_last_step_line(path: Path) -> None:
@@ -131,11 +156,13 @@ def tear_last_step_line(path: Path) -> None:
     path.write_bytes(data[: start + (len(data) - start) // 2])
 
 
-def crash_matrix(tmp_path: Path, store: Store, points: list[int], rng: random.Random) -> Counter[str]:
+def crash_matrix(
+    tmp_path: Path, store: Store, points: list[int], rng: random.Random, kill_resumes: float = 0.0
+) -> Counter[str]:
     flow = write_counted_flow(tmp_path / "flow", pause=0.03)
     seen: Counter[str] = Counter()
     for trial, point in enumerate(points):
-        seen[crash_trial(flow, store, trial, rng, point)] += 1
+        seen[crash_trial(flow, store, trial, rng, point, kill_resumes=kill_resumes)] += 1
     saver, _ = open_quietly(store)
     with saver:  # every run ends resumable-and-resumed or complete
         statuses = Counter(r.status for r in saver.list_runs())
@@ -162,6 +189,6 @@ def test_a_step_line_torn_by_a_kill_is_skipped_and_that_step_runs_again(tmp_path
 def test_crash_matrix_many_trials(tmp_path: Path, store: Store) -> None:
     rng = random.Random(SEED)
     points = [rng.randint(0, len(PYTHON_STEPS)) for _ in range(SLOW_TRIALS)]
-    seen = crash_matrix(tmp_path, store, points, rng)
+    seen = crash_matrix(tmp_path, store, points, rng, kill_resumes=0.3)
     print(f"\ncrash matrix ({store.kind}, seed {SEED}): {SLOW_TRIALS} trials, failures 0: {dict(seen)}")
     assert sum(seen.values()) == SLOW_TRIALS

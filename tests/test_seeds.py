@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-SEEDS_DIR = Path(os.environ.get("TIMBAL_SEEDS_DIR", "/work/shared/seeds"))
+# shared/ sits beside the project's checkout (CI clones it the same way).
+_DEFAULT_SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+SEEDS_DIR = Path(os.environ.get("TIMBAL_SEEDS_DIR", str(_DEFAULT_SEEDS)))
 
 SEED_000_MEMORY = """\
 from timbal import Flow
