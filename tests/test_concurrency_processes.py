@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from reliability.common import PYTHON, ROOT, Store, child_env, drop_store, make_store
 
 WRITERS = 8

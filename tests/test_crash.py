@@ -22,20 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from reliability.common import (
     ALL_STEPS,
     EXPECTED_MEMORY,
     PYTHON_STEPS,
     Store,
     calls,
+    check_readable,
     drop_store,
     jsonl_bad_lines,
     kill,
     log_lines,
     make_store,
     open_quietly,
-    check_readable,
     start_timbal,
     timbal,
     wait_for_lines,

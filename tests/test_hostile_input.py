@@ -22,13 +22,12 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reliability.common import PYTHON, ROOT, child_env
 
 from runner.cli import main
 from runner.compiler import compile_document
 from runner.errors import FlowError
 from runner.loader import load_text
-
-from reliability.common import PYTHON, ROOT, child_env
 
 FLOWS = ROOT / "flows"
 EXAMPLES = sorted(p.name for p in FLOWS.glob("*.yaml") if p.name != "local_model.yaml")

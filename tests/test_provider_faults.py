@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reliability.common import timbal
 
 from runner import SQLiteSaver, load_flow
 from runner.testing import FakeOpenAIServer, FakeReply
-
-from reliability.common import timbal
 
 
 def write_flow(folder: Path, server: FakeOpenAIServer, steps: str, retries: int = 2) -> Path:

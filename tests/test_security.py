@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reliability.common import PYTHON, ROOT, child_env, timbal
 
 from runner import JSONLSaver, SQLiteSaver, load_flow
 from runner.errors import FlowError
 from runner.testing import FakeOpenAIServer, FakeReply
-
-from reliability.common import PYTHON, ROOT, child_env, timbal
 
 OWNER_ONLY = 0o600
 
@@ -144,7 +143,7 @@ def test_state_files_are_created_owner_only_whatever_the_umask(tmp_path: Path) -
         proc = subprocess.run(
             [PYTHON, "-m", "runner.cli", "run", str(flow), "--saver", uri],
             env=child_env(), capture_output=True, text=True, timeout=60,
-            preexec_fn=lambda: os.umask(0o022),  # noqa: PLW1509 - single-threaded child setup
+            preexec_fn=lambda: os.umask(0o022),
         )
         assert proc.returncode == 0, proc.stderr
     assert mode(tmp_path / "state.jsonl") == OWNER_ONLY

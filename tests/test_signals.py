@@ -10,7 +10,6 @@ import signal
 from pathlib import Path
 
 import pytest
-
 from reliability.common import (
     ALL_STEPS,
     PYTHON_STEPS,

@@ -514,6 +514,7 @@ def test_llm_params_are_passed_to_the_provider(tmp_path, openai_server):
     assert body["temperature"] == 0.3 and body["max_tokens"] == 7
 
 
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited")  # inside litellm
 def test_llm_timeout_fails_a_call_that_takes_too_long(tmp_path, openai_server):
     from runner.testing import FakeReply
 
