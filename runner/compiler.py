@@ -891,7 +891,8 @@ class _FlowCompiler:
                 waiting[u].discard(sid)
                 if not waiting[u]:
                     heapq.heappush(ready, (index[u], u))
-        left = {sid for sid in by_id if sid not in order}
+        ordered = set(order)  # a set: `sid not in order` (a list) made this pass quadratic
+        left = {sid for sid in by_id if sid not in ordered}
         while left:
             cycle = _find_cycle(left, {sid: by_id[sid]["deps"] for sid in left}, index)
             if cycle is None:
@@ -911,7 +912,7 @@ class _FlowCompiler:
                 hint="; ".join(notes) or None,
             )
             left -= set(cycle)
-        stuck = [sid for sid in by_id if sid not in set(order)]  # in file order: on a cycle
+        stuck = [sid for sid in by_id if sid not in ordered]  # in file order: on a cycle
         return tuple(order) + tuple(stuck)
 
     def finish_step(self, s: dict[str, Any]) -> StepSpec:

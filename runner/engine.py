@@ -11,8 +11,10 @@ already running finish and are recorded. Resume re-runs only what did not succee
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +24,7 @@ from .events import Event
 from .graph import ExecutionGraph, StepSpec
 from .ids import new_run_id
 from .memory import ConversationStore, MemoryView
-from .savers.base import RunRecord, Saver, StepRecord
+from .savers.base import RunRecord, Saver, StepRecord, encode_json, steps_delta
 from .secrets import Redactor
 from .templates import TemplateRenderError, render_value
 
@@ -125,6 +127,7 @@ class _RunState:
         self.failed: str | None = None
         self.usage: dict[str, Any] = {}
         self.records: dict[str, StepRecord] = {}
+        self.saved: dict[str, StepRecord] = {}  # what the saver was given (redacted)
 
     def emit(self, type_: str, step_id: str | None = None, **data: Any) -> None:
         if self.listener is not None:
@@ -175,10 +178,34 @@ class _Scope:
         return bool(self.run.failed or (self.boundary is not None and self.boundary.failed))
 
 
-def _environ() -> dict[str, str]:
-    import os
+class _Environ(Mapping[str, str]):
+    """`env` in templates: the process environment, read when a template reads it (no copy).
 
-    return dict(os.environ)
+    A missing variable raises KeyError, which Jinja turns into an undefined (an error).
+    """
+
+    __slots__ = ()
+    __module__ = "builtins"  # Jinja names the type in errors: "'environment object' has no ..."
+    __qualname__ = "environment"
+
+    def __getitem__(self, name: str) -> str:
+        return os.environ[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(os.environ)
+
+    def __len__(self) -> int:
+        return len(os.environ)
+
+    def __repr__(self) -> str:
+        return repr(dict(os.environ))
+
+
+_ENVIRON = _Environ()
+
+
+def _environ() -> Mapping[str, str]:
+    return _ENVIRON
 
 
 class StepContext:
@@ -243,8 +270,6 @@ class StepContext:
         if memory is None:
             memory = self.memory.nested(f"{base}:") if isolated else self.memory
         for secret in graph.secrets:
-            import os
-
             self._run.redact.add(os.environ.get(secret))
         child = _Scope(
             graph,
@@ -268,12 +293,18 @@ class StepContext:
 Executor = Callable[[StepContext], Any]  # async (ctx) -> StepOutcome
 
 
+_EXECUTORS: dict[str, Executor] = {}
+
+
 def executor_for(kind: str) -> Executor:
     """The async function that runs steps of `kind`."""
-    from importlib import import_module
+    fn = _EXECUTORS.get(kind)
+    if fn is None:
+        from importlib import import_module
 
-    module = import_module(f"runner.steps.{kind}")
-    return module.execute  # type: ignore[no-any-return]
+        module = import_module(f"runner.steps.{kind}")
+        fn = _EXECUTORS[kind] = module.execute
+    return fn
 
 
 class Engine:
@@ -367,6 +398,8 @@ class Engine:
         ended = time.time()
         error = redactor(run.failed)  # a step's error may quote a secret (its record's is redacted too)
         saver.finish_run(run_id, status, redactor(outputs), error, run.usage, ended)
+        if status == "succeeded":
+            saver.remember_memory(run_id, _final_memory(base, {**prior, **run.saved}))
         run.emit(ev.RUN_FINISHED, status=status, outputs=outputs, error=error, usage=run.usage)
         steps = {**prior, **run.records}
         return RunResult(
@@ -474,6 +507,7 @@ class Engine:
             saved.error = run.redact(record.error)
             saved.messages = run.redact(record.messages)
         run.saver.save_step(run.run_id, saved)
+        run.saved[saved.step_id] = saved
 
     def _publish(self, scope: _Scope, spec: StepSpec, record: StepRecord) -> None:
         scope.context[spec.id] = {
@@ -524,6 +558,18 @@ class Engine:
             last = graph.steps[-1].id
             return {last: scope.context.get(last, {}).get("return")}
         return {name: tpl.render(scope.context) for name, tpl in graph.outputs.items()}
+
+
+def _final_memory(
+    base: dict[str, list[dict[str, Any]]], saved: dict[str, StepRecord]
+) -> dict[str, list[dict[str, Any]]]:
+    """A finished run's memory exactly as its saver would load it: the memory it started
+    from, then what its saved step records added, through JSON as a store keeps them."""
+    memory = {mid: list(msgs) for mid, msgs in base.items()}
+    delta = json.loads(encode_json(steps_delta(saved.values())))
+    for mid, msgs in delta.items():
+        memory.setdefault(mid, []).extend(msgs)
+    return memory
 
 
 def resolve_run_id(saver: Saver, run_id: str | None) -> str | None:

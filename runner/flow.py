@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .engine import Engine, RunResult, resolve_run_id
+from .errors import FlowError
 from .events import RUN_FINISHED, Event
 from .graph import ExecutionGraph
 from .inputs import prepare_inputs
 from .savers.base import Saver
-from .templates import render_value
+from .templates import TemplateRenderError, render_value
 
 if TYPE_CHECKING:
     from .cache import StepCache
@@ -34,7 +35,10 @@ def saver_for_graph(graph: ExecutionGraph) -> Saver:
     spec = graph.saver
     if spec is None:
         return saver_from_config("in_memory", {}, graph.path.parent if graph.path else None)
-    options = render_value(dict(spec.options), {"env": dict(os.environ), "inputs": {}})
+    try:
+        options = render_value(dict(spec.options), {"env": dict(os.environ), "inputs": {}})
+    except TemplateRenderError as exc:  # e.g. `dsn: "{{ env.DATABASE_URL }}"` with it unset
+        raise FlowError(f"state_saver: {exc}") from None
     return saver_from_config(spec.type, options, spec.base_dir)
 
 

@@ -23,13 +23,11 @@ class Redactor:
     """Replaces every occurrence of a secret value inside strings of nested data."""
 
     def __init__(self, names: Iterable[str] = (), environ: dict[str, str] | None = None) -> None:
-        env = os.environ if environ is None else environ
-        wanted = set(names)
-        self._values: set[str] = {
-            v
-            for k, v in env.items()
-            if (k in wanted or SECRET_NAME.search(k)) and len(v) >= _MIN_LEN
-        }
+        wanted = frozenset(names)
+        if environ is None:
+            self._values: set[str] = set(_environ_secrets(wanted))
+        else:
+            self._values = _secrets_in(environ, wanted)
         self._pattern: re.Pattern[str] | None = None
         self._compile()
 
@@ -61,6 +59,29 @@ class Redactor:
         if isinstance(data, list | tuple):
             return [self._redact(v) for v in data]
         return data
+
+
+def _secrets_in(env: Any, names: frozenset[str]) -> set[str]:
+    return {
+        v for k, v in env.items() if (k in names or SECRET_NAME.search(k)) and len(v) >= _MIN_LEN
+    }
+
+
+# (the environment as last seen, the names asked for, the secret values found then)
+_last_environ: tuple[dict[Any, Any], frozenset[str], frozenset[str]] | None = None
+
+
+def _environ_secrets(names: frozenset[str]) -> frozenset[str]:
+    """The secret values of os.environ: scanned again only when the environment changed."""
+    global _last_environ
+    raw = getattr(os.environ, "_data", None)  # the raw mapping: comparing it is one C loop
+    last = _last_environ
+    if raw is not None and last is not None and last[1] == names and last[0] == raw:
+        return last[2]
+    values = frozenset(_secrets_in(os.environ, names))
+    if isinstance(raw, dict):
+        _last_environ = (dict(raw), names, values)
+    return values
 
 
 def secret_param_values(params: dict[str, Any]) -> list[Any]:

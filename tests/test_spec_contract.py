@@ -172,7 +172,7 @@ def test_the_example_flow_runs_on_echo_with_its_two_outputs(tmp_path):
 @pytest.mark.parametrize(
     ("body", "key", "guess"),
     [
-        ("stpes: []\nsteps: [{id: a, type: template, text: x}]\n", "stpes", None),
+        ("stpes: [{id: a, type: template, text: x}]\n", "stpes", "steps"),
         ("descripton: x\nsteps: [{id: a, type: template, text: x}]\n", "descripton", "description"),
         ("steps: [{id: a, model: echo, promt: hi}]\n", "promt", "prompt"),
         ("inputs: {p: {type: string, descripton: x}}\nsteps: [{id: a, type: template, text: x}]\n",
@@ -476,6 +476,16 @@ def test_outputs_map_names_to_templates(tmp_path):
 def test_type_defaults_to_llm(tmp_path):
     path = flow_file(tmp_path, "steps: [{id: a, model: echo, prompt: hi}]\n")
     assert load_flow(path).run_sync({}).outputs == {"a": "echo (1 message): hi"}
+
+
+def test_an_llm_step_takes_prompt_or_messages(tmp_path):
+    message = compile_errors(tmp_path, """\
+        steps:
+          - {id: a, model: echo, prompt: x, messages: [{role: user, content: y}]}
+          - {id: b, model: echo}
+        """)
+    assert "step 'a' takes 'prompt' or 'messages', not both" in message
+    assert "step 'b' needs 'prompt' or 'messages'" in message
 
 
 def test_llm_messages_is_a_list_of_role_content_templates(tmp_path):
@@ -1075,6 +1085,18 @@ def test_postgres_saver_from_a_dsn_in_env_and_from_a_postgresql_uri(tmp_path, po
     assert json.loads(second.stdout)["outputs"] == {"response": "echo (3 messages): two"}
     listed = json.loads(timbal("runs", "list", "--saver", dsn, "--json").stdout)
     assert listed[-1]["run_id"] == json.loads(first.stdout)["run_id"]
+
+
+def test_a_saver_dsn_from_an_unset_env_var_is_one_clear_error_not_a_crash(tmp_path):
+    path = flow_file(tmp_path, """\
+        steps: [{id: a, type: template, text: x}]
+        state_saver: {type: postgres, dsn: "{{ env.TIMBAL_SPEC_NO_DSN }}"}
+        """)
+    assert timbal("validate", path).returncode == 0  # validating needs no environment
+    proc = timbal("run", path)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: state_saver") and "TIMBAL_SPEC_NO_DSN" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.filterwarnings("ignore:.*torn last line")

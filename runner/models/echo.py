@@ -27,8 +27,25 @@ def _text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def _words(messages: list[dict[str, Any]]) -> int:
+def _count(messages: list[dict[str, Any]]) -> int:
     return sum(len(_text(m.get("content")).split()) for m in messages)
+
+
+# The last prompt counted and its word count. A conversation's next turn sends the same
+# messages again plus the new ones, so only those are counted: a turn costs what it added.
+_last_prompt: tuple[list[dict[str, Any]], int] = ([], 0)
+
+
+def _words(messages: list[dict[str, Any]]) -> int:
+    global _last_prompt
+    seen, words = _last_prompt
+    n = len(seen)
+    if n and n <= len(messages) and messages[:n] == seen:  # C-level, by identity first
+        words += _count(messages[n:])
+    else:
+        words = _count(messages)
+    _last_prompt = (list(messages), words)
+    return words
 
 
 def _answer(request: ModelRequest) -> dict[str, Any]:

@@ -11,16 +11,20 @@ Every saver passes the one conformance suite in tests/test_saver_conformance.py.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RunNotFound, SaverError
 
 __all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "STEP_STATUSES", "encode_json",
            "steps_delta"]
+
+_MEMORY_LOCK = threading.Lock()  # guards every saver's `remember_memory` cache
 
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
 STEP_STATUSES = ("succeeded", "failed", "skipped")
@@ -34,9 +38,12 @@ def _json_fallback(value: Any) -> Any:
     return str(value)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_fallback)
+
+
 def encode_json(value: Any) -> str:
     """`value` as one line of JSON, the way every saver stores it (unknown types as strings)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_fallback)
+    return _ENCODER.encode(value)
 
 
 @dataclass
@@ -64,7 +71,8 @@ class StepRecord:
     cache_key: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as a dict (shallow: nested values are shared, not copied)."""
+        return {name: getattr(self, name) for name in _STEP_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepRecord:
@@ -91,9 +99,10 @@ class RunRecord:
     steps: list[StepRecord] = field(default_factory=list)
 
     def to_dict(self, with_steps: bool = True) -> dict[str, Any]:
-        data = asdict(self)
-        if not with_steps:
-            data.pop("steps")
+        """The record as a dict (shallow but for `steps`, which become dicts too)."""
+        data = {name: getattr(self, name) for name in _RUN_FIELDS}
+        if with_steps:
+            data["steps"] = [s.to_dict() for s in self.steps]
         return data
 
     @classmethod
@@ -106,6 +115,10 @@ class RunRecord:
     def memory_delta(self) -> dict[str, list[dict[str, Any]]]:
         """The messages this run added, per memory id (succeeded steps, in seq order)."""
         return steps_delta(self.steps)
+
+
+_STEP_FIELDS = tuple(StepRecord.__dataclass_fields__)
+_RUN_FIELDS = tuple(f for f in RunRecord.__dataclass_fields__ if f != "steps")
 
 
 def steps_delta(steps: Iterable[StepRecord]) -> dict[str, list[dict[str, Any]]]:
@@ -171,7 +184,49 @@ class Saver(ABC):
 
     # -- derived -------------------------------------------------------------------------
     def load_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
-        """The memory as it stood at the end of `run_id`: its ancestors' deltas, then its own."""
+        """The memory as it stood at the end of `run_id`: its ancestors' deltas, then its own.
+
+        A run this process saw succeed is answered from memory (see `remember_memory`);
+        any other is read from the store (`_load_memory`), its ancestry and nothing else.
+        """
+        cache = self.__dict__.get("_memories")
+        if cache:
+            with _MEMORY_LOCK:
+                memory = cache.get(run_id)
+                if memory is not None:
+                    cache.move_to_end(run_id)
+            if memory is not None:  # new lists, so callers can't change what is kept
+                return {mid: list(msgs) for mid, msgs in memory.items()}
+        return self._load_memory(run_id)
+
+    #: How many finished runs' memories `remember_memory` keeps, least recently used dropped.
+    memory_cache_size = 16
+
+    def remember_memory(self, run_id: str, memory: dict[str, list[dict[str, Any]]]) -> None:
+        """Keep the memory at the end of run `run_id`, exactly as `load_memory` would read it.
+
+        The engine calls this when a run succeeds: such a run's memory no longer changes, so
+        the next turn of a conversation (`load_memory(run_id)`) costs a lookup instead of a
+        walk over every ancestor. Kept in this process only (a new process reads the store);
+        `start_run`, `save_step` and `delete_run` of that run forget it. The caller hands
+        `memory` over and must not change it (nor the messages in it) afterwards.
+        """
+        with _MEMORY_LOCK:
+            cache = self.__dict__.setdefault("_memories", OrderedDict())
+            cache[run_id] = memory
+            cache.move_to_end(run_id)
+            while len(cache) > max(self.memory_cache_size, 0):
+                cache.popitem(last=False)
+
+    def forget_memory(self, run_id: str) -> None:
+        """Drop what `remember_memory` kept for `run_id` (the run is being written to)."""
+        cache = self.__dict__.get("_memories")
+        if cache:
+            with _MEMORY_LOCK:
+                cache.pop(run_id, None)
+
+    def _load_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """`load_memory` from the store: follows the parent chain through `memory_delta`."""
         chain: list[dict[str, list[dict[str, Any]]]] = []
         seen: set[str] = set()
         current: str | None = run_id
@@ -191,6 +246,8 @@ class Saver(ABC):
         """The full run id for a unique prefix. Raises RunNotFound when none or several match."""
         if not prefix.strip():
             raise RunNotFound("no run id given")
+        if self._has_run(prefix):  # a full id (the usual case): no scan of every id
+            return prefix
         matches = self._ids_with_prefix(prefix)
         exact = [m for m in matches if m.upper() == prefix.upper()]
         if exact:  # a full id wins over longer ids it happens to prefix
@@ -200,6 +257,10 @@ class Saver(ABC):
         if not matches:
             raise RunNotFound(f"no run with id {prefix!r}")
         raise RunNotFound(f"run id prefix {prefix!r} is ambiguous: {', '.join(sorted(matches)[:5])}")
+
+    def _has_run(self, run_id: str) -> bool:
+        """Whether a run of exactly this id exists (False when the saver can't tell cheaply)."""
+        return False
 
     def _ids_with_prefix(self, prefix: str) -> list[str]:
         return [r.run_id for r in self.list_runs() if r.run_id.upper().startswith(prefix.upper())]

@@ -19,14 +19,19 @@ def _copy(value: Any) -> Any:
 
 
 class InMemorySaver(Saver):
-    """Runs in a dict. Thread-safe; records are copied in and out, so callers can't alias them."""
+    """Runs in a dict. Thread-safe; records are copied in and out, so callers can't alias them.
+
+    Step records are kept as their JSON text (encoded once when saved, decoded when read),
+    so a step costs one encoding and reads return fresh values, as a durable saver's do.
+    """
 
     kind = "in_memory"
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._runs: dict[str, dict[str, Any]] = {}
-        self._steps: dict[str, dict[str, dict[str, Any]]] = {}
+        # run_id -> step_id -> (seq, step_id, the record as JSON text)
+        self._steps: dict[str, dict[str, tuple[int, str, str]]] = {}
 
     def _run(self, run_id: str) -> dict[str, Any]:
         try:
@@ -38,6 +43,7 @@ class InMemorySaver(Saver):
     def start_run(self, run: RunRecord) -> None:
         """Record a new run, or mark an existing one running again (its steps and start time stay)."""
         header = _copy(run.to_dict(with_steps=False))
+        self.forget_memory(run.run_id)
         with self._lock:
             old = self._runs.get(run.run_id)
             if old is not None:
@@ -47,7 +53,8 @@ class InMemorySaver(Saver):
 
     def save_step(self, run_id: str, step: StepRecord) -> None:
         """Record one finished step; a later record for the same step_id replaces it."""
-        data = _copy(step.to_dict())
+        data = (step.seq, step.step_id, encode_json(step.to_dict()))
+        self.forget_memory(run_id)
         with self._lock:
             self._run(run_id)
             self._steps[run_id][step.step_id] = data
@@ -69,6 +76,7 @@ class InMemorySaver(Saver):
 
     def delete_run(self, run_id: str) -> None:
         """Forget a run and its steps."""
+        self.forget_memory(run_id)
         with self._lock:
             self._run(run_id)
             del self._runs[run_id]
@@ -79,9 +87,8 @@ class InMemorySaver(Saver):
         """The run with its steps. Raises RunNotFound."""
         with self._lock:
             data = _copy(self._run(run_id))
-            steps = sorted(self._steps.get(run_id, {}).values(),
-                           key=lambda s: (s["seq"], s["step_id"]))
-            data["steps"] = _copy(steps)
+            steps = sorted(self._steps.get(run_id, {}).values())
+        data["steps"] = [json.loads(text) for _, _, text in steps]
         return RunRecord.from_dict(data)
 
     def list_runs(
@@ -107,9 +114,12 @@ class InMemorySaver(Saver):
         """(parent_id, the messages run `run_id` added per memory id)."""
         with self._lock:
             parent = self._run(run_id)["parent_id"]
-            steps = sorted((StepRecord.from_dict(s) for s in self._steps.get(run_id, {}).values()),
-                           key=lambda s: (s.seq, s.step_id))
-        return parent, _copy(steps_delta(steps))
+            texts = [text for _, _, text in sorted(self._steps.get(run_id, {}).values())]
+        return parent, steps_delta(StepRecord.from_dict(json.loads(t)) for t in texts)
+
+    def _has_run(self, run_id: str) -> bool:
+        with self._lock:
+            return run_id in self._runs
 
     def _ids_with_prefix(self, prefix: str) -> list[str]:
         with self._lock:

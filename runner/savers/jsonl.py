@@ -1,6 +1,8 @@
 """A saver that keeps runs in one human-readable, append-only JSON Lines file.
 
-Each line is one event, written whole and fsynced before `save_step` returns:
+Each line is one event, written whole and fsynced before `save_step` returns (a
+`run_started` line is not fsynced on its own: the run's first step line, or its
+`run_finished` line, is fsynced right after it in the same file, which covers it):
 
     {"event":"run_started","run_id":"01J…","parent_id":null,"flow_name":"chat",…}
     {"event":"step","run_id":"01J…","step_id":"chat","status":"succeeded","messages":{…},…}
@@ -262,10 +264,12 @@ class JSONLSaver(Saver):
                 offset += len(line)
         return entries
 
-    def _entry_for(self, line: bytes, offset: int) -> list[Any]:
+    def _entry_for(self, line: bytes, offset: int, event: Any = None) -> list[Any]:
+        """The index entry of a data line (`event`: the line's JSON, when already at hand)."""
         span = [offset, len(line)]
         try:
-            event = json.loads(line)
+            if event is None:
+                event = json.loads(line)
             kind, run_id = event["event"], event["run_id"]
             if kind == "run_started":
                 return ["r", *span, run_id, event.get("parent_id"), event["flow_name"],
@@ -333,8 +337,10 @@ class JSONLSaver(Saver):
             raise ValueError(kind)
 
     # -- the data ------------------------------------------------------------------------
-    def _append(self, event: dict[str, Any], must_exist: str | None = None) -> None:
-        """Write one event line durably (data fsynced) and index it."""
+    def _append(
+        self, event: dict[str, Any], must_exist: str | None = None, durable: bool = True
+    ) -> None:
+        """Write one event line (fsynced unless `durable` is false) and index it."""
         line = (encode_json(event) + "\n").encode()
         with self._current(write=True):
             if must_exist is not None and must_exist not in self._runs:
@@ -347,8 +353,9 @@ class JSONLSaver(Saver):
                 size += 1
                 self._torn = None
             _write_all(self._fd, line)
-            os.fsync(self._fd)
-            entries.append(self._entry_for(line, size))
+            if durable:
+                os.fsync(self._fd)
+            entries.append(self._entry_for(line, size, event))
             self._write_index(entries)
 
     def _line(self, span: _Span, run_id: str) -> dict[str, Any]:
@@ -395,11 +402,18 @@ class JSONLSaver(Saver):
 
     # -- writing -------------------------------------------------------------------------
     def start_run(self, run: RunRecord) -> None:
-        """Record a new run, or mark an existing one running again (its steps and start time stay)."""
-        self._append({"event": "run_started", **run.to_dict(with_steps=False)})
+        """Record a new run, or mark an existing one running again (its steps and start time stay).
+
+        Not fsynced: the run's next line (its first step, or its end) is, and that fsync of
+        the file covers this line too. A power cut before then loses a run that saved
+        nothing yet; a process crash (even kill -9) loses nothing.
+        """
+        self.forget_memory(run.run_id)
+        self._append({"event": "run_started", **run.to_dict(with_steps=False)}, durable=False)
 
     def save_step(self, run_id: str, step: StepRecord) -> None:
         """Durably record one finished step; a later record for the same step_id replaces it."""
+        self.forget_memory(run_id)
         self._append({"event": "step", "run_id": run_id, **step.to_dict()}, must_exist=run_id)
 
     def finish_run(
@@ -419,6 +433,7 @@ class JSONLSaver(Saver):
 
     def delete_run(self, run_id: str) -> None:
         """Forget a run: a `run_deleted` line; its old lines stay in the file but are unindexed."""
+        self.forget_memory(run_id)
         self._append({"event": "run_deleted", "run_id": run_id, "at": time.time()},
                      must_exist=run_id)
 
@@ -458,6 +473,28 @@ class JSONLSaver(Saver):
         with self._current():
             return sorted(rid for rid, e in self._runs.items() if e.parent_id == run_id)
 
+    def _load_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """The memory at the end of `run_id`: its ancestors' step lines, under one lock."""
+
+        def read() -> dict[str, list[dict[str, Any]]]:
+            chain: list[str] = []
+            seen: set[str] = set()
+            current: str | None = run_id
+            while current is not None:
+                if current in seen:
+                    raise SaverError(f"run {current} is its own ancestor")
+                seen.add(current)
+                chain.append(current)
+                current = self._entry(current).parent_id
+            memory: dict[str, list[dict[str, Any]]] = {}
+            for rid in reversed(chain):
+                for mid, msgs in steps_delta(self._steps(rid, self._runs[rid])).items():
+                    memory.setdefault(mid, []).extend(msgs)
+            return memory
+
+        result: dict[str, list[dict[str, Any]]] = self._read(read)
+        return result
+
     def memory_delta(self, run_id: str) -> tuple[str | None, dict[str, list[dict[str, Any]]]]:
         """(parent_id, the messages run `run_id` added): reads that run's step lines only."""
 
@@ -467,6 +504,10 @@ class JSONLSaver(Saver):
 
         result: tuple[str | None, dict[str, list[dict[str, Any]]]] = self._read(read)
         return result
+
+    def _has_run(self, run_id: str) -> bool:
+        with self._current():
+            return run_id in self._runs
 
     def _ids_with_prefix(self, prefix: str) -> list[str]:
         with self._current():

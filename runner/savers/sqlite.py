@@ -15,7 +15,8 @@ and loading a memory reads its ancestry only. Indexes on parent_id (children, tr
 
 SQLite runs in WAL mode with `synchronous=FULL`: each commit fsyncs the WAL, so a
 step saved is a step kept even through a power cut (NORMAL would only survive a
-process crash). `busy_timeout` lets several processes write the same file in turn;
+process crash). `start_run` alone commits with NORMAL: the run's first step (or its
+end) commits with FULL, and that fsync of the WAL makes the run's row durable too. `busy_timeout` lets several processes write the same file in turn;
 every write is one `BEGIN IMMEDIATE` transaction.
 """
 
@@ -131,6 +132,7 @@ class SQLSaver(Saver):
                            if c not in ("run_id", "started_at"))
         query = (f"INSERT INTO {{runs}} ({cols}) VALUES ({marks}) "
                  f"ON CONFLICT (run_id) DO UPDATE SET {update}")
+        self.forget_memory(run.run_id)
         with self._transaction(write=True) as cur:
             cur.execute(self._sql(query), self._values(run.to_dict(with_steps=False), _RUN_COLUMNS))
 
@@ -140,6 +142,7 @@ class SQLSaver(Saver):
         update = ", ".join(f"{c} = excluded.{c}" for c in _STEP_COLUMNS if c != "step_id")
         query = (f"INSERT INTO {{steps}} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
                  f"ON CONFLICT (run_id, step_id) DO UPDATE SET {update}")
+        self.forget_memory(run_id)
         with self._transaction(write=True) as cur:
             self._exists(cur, run_id)
             cur.execute(self._sql(query), self._values({"run_id": run_id, **step.to_dict()}, cols))
@@ -165,6 +168,7 @@ class SQLSaver(Saver):
 
     def delete_run(self, run_id: str) -> None:
         """Forget a run and its steps."""
+        self.forget_memory(run_id)
         with self._transaction(write=True) as cur:
             cur.execute(self._sql("DELETE FROM {runs} WHERE run_id = ?"), (run_id,))
             if cur.rowcount == 0:
@@ -240,7 +244,7 @@ class SQLSaver(Saver):
     )
     _MAX_DEPTH = 100_000
 
-    def load_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    def _load_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
         """The memory at the end of `run_id`: its ancestry's step rows, in one round trip."""
         with self._transaction(write=False) as cur:
             cur.execute(self._sql(self._CHAIN + "SELECT run_id, parent_id FROM chain ORDER BY depth"),
@@ -268,6 +272,11 @@ class SQLSaver(Saver):
                 memory.setdefault(mid, []).extend(msgs)
         return memory
 
+    def _has_run(self, run_id: str) -> bool:
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT 1 FROM {runs} WHERE run_id = ?"), (run_id,))
+            return cur.fetchone() is not None
+
     def _ids_with_prefix(self, prefix: str) -> list[str]:
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self._transaction(write=False) as cur:
@@ -287,6 +296,7 @@ class SQLiteSaver(SQLSaver):
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = -1
+        self._relaxed = False  # the next write transaction may skip its fsync (start_run)
         self._connect()
 
     def describe(self) -> str:
@@ -313,6 +323,20 @@ class SQLiteSaver(SQLSaver):
         with self._transaction(write=True) as cur:
             self._create_tables(cur)
 
+    def start_run(self, run: RunRecord) -> None:
+        """Record a new run (or mark one running again), committed without an fsync of its own.
+
+        The next durable commit (the run's first step, or its end) fsyncs the WAL and with it
+        this row: a power cut before then loses a run that had saved nothing yet; a process
+        crash (even kill -9) loses nothing, the row being in the OS's hands already.
+        """
+        with self._lock:
+            self._relaxed = True
+            try:
+                super().start_run(run)
+            finally:
+                self._relaxed = False
+
     @contextmanager
     def _transaction(self, write: bool) -> Iterator[sqlite3.Cursor]:
         with self._lock:
@@ -321,6 +345,9 @@ class SQLiteSaver(SQLSaver):
                 self._connect()
             if self._conn is None:
                 raise SaverError(f"{self.describe()} is closed")
+            relaxed = write and self._relaxed
+            if relaxed:
+                self._conn.execute("PRAGMA synchronous = NORMAL")
             cur = self._conn.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -334,6 +361,8 @@ class SQLiteSaver(SQLSaver):
                 raise SaverError(f"{self.describe()}: {exc}") from exc
             finally:
                 cur.close()
+                if relaxed:
+                    self._conn.execute("PRAGMA synchronous = FULL")
 
     def close(self) -> None:
         """Close the connection."""
