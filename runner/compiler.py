@@ -27,6 +27,7 @@ from .loader import Document, PathKey, load_document
 from .schema import flow_check, load_schema
 from .secrets import SECRET_NAME
 from .templates import JINJA_GLOBALS, CompiledTemplate, compile_template, is_template
+from .tools import flow_tool_name
 
 __all__ = [
     "compile_file",
@@ -819,7 +820,7 @@ class _FlowCompiler:
                 child = self.subflow(tool["flow"], path + ("flow",))
                 if child is None:
                     continue
-                name = name if isinstance(name, str) else re.sub(r"[^A-Za-z0-9_-]", "_", child.name)[:64]
+                name = flow_tool_name(tool, child)
                 step["tool_flows"][name] = child
                 if tool.get("memory") != "isolated":
                     step["memory_ids"] |= child.memory_ids

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -112,6 +110,9 @@ def print_outputs(outputs: Any, streamed: str | None = None) -> None:
 
 async def run_interruptibly(coro: Any) -> Any:
     """Await `coro`; SIGINT / SIGTERM cancel it (the engine then records 'interrupted')."""
+    import asyncio
+    import signal
+
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(coro)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,6 +139,8 @@ def execute_once(
     stream_tty: bool,
 ) -> int:
     """Run once, print the outcome; the exit code."""
+    import asyncio  # here, not at the top: `timbal validate` and friends never need it
+
     graph = runnable.graph
     out_step = graph.output_step
     streaming = stream_tty and not as_json and out_step is not None
