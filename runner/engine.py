@@ -465,7 +465,7 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except TemplateRenderError as exc:
-            return self._fail(scope, spec, f"step '{spec.id}': {exc}", started, 1)
+            return self._fail(scope, spec, str(exc), started, 1)
         except StepError as exc:
             return self._fail(scope, spec, str(exc), started, getattr(exc, "attempts", 1))
         except Exception as exc:  # noqa: BLE001 - any error of a step fails that step only

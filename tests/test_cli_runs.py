@@ -98,7 +98,11 @@ def test_runs_list_table_shows_runs_from_a_sqlite_store(tmp_path: Path) -> None:
 
 
 def test_runs_show_prints_steps_and_marks_the_messages_the_run_added(history: dict[str, Any]) -> None:
-    out = timbal("runs", "show", history["third"][:16].lower(), "--saver", history["uri"],
+    # A prefix of 16 or more characters that no other run shares (runs made within one
+    # millisecond share their first 16: the ids are monotonic, not random, inside a millisecond).
+    third, others = history["third"], [history[k] for k in ("root", "second", "branch", "other")]
+    size = next(n for n in range(16, len(third) + 1) if not any(o.startswith(third[:n]) for o in others))
+    out = timbal("runs", "show", third[:size].lower(), "--saver", history["uri"],
                  cwd=history["dir"])
     assert out.returncode == 0, out.stderr
     text = out.stdout

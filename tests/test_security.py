@@ -304,3 +304,22 @@ def test_subflows_modules_and_state_resolve_next_to_the_flow_not_the_cwd(tmp_pat
         "loud": "HI", "sub": {"c": "child saw HI"}, "filed": "template file says hi"}
     assert not marker.exists(), "a module from the working directory was imported"
     assert (project / "state.jsonl").exists() and not (elsewhere / "state.jsonl").exists()
+
+
+def test_validate_and_graph_never_import_a_flows_python_modules(tmp_path: Path) -> None:
+    marker = tmp_path / "imported"
+    write(tmp_path / "mod.py", f"""
+        open({str(marker)!r}, "w").close()
+        def f():
+            return 1
+        """)
+    flow = write(tmp_path / "v.yaml", """
+        version: 1
+        steps:
+          - {id: a, type: python, function: mod:f}
+          - {id: b, type: agent, model: echo, prompt: hi, tools: [{python: mod:f}]}
+        """)
+    for command in ("validate", "graph"):
+        proc = timbal(command, str(flow))
+        assert proc.returncode == 0, proc.stderr
+    assert not marker.exists(), "checking a flow ran its code"

@@ -114,7 +114,9 @@ def _call_arguments(litellm: Any, request: ModelRequest) -> tuple[dict[str, Any]
     kwargs: dict[str, Any] = {
         **params,
         "model": request.model,
-        "messages": request.messages,
+        # Copies: memory's messages are shared with later turns (Saver.remember_memory), and
+        # litellm's provider transformations may edit the messages they are given.
+        "messages": [dict(m) for m in request.messages],
         "timeout": request.timeout,
         "num_retries": 0,
         "max_retries": 0,

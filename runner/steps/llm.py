@@ -82,7 +82,7 @@ def parse_reply(ctx: StepContext, request: ModelRequest, reply: ModelReply) -> A
     except json.JSONDecodeError as exc:
         snippet = reply.text[:80].replace("\n", " ")
         raise StepError(
-            f"step '{ctx.spec.id}': the model's reply is not valid JSON ({exc.msg} at char {exc.pos}): {snippet!r}",
+            f"the model's reply is not valid JSON ({exc.msg} at char {exc.pos}): {snippet!r}",
             ctx.spec.id,
         ) from None
 
