@@ -86,7 +86,7 @@ def test_a_reply_that_is_not_json_fails_the_step_with_a_clear_error(tmp_path, op
     result = load_flow(json_flow(tmp_path, openai_server, {"type": "json_object"})).run_sync()
     assert result.status == "failed"
     error = result.steps["extract"].error
-    assert "step 'extract'" in error
+    assert result.error.startswith("step 'extract' failed: the model's reply is not valid JSON")
     assert "not valid JSON" in error
     assert "Ada is a mathematician." in error
     assert "Traceback" not in error
