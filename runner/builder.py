@@ -325,16 +325,18 @@ def _schema_ref(path: str | os.PathLike[str] | None) -> str:
     from .schema import SCHEMA_URL, schema_path
 
     schema = schema_path()
-    if schema is None or path is None:
+    if schema is None:
         return SCHEMA_URL
+    if path is None:
+        return schema.as_uri()  # as `timbal init` does: the installed copy, which exists
     folder = Path(path).resolve().parent
     try:
         # Only within one project: a path up to the file system's root would not travel.
         if Path(os.path.commonpath([schema, folder])).parent == Path(schema.anchor):
-            return SCHEMA_URL
+            return schema.as_uri()
         return os.path.relpath(schema, folder)
     except ValueError:  # another drive on Windows
-        return SCHEMA_URL
+        return schema.as_uri()
 
 
 class _FlowDumper(yaml.SafeDumper):

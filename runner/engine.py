@@ -164,7 +164,7 @@ class _Scope:
         self.boundary: _Scope | None = self if contained else boundary
         self.context: dict[str, Any] = {
             "inputs": inputs,
-            "env": _environ(),
+            "env": environ_view(),
             "run": {"id": run.run_id, "parent_id": run.parent_id, "flow": graph.name},
         }
         self.status: dict[str, str] = {}
@@ -185,8 +185,7 @@ class _Environ(Mapping[str, str]):
     """
 
     __slots__ = ()
-    __module__ = "builtins"  # Jinja names the type in errors: "'environment object' has no ..."
-    __qualname__ = "environment"
+    __module__ = "builtins"  # Jinja then names it "'_Environ object'" (templates.py reads that)
 
     def __getitem__(self, name: str) -> str:
         return os.environ[name]
@@ -204,7 +203,8 @@ class _Environ(Mapping[str, str]):
 _ENVIRON = _Environ()
 
 
-def _environ() -> Mapping[str, str]:
+def environ_view() -> Mapping[str, str]:
+    """`env` as templates see it: the live environment, read-only, never copied."""
     return _ENVIRON
 
 
@@ -442,6 +442,7 @@ class Engine:
         old = run.prior.get(path)
         if old is not None:
             self._publish(scope, spec, old)
+            add_usage(run.usage, old.usage)  # the run's total counts the work it kept
             run.emit(ev.STEP_REUSED, path, **{"return": old.return_value, "reason": "resumed"})
             return "succeeded"
         if "skipped" in dep_status and not spec.config.get("allow_skipped"):

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .engine import Engine, RunResult, resolve_run_id
+from .engine import Engine, RunResult, environ_view, resolve_run_id
 from .errors import FlowError
 from .events import RUN_FINISHED, Event
 from .graph import ExecutionGraph
@@ -36,7 +36,7 @@ def saver_for_graph(graph: ExecutionGraph) -> Saver:
     if spec is None:
         return saver_from_config("in_memory", {}, graph.path.parent if graph.path else None)
     try:
-        options = render_value(dict(spec.options), {"env": dict(os.environ), "inputs": {}})
+        options = render_value(dict(spec.options), {"env": environ_view(), "inputs": {}})
     except TemplateRenderError as exc:  # e.g. `dsn: "{{ env.DATABASE_URL }}"` with it unset
         raise FlowError(f"state_saver: {exc}") from None
     return saver_from_config(spec.type, options, spec.base_dir)

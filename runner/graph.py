@@ -16,7 +16,7 @@ from typing import Any
 from .errors import Location
 from .templates import CompiledTemplate
 
-__all__ = ["StepSpec", "InputSpec", "SaverSpec", "ExecutionGraph", "STEP_KINDS", "freeze"]
+__all__ = ["StepSpec", "InputSpec", "SaverSpec", "ExecutionGraph", "STEP_KINDS", "freeze", "thaw"]
 
 STEP_KINDS = ("llm", "template", "python", "flow", "agent")
 
@@ -27,6 +27,15 @@ def freeze(value: Any) -> Any:
         return MappingProxyType({k: freeze(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Plain, mutable JSON data from frozen compiled data (mapping proxies, tuples)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(v) for v in value]
     return value
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import Diagnostic, InputError, did_you_mean
-from .graph import ExecutionGraph, InputSpec
+from .graph import ExecutionGraph, InputSpec, thaw
 
 __all__ = ["coerce_text", "prepare_inputs", "parse_assignments"]
 
@@ -148,16 +148,8 @@ def _check(spec: InputSpec, value: Any) -> str | None:
         import jsonschema  # only when there is more to check than the type
 
         error = jsonschema.exceptions.best_match(
-            jsonschema.Draft202012Validator(_thaw(schema)).iter_errors(value)
+            jsonschema.Draft202012Validator(thaw(schema)).iter_errors(value)
         )
         if error is not None:
             return f"input '{spec.name}': {error.message}"
     return None
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_thaw(v) for v in value]
-    return value

@@ -44,6 +44,8 @@ _env.filters["tojson"] = lambda v, indent=None: __import__("json").dumps(
 #: Names Jinja provides itself; a step may not be named after one.
 JINJA_GLOBALS: frozenset[str] = frozenset(_env.globals) | {"true", "false", "none", "True", "False", "None"}
 
+# Jinja's message for `env.NAME` when NAME is not in the environment (see engine.environ_view).
+_UNSET_ENV = re.compile(r"^'_Environ object' has no attribute '([^']+)'")
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
 _MARKERS = ("{{", "{%", "{#")
 
@@ -86,6 +88,9 @@ class CompiledTemplate:
                 return value
             return self._render.render(**context)
         except UndefinedError as exc:
+            unset = _UNSET_ENV.match(exc.message or "")
+            if unset:
+                raise TemplateRenderError(f"environment variable {unset.group(1)} is not set") from None
             raise TemplateRenderError(f"undefined: {exc.message}") from None
         except SecurityError as exc:
             raise TemplateRenderError(f"refused by the template sandbox: {exc}") from None

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from .errors import StepError
-from .graph import ExecutionGraph, StepSpec
+from .graph import ExecutionGraph, StepSpec, thaw
 
 __all__ = [
     "Tool",
@@ -67,7 +67,7 @@ class Tool:
         function: dict[str, Any] = {"name": self.name}
         if self.description:
             function["description"] = self.description
-        function["parameters"] = _thaw(self.parameters)
+        function["parameters"] = thaw(self.parameters)
         return {"type": "function", "function": function}
 
 
@@ -336,7 +336,7 @@ def flow_tool(
     isolated: bool = False,
 ) -> Tool:
     """The tool for a compiled flow: its declared inputs are the parameters."""
-    properties = {spec.name: _thaw(spec.schema) for spec in graph.inputs}
+    properties = {spec.name: thaw(spec.schema) for spec in graph.inputs}
     parameters: dict[str, Any] = {"type": "object", "properties": properties}
     required = [spec.name for spec in graph.inputs if spec.required]
     if required:
@@ -349,15 +349,6 @@ def flow_tool(
         flow=graph,
         isolated=isolated,
     )
-
-
-def _thaw(value: Any) -> Any:
-    """Plain, mutable JSON data from frozen compiled data (mapping proxies, tuples)."""
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_thaw(v) for v in value]
-    return value
 
 
 def tools_for_step(spec: StepSpec, base_dir: Path | None) -> list[Tool]:
@@ -416,7 +407,7 @@ def check_arguments(tool: Tool, arguments: Any) -> str | None:
     if not isinstance(arguments, dict):
         kind = "an array" if isinstance(arguments, list) else _json_type(arguments)
         return f"arguments must be a JSON object, not {kind}"
-    validator = Draft202012Validator(_thaw(tool.parameters))
+    validator = Draft202012Validator(thaw(tool.parameters))
     problems = []
     for error in sorted(validator.iter_errors(arguments), key=lambda e: list(e.path)):
         where = ".".join(str(p) for p in error.path)

@@ -170,6 +170,7 @@ class WatchSession:
         self.stdin_values = {k: v for k, v in first.items() if k not in again}
         prepare_inputs(self.graph, first)  # invalid from the start: exit 2, as `run` does
         self.values = first
+        self.saver_uri = saver_uri
         self.saver = open_saver(self.graph, saver_uri)
 
     # -- files ---------------------------------------------------------------------------
@@ -214,7 +215,9 @@ class WatchSession:
             self.cache.begin_run()
         runnable = RunnableFlow(self.graph, self.saver, cache=self.cache)
         try:
-            code = execute_once(runnable, self.values, None, None, self.as_json, sys.stdout.isatty())
+            code = execute_once(
+                runnable, self.values, None, None, self.as_json, sys.stdout.isatty(), self.saver_uri
+            )
         except TimbalError as exc:
             return report_error(exc)
         if self.cache is not None and self.cache.reused:

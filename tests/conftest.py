@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import POSTGRES_DSN, LiveProcess
 
 # litellm must never reach the network (its cost map) nor print banners in tests.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -61,11 +63,6 @@ def openai_env(
     return openai_server
 
 
-POSTGRES_DSN = os.environ.get(
-    "TIMBAL_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
-)
-
-
 @pytest.fixture(scope="session")
 def postgres_dsn() -> str:
     """The test PostgreSQL server (env TIMBAL_TEST_POSTGRES_DSN). Skips when it is
@@ -92,3 +89,19 @@ def postgres_schema(postgres_dsn: str) -> Iterator[str]:
     yield name
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def watch(tmp_path: Path) -> Iterator[Callable[..., LiveProcess]]:
+    """Start `timbal run FLOW --watch ARGS` in tmp_path: ``watch("flow.yaml", "-i", ...)``;
+    every watcher started is killed after the test."""
+    started: list[LiveProcess] = []
+
+    def start(flow: str | Path, *args: str, env: dict[str, str] | None = None) -> LiveProcess:
+        live = LiveProcess("run", str(flow), "--watch", *args, cwd=tmp_path, env=env)
+        started.append(live)
+        return live
+
+    yield start
+    for live in started:
+        live.close()

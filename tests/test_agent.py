@@ -7,21 +7,16 @@ model, and the CLI as a subprocess.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 import pytest
+from testkit import ROOT, fake_defaults, timbal, write
 
 from runner import InMemorySaver, load_flow
 from runner.testing import FakeOpenAIServer, FakeReply
 from runner.tools import function_tool, parameters_schema, parse_docstring
-
-ROOT = Path(__file__).resolve().parent.parent
 
 TOOLS_PY = '''
 import asyncio
@@ -56,33 +51,16 @@ def explode(reason: str) -> str:
 '''
 
 
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
-
-
-def fake_model(server: FakeOpenAIServer) -> str:
-    """`defaults:` pointing llm and agent steps at the fake server (indented for a flow)."""
-    return (
-        "defaults:\n"
-        "  model: openai/fake-model\n"
-        f'  params: {{api_base: "{server.url}", api_key: sk-test-agent}}\n'
-        "  retries: 0\n"
-    )
-
-
 def agent_flow(tmp_path: Path, server: FakeOpenAIServer | None, tools: str, extra: str = "") -> Path:
     """A flow with one agent step `agent` (memory_id chat) and the given `tools:` lines."""
-    write(tmp_path, "mytools.py", TOOLS_PY)
-    model = fake_model(server) if server else "defaults: {model: echo}\n"
+    write(tmp_path / "mytools.py", TOOLS_PY)
+    defaults = fake_defaults(server) if server else "defaults: {model: echo}"
     body = (
         "version: 1\n"
         "name: agent-test\n"
         "inputs:\n"
         "  prompt: {type: string}\n"
-        f"{model}"
+        f"{defaults}\n"
         "steps:\n"
         "  - id: agent\n"
         "    type: agent\n"
@@ -92,21 +70,20 @@ def agent_flow(tmp_path: Path, server: FakeOpenAIServer | None, tools: str, extr
         f"{extra}"
         "    tools:\n" + "".join(f"      - {t}\n" for t in tools.strip().splitlines())
     )
-    return write(tmp_path, "agent.yaml", body)
+    return write(tmp_path / "agent.yaml", body)
 
 
 def recap_flow(tmp_path: Path, server: FakeOpenAIServer, name: str = "recap.yaml") -> Path:
     """A flow tool whose llm step uses the agent's memory_id `chat`."""
     return write(
-        tmp_path,
-        name,
+        tmp_path / name,
         f"""
         version: 1
         name: recap
         description: Recap the conversation so far.
         inputs:
           focus: {{type: string, description: What to focus on}}
-        {textwrap.indent(fake_model(server), "        ").strip()}
+        {fake_defaults(server)}
         steps:
           - id: summary
             memory_id: chat
@@ -329,12 +306,11 @@ def test_flow_tool_sees_the_conversation_so_far_without_the_pending_call(tmp_pat
     saver = InMemorySaver()
     openai_server.queue("Earlier answer.")
     earlier = write(
-        tmp_path,
-        "earlier.yaml",
+        tmp_path / "earlier.yaml",
         f"""
         version: 1
         name: earlier
-        {textwrap.indent(fake_model(openai_server), "        ").strip()}
+        {fake_defaults(openai_server)}
         steps:
           - {{id: hello, memory_id: chat, prompt: Hello}}
         """,
@@ -379,17 +355,16 @@ def test_isolated_flow_tool_does_not_see_the_conversation(tmp_path, openai_serve
 
 
 def test_nested_agent_inherits_the_parent_conversation(tmp_path, openai_server):
-    write(tmp_path, "mytools.py", TOOLS_PY)
+    write(tmp_path / "mytools.py", TOOLS_PY)
     write(
-        tmp_path,
-        "helper.yaml",
+        tmp_path / "helper.yaml",
         f"""
         version: 1
         name: helper
         description: A helper agent that can add.
         inputs:
           task: {{type: string}}
-        {textwrap.indent(fake_model(openai_server), "        ").strip()}
+        {fake_defaults(openai_server)}
         steps:
           - id: inner
             type: agent
@@ -440,10 +415,9 @@ def test_parallel_calls_of_one_flow_tool_are_recorded_apart(tmp_path, openai_ser
 
 
 def test_a_failing_flow_tool_returns_an_error_and_the_run_goes_on(tmp_path, openai_server):
-    write(tmp_path, "mytools.py", TOOLS_PY)
+    write(tmp_path / "mytools.py", TOOLS_PY)
     write(
-        tmp_path,
-        "breaks.yaml",
+        tmp_path / "breaks.yaml",
         """
         version: 1
         name: breaks
@@ -551,16 +525,7 @@ def test_flow_tool_schema_comes_from_description_and_inputs(tmp_path, openai_ser
 
 
 def test_cli_runs_the_example_agent_offline():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "runner.cli", "run", "flows/agent.yaml", "-i",
-         'prompt=call add {"a": 2, "b": 3}'],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    proc = timbal("run", "flows/agent.yaml", "-i", 'prompt=call add {"a": 2, "b": 3}')
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "5\n"
 

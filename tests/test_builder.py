@@ -7,17 +7,15 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
+from testkit import ROOT, timbal, write
 
 from runner import Flow, FlowError, JSONLSaver, RunnableFlow, load_flow
 from runner.builder import function_reference
 from runner.compiler import compile_file
-
-ROOT = Path(__file__).resolve().parent.parent
 
 HAND_WRITTEN = """
 version: 1
@@ -184,13 +182,13 @@ def test_add_python_with_a_callable_runs_it():
 
 
 def test_add_flow_runs_a_child_flow_file_relative_to_base_dir(tmp_path):
-    (tmp_path / "child.yaml").write_text(textwrap.dedent("""
+    write(tmp_path / "child.yaml", """
         version: 1
         inputs: {name: {type: string}}
         steps:
           - {id: greet, model: echo, memory_id: chat, prompt: "hi {{ inputs.name }}"}
         outputs: {greeting: "{{ greet.return }}"}
-    """), encoding="utf-8")
+    """)
     flow = (
         Flow("parent", base_dir=tmp_path)
         .add_llm("first", model="echo", memory_id="chat", prompt="hello")
@@ -234,12 +232,9 @@ def test_to_yaml_file_runs_the_same(tmp_path, hand_written):
 def test_to_yaml_file_validates_and_runs_with_the_cli(tmp_path):
     path = tmp_path / "written.yaml"
     built().to_yaml(path)
-    cli = [sys.executable, "-m", "runner.cli"]
-    checked = subprocess.run([*cli, "validate", str(path)], capture_output=True, text=True,
-                             cwd=ROOT, timeout=60)
+    checked = timbal("validate", path)
     assert checked.returncode == 0, checked.stderr
-    ran = subprocess.run([*cli, "run", str(path), "-i", "prompt=Hi", "--json"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    ran = timbal("run", path, "-i", "prompt=Hi", "--json")
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["outputs"]["response"] == (
         "echo (3 messages): Say that again in one sentence."
@@ -261,8 +256,7 @@ def test_multi_line_strings_are_written_as_blocks(tmp_path):
 
 
 def test_a_script_can_use_its_own_functions_without_being_imported_twice(tmp_path):
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent("""
+    script = write(tmp_path / "script.py", """
         from runner import Flow
 
         print("script body ran")
@@ -275,7 +269,7 @@ def test_a_script_can_use_its_own_functions_without_being_imported_twice(tmp_pat
         if __name__ == "__main__":
             flow = Flow().add_python("d", double, [21]).compile()
             print(flow.run_sync().outputs)
-    """), encoding="utf-8")
+    """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           cwd=tmp_path, env=env, timeout=60)

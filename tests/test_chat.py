@@ -5,31 +5,22 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from test_watch import LiveProcess, edit
+from testkit import LiveProcess, edit, timbal, write
 
 TIMEOUT = 60
 
 
 def chat(flow: Path, lines: list[str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner.cli", "chat", str(flow), *args],
-        input="".join(f"{line}\n" for line in lines),
-        capture_output=True,
-        text=True,
-        cwd=flow.parent,
-        timeout=TIMEOUT,
-    )
+    """`timbal chat FLOW ARGS` with `lines` piped in."""
+    return timbal("chat", flow, *args, input="".join(f"{line}\n" for line in lines), cwd=flow.parent)
 
 
 @pytest.fixture()
 def flow(tmp_path: Path) -> Path:
-    path = tmp_path / "chat.yaml"
-    path.write_text(textwrap.dedent("""
+    return write(tmp_path / "chat.yaml", """
         version: 1
         name: chat
         inputs:
@@ -39,8 +30,7 @@ def flow(tmp_path: Path) -> Path:
             model: echo
             memory_id: conversation
             prompt: "{{ inputs.prompt }}"
-        """), encoding="utf-8")
-    return path
+        """)
 
 
 def test_each_piped_line_is_one_turn_and_the_memory_grows(flow):
@@ -59,8 +49,7 @@ def test_piped_chat_prints_no_prompt_or_banner_on_stdout(flow):
 
 
 def test_a_line_goes_to_the_single_required_string_input(tmp_path):
-    path = tmp_path / "ask.yaml"
-    path.write_text(textwrap.dedent("""
+    path = write(tmp_path / "ask.yaml", """
         version: 1
         name: ask
         inputs:
@@ -71,7 +60,7 @@ def test_a_line_goes_to_the_single_required_string_input(tmp_path):
             model: echo
             memory_id: m
             prompt: "{{ inputs.style }}: {{ inputs.question }}"
-        """), encoding="utf-8")
+        """)
     proc = chat(path, ["why", "how"], "-i", "style=short")
     assert proc.stdout.splitlines() == ["echo (1 message): short: why", "echo (3 messages): short: how"]
 
@@ -157,8 +146,7 @@ def test_each_turn_is_a_run_whose_parent_is_the_previous_turn(flow, tmp_path):
 
 
 def test_a_failed_turn_prints_an_empty_reply_line_and_the_chat_goes_on(tmp_path):
-    path = tmp_path / "strict.yaml"
-    path.write_text(textwrap.dedent("""
+    path = write(tmp_path / "strict.yaml", """
         version: 1
         name: strict
         inputs:
@@ -167,7 +155,7 @@ def test_a_failed_turn_prints_an_empty_reply_line_and_the_chat_goes_on(tmp_path)
           - id: reply
             model: echo
             prompt: "{{ inputs.prompt }}"
-        """), encoding="utf-8")
+        """)
     proc = chat(path, ["far too long", "ok"])
     assert proc.returncode == 0
     assert proc.stdout.splitlines() == ["", "echo (1 message): ok"]
@@ -175,15 +163,14 @@ def test_a_failed_turn_prints_an_empty_reply_line_and_the_chat_goes_on(tmp_path)
 
 
 def test_a_flow_without_a_line_input_is_refused_with_exit_2(tmp_path):
-    path = tmp_path / "none.yaml"
-    path.write_text(textwrap.dedent("""
+    path = write(tmp_path / "none.yaml", """
         version: 1
         name: none
         steps:
           - id: reply
             model: echo
             prompt: hi
-        """), encoding="utf-8")
+        """)
     proc = chat(path, ["hello"])
     assert proc.returncode == 2
     assert "prompt" in proc.stderr and "Traceback" not in proc.stderr

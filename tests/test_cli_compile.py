@@ -9,21 +9,10 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
+from testkit import ROOT, timbal
 
-ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "flows" / "quickstart.yaml"
 BROKEN = Path(__file__).resolve().parent / "broken"
-
-
-def timbal(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `python -m runner.cli ARGS` and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd or ROOT,
-        timeout=60,
-    )
 
 
 def test_validate_a_valid_flow_prints_ok_and_exits_0() -> None:

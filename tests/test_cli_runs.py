@@ -7,25 +7,16 @@ with the command line.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import child_env, timbal
 
 from runner.ids import new_run_id
 from runner.savers import JSONLSaver, SQLiteSaver
 from runner.savers.base import RunRecord, Saver, StepRecord
-
-
-def timbal(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "TIMBAL_SAVER"}
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=60)
 
 
 def add_run(saver: Saver, parent: str | None, said: str, flow: str = "chat",
@@ -78,7 +69,7 @@ def test_runs_list_json_is_newest_first_with_iso_times(history: dict[str, Any]) 
 
 
 def test_runs_list_filters_by_flow_status_and_limit(history: dict[str, Any]) -> None:
-    env = {"TIMBAL_SAVER": history["uri"]}  # the saver can come from the environment
+    env = child_env(TIMBAL_SAVER=history["uri"])  # the saver can come from the environment
     out = timbal("runs", "list", "--flow", "chat", "--status", "succeeded", "--limit", "2",
                  "--json", cwd=history["dir"], env=env)
     assert out.returncode == 0, out.stderr

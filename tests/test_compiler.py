@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
+from testkit import ROOT, write
 
 from runner.compiler import compile_document, compile_file, compile_spec
 from runner.errors import FlowError
@@ -19,16 +20,8 @@ from runner.loader import load_text
 from runner.schema import load_schema
 from runner.templates import CompiledTemplate
 
-ROOT = Path(__file__).resolve().parent.parent
 BROKEN = Path(__file__).resolve().parent / "broken"
 QUICKSTART = ROOT / "flows" / "quickstart.yaml"
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def errors_of(path: Path | str) -> list[str]:
@@ -153,7 +146,7 @@ def test_steps_carry_their_location(quickstart: ExecutionGraph) -> None:
 
 
 def test_a_reference_to_a_later_step_orders_it_first(tmp_path: Path) -> None:
-    path = write(tmp_path, "f.yaml", """
+    path = write(tmp_path / "f.yaml", """
 version: 1
 steps:
   - id: summary
@@ -169,7 +162,7 @@ steps:
 
 
 def test_x_keys_and_metadata_are_free_form_everywhere(tmp_path: Path) -> None:
-    path = write(tmp_path, "f.yaml", """
+    path = write(tmp_path / "f.yaml", """
 version: 1
 x-team: search
 metadata: {owner: me, anything: [1, 2]}
@@ -187,7 +180,7 @@ state_saver: {type: jsonl, path: s.jsonl, x-extra: 1}
 
 
 def test_a_bare_when_expression_and_booleans_compile(tmp_path: Path) -> None:
-    path = write(tmp_path, "f.yaml", """
+    path = write(tmp_path / "f.yaml", """
 version: 1
 inputs:
   flag: {type: boolean, default: true}
@@ -210,7 +203,7 @@ steps:
 
 
 def test_when_references_are_deps(tmp_path: Path) -> None:
-    path = write(tmp_path, "f.yaml", """
+    path = write(tmp_path / "f.yaml", """
 version: 1
 steps:
   - id: check
@@ -225,7 +218,7 @@ steps:
 
 
 def test_secrets_are_declared_names_plus_credential_like_env_names(tmp_path: Path) -> None:
-    path = write(tmp_path, "f.yaml", """
+    path = write(tmp_path / "f.yaml", """
 version: 1
 secrets: [MY_PRIVATE_VALUE]
 steps:
@@ -241,7 +234,7 @@ state_saver: {type: postgres, dsn: "{{ env.DB_PASSWORD }}"}
 
 
 def test_state_saver_paths_are_relative_to_the_flow_folder(tmp_path: Path) -> None:
-    path = write(tmp_path, "sub/f.yaml", """
+    path = write(tmp_path / "sub/f.yaml", """
 version: 1
 steps: [{id: a, type: template, text: a}]
 state_saver: {type: sqlite, path: state.db}
@@ -252,8 +245,8 @@ state_saver: {type: sqlite, path: state.db}
 
 
 def test_template_steps_read_their_file_at_compile_time(tmp_path: Path) -> None:
-    write(tmp_path, "page.j2", "Hello {{ inputs.name }}!\n")
-    path = write(tmp_path, "f.yaml", """
+    write(tmp_path / "page.j2", "Hello {{ inputs.name }}!\n")
+    path = write(tmp_path / "f.yaml", """
 version: 1
 inputs: {name: {type: string}}
 steps: [{id: page, type: template, file: page.j2}]
@@ -265,10 +258,10 @@ steps: [{id: page, type: template, file: page.j2}]
 
 
 def test_python_modules_next_to_the_flow_are_watched(tmp_path: Path) -> None:
-    write(tmp_path, "tools.py", "def add(a, b):\n    return a + b\n")
-    write(tmp_path, "pkg/__init__.py", "")
-    write(tmp_path, "pkg/mod.py", "def f():\n    return 1\n")
-    path = write(tmp_path, "f.yaml", """
+    write(tmp_path / "tools.py", "def add(a, b):\n    return a + b\n")
+    write(tmp_path / "pkg/__init__.py", "")
+    write(tmp_path / "pkg/mod.py", "def f():\n    return 1\n")
+    path = write(tmp_path / "f.yaml", """
 version: 1
 steps:
   - {id: add, type: python, function: "tools:add", args: {a: 1, b: "{{ inputs.n }}"}}
@@ -298,8 +291,8 @@ outputs:
 
 
 def test_a_flow_step_compiles_its_child_and_shares_its_memory(tmp_path: Path) -> None:
-    write(tmp_path, "parts/helper.yaml", SUBFLOW)
-    path = write(tmp_path, "f.yaml", """
+    write(tmp_path / "parts/helper.yaml", SUBFLOW)
+    path = write(tmp_path / "f.yaml", """
 version: 1
 steps:
   - id: first
@@ -326,17 +319,17 @@ steps:
 
 
 def test_a_flow_step_must_give_the_childs_required_inputs(tmp_path: Path) -> None:
-    write(tmp_path, "helper.yaml", SUBFLOW)
-    path = write(tmp_path, "f.yaml", "version: 1\nsteps:\n  - {id: sub, type: flow, flow: helper.yaml}\n")
+    write(tmp_path / "helper.yaml", SUBFLOW)
+    path = write(tmp_path / "f.yaml", "version: 1\nsteps:\n  - {id: sub, type: flow, flow: helper.yaml}\n")
     assert errors_of(path) == [
         f"{path}:3:33: error: step 'sub' does not give the required input 'question' of flow 'helper'"
     ]
 
 
 def test_agent_tools_compile_flows_and_share_their_memory(tmp_path: Path) -> None:
-    write(tmp_path, "helper.yaml", SUBFLOW)
-    write(tmp_path, "tools.py", "def search(q: str) -> str:\n    '''Search.'''\n    return q\n")
-    path = write(tmp_path, "f.yaml", """
+    write(tmp_path / "helper.yaml", SUBFLOW)
+    write(tmp_path / "tools.py", "def search(q: str) -> str:\n    '''Search.'''\n    return q\n")
+    path = write(tmp_path / "f.yaml", """
 version: 1
 steps:
   - id: before
@@ -360,8 +353,8 @@ steps:
 
 
 def test_fingerprints_change_with_the_step_and_its_children(tmp_path: Path) -> None:
-    child = write(tmp_path, "helper.yaml", SUBFLOW)
-    path = write(tmp_path, "f.yaml", """
+    child = write(tmp_path / "helper.yaml", SUBFLOW)
+    path = write(tmp_path / "f.yaml", """
 version: 1
 steps:
   - {id: a, type: template, text: one}
@@ -376,9 +369,9 @@ steps:
 
 
 def test_a_diamond_of_sub_flows_is_not_a_cycle(tmp_path: Path) -> None:
-    write(tmp_path, "leaf.yaml", "version: 1\nsteps: [{id: x, type: template, text: x}]\n")
-    write(tmp_path, "mid.yaml", "version: 1\nsteps: [{id: m, type: flow, flow: leaf.yaml}]\n")
-    path = write(tmp_path, "f.yaml", """
+    write(tmp_path / "leaf.yaml", "version: 1\nsteps: [{id: x, type: template, text: x}]\n")
+    write(tmp_path / "mid.yaml", "version: 1\nsteps: [{id: m, type: flow, flow: leaf.yaml}]\n")
+    path = write(tmp_path / "f.yaml", """
 version: 1
 steps:
   - {id: a, type: flow, flow: mid.yaml}
@@ -388,13 +381,13 @@ steps:
 
 
 def test_a_flow_that_includes_itself_is_a_cycle(tmp_path: Path) -> None:
-    path = write(tmp_path, "f.yaml", "version: 1\nsteps: [{id: me, type: flow, flow: f.yaml}]\n")
+    path = write(tmp_path / "f.yaml", "version: 1\nsteps: [{id: me, type: flow, flow: f.yaml}]\n")
     (message,) = errors_of(path)
     assert message.endswith(f"error: sub-flow cycle: {path} -> {path}")
 
 
 def test_the_column_points_at_the_name_inside_the_string(tmp_path: Path) -> None:
-    path = write(tmp_path, "f.yaml", """version: 1
+    path = write(tmp_path / "f.yaml", """version: 1
 steps:
   - id: refine
     prompt: hi
@@ -408,7 +401,7 @@ steps:
 
 
 def test_errors_in_defaults_point_at_defaults(tmp_path: Path) -> None:
-    path = write(tmp_path, "f.yaml", """version: 1
+    path = write(tmp_path / "f.yaml", """version: 1
 defaults:
   system: "You are {{ inputs.persona }}"
 steps:
@@ -419,7 +412,7 @@ steps:
 
 
 def test_the_error_shows_the_line_and_a_caret(tmp_path: Path) -> None:
-    path = write(tmp_path, "f.yaml", "version: 1\nsteps:\n  - id: chat\n    promt: hi\n")
+    path = write(tmp_path / "f.yaml", "version: 1\nsteps:\n  - id: chat\n    promt: hi\n")
     with pytest.raises(FlowError) as info:
         compile_file(path)
     assert info.value.format().splitlines() == [
@@ -471,7 +464,7 @@ def test_compile_spec_reports_every_error_without_positions() -> None:
 
 
 def test_compile_spec_finds_sub_flows_in_base_dir(tmp_path: Path) -> None:
-    write(tmp_path, "helper.yaml", SUBFLOW)
+    write(tmp_path / "helper.yaml", SUBFLOW)
     graph = compile_spec(
         {"steps": [{"id": "s", "type": "flow", "flow": "helper.yaml", "inputs": {"question": "q"}}]},
         base_dir=tmp_path,
@@ -546,7 +539,7 @@ def test_a_thousand_step_flow_compiles_well_under_half_a_second(tmp_path: Path) 
             f"    prompt: \"{{{{ inputs.prompt }}}} {{{{ s{i - 1}.return }}}}\""
             if i else "    prompt: \"{{ inputs.prompt }}\"",
         ]
-    path = write(tmp_path, "big.yaml", "\n".join(lines) + "\n")
+    path = write(tmp_path / "big.yaml", "\n".join(lines) + "\n")
     compile_file(path)  # warm up: imports, schema
     timings = []
     for _ in range(3):  # the best of three: other processes share the CPU
@@ -572,8 +565,8 @@ def test_child_errors_show_the_childs_own_code_frame(monkeypatch: pytest.MonkeyP
 
 
 def test_an_isolated_flow_tool_does_not_join_the_agents_memory_order(tmp_path: Path) -> None:
-    write(tmp_path, "helper.yaml", SUBFLOW)
-    path = write(tmp_path, "f.yaml", """
+    write(tmp_path / "helper.yaml", SUBFLOW)
+    path = write(tmp_path / "f.yaml", """
 version: 1
 steps:
   - {id: before, model: echo, memory_id: shared_mem, prompt: hi}

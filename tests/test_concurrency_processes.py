@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability.common import PYTHON, ROOT, Store, child_env, drop_store, make_store
+from reliability.common import Store, drop_store, make_store
+from testkit import PYTHON, ROOT, child_env
 
 WRITERS = 8
 SLOW_RUNS = int(os.environ.get("TIMBAL_CONCURRENCY_RUNS", "100"))

@@ -4,26 +4,18 @@ skipped step's return is null and steps that need it are skipped too, unless the
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
+from testkit import ROOT, write
 
 from runner import InMemorySaver, JSONLSaver, load_flow
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_flow(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "flow.yaml"
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
 
 
 def gated(tmp_path: Path, when: str, **inputs: str) -> Path:
     """A flow whose step `maybe` runs only `when`; `after` needs it, `always` allows skips."""
     declared = "".join(f"\n          {n}: {t}" for n, t in inputs.items()) or " {}"
-    return write_flow(tmp_path, f"""
+    return write(tmp_path / "flow.yaml", f"""
         version: 1
         inputs:{declared}
         steps:
@@ -99,7 +91,7 @@ def test_a_plain_false_condition_skips_the_step(tmp_path):
 
 
 def test_a_condition_can_read_an_earlier_step(tmp_path):
-    flow = write_flow(tmp_path, """
+    flow = write(tmp_path / "flow.yaml", """
         version: 1
         inputs:
           n: {type: integer}
@@ -132,7 +124,7 @@ def test_a_skipped_step_is_saved_with_status_skipped(tmp_path):
 
 
 def test_a_skipped_llm_step_appends_nothing_to_memory(tmp_path):
-    flow = write_flow(tmp_path, """
+    flow = write(tmp_path / "flow.yaml", """
         version: 1
         defaults: {model: echo}
         steps:
@@ -149,7 +141,7 @@ def test_a_skipped_llm_step_appends_nothing_to_memory(tmp_path):
 
 
 def test_outputs_read_null_for_a_skipped_step(tmp_path):
-    flow = write_flow(tmp_path, """
+    flow = write(tmp_path / "flow.yaml", """
         version: 1
         steps:
           - {id: unused, type: template, text: "x", when: "{{ false }}"}

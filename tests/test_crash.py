@@ -35,11 +35,10 @@ from reliability.common import (
     log_lines,
     make_store,
     open_quietly,
-    start_timbal,
-    timbal,
     wait_for_lines,
     write_counted_flow,
 )
+from testkit import start_timbal, timbal
 
 KINDS = ["jsonl", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 SLOW_TRIALS = int(os.environ.get("TIMBAL_CRASH_TRIALS", "30"))

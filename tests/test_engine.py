@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import textwrap
 import time
-from pathlib import Path
 
 import pytest
+from testkit import FAKE_API_KEY, fake_defaults, write
 
 from runner import InMemorySaver, load_flow
 from runner.errors import InputError
 from runner.testing import FakeOpenAIServer, FakeReply
-
-
-def write_flow(tmp_path: Path, text: str, name: str = "flow.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
 
 
 @pytest.fixture()
@@ -26,17 +19,8 @@ def server():
         yield srv
 
 
-def fake_defaults(server: FakeOpenAIServer) -> str:
-    return f"""
-    defaults:
-      model: openai/fake-model
-      params: {{api_base: "{server.url}", api_key: sk-test-123456}}
-      retries: 0
-    """
-
-
 def test_shared_memory_steps_send_the_conversation_so_far(tmp_path, server):
-    flow = write_flow(tmp_path, f"""
+    flow = write(tmp_path / "flow.yaml", f"""
     version: 1
     name: support
     inputs:
@@ -79,7 +63,7 @@ def test_shared_memory_steps_send_the_conversation_so_far(tmp_path, server):
 
 
 def test_steps_sharing_a_memory_id_run_in_file_order_without_references(tmp_path):
-    flow = write_flow(tmp_path, """
+    flow = write(tmp_path / "flow.yaml", """
     version: 1
     name: order
     steps:
@@ -95,7 +79,7 @@ def test_independent_steps_run_at_the_same_time(tmp_path):
     steps = "\n".join(
         f"  - {{id: s{i}, model: echo, prompt: p{i}, params: {{delay: 0.3}}}}" for i in range(5)
     )
-    flow = write_flow(tmp_path, f"version: 1\nname: fan\nsteps:\n{steps}\n")
+    flow = write(tmp_path / "flow.yaml", f"version: 1\nname: fan\nsteps:\n{steps}\n")
     started = time.perf_counter()
     result = load_flow(flow).run_sync()
     elapsed = time.perf_counter() - started
@@ -107,14 +91,14 @@ def test_max_concurrency_bounds_parallel_steps(tmp_path):
     steps = "\n".join(
         f"  - {{id: s{i}, model: echo, prompt: p{i}, params: {{delay: 0.2}}}}" for i in range(4)
     )
-    flow = write_flow(tmp_path, f"version: 1\nname: fan\nsettings: {{max_concurrency: 1}}\nsteps:\n{steps}\n")
+    flow = write(tmp_path / "flow.yaml", f"version: 1\nname: fan\nsettings: {{max_concurrency: 1}}\nsteps:\n{steps}\n")
     started = time.perf_counter()
     assert load_flow(flow).run_sync().ok
     assert time.perf_counter() - started >= 0.75
 
 
 def test_memory_window_sends_only_the_last_messages(tmp_path, server):
-    flow = write_flow(tmp_path, f"""
+    flow = write(tmp_path / "flow.yaml", f"""
     version: 1
     name: window
     {fake_defaults(server)}
@@ -133,7 +117,7 @@ def test_memory_window_sends_only_the_last_messages(tmp_path, server):
 
 
 def test_params_are_passed_to_the_provider(tmp_path, server):
-    flow = write_flow(tmp_path, f"""
+    flow = write(tmp_path / "flow.yaml", f"""
     version: 1
     name: params
     {fake_defaults(server)}
@@ -149,7 +133,7 @@ def test_params_are_passed_to_the_provider(tmp_path, server):
 
 def test_retries_a_server_that_fails_twice(tmp_path, server):
     server.queue(FakeReply.error(500), FakeReply.error(503), "third time lucky")
-    flow = write_flow(tmp_path, f"""
+    flow = write(tmp_path / "flow.yaml", f"""
     version: 1
     name: retry
     defaults:
@@ -167,7 +151,7 @@ def test_retries_a_server_that_fails_twice(tmp_path, server):
 
 def test_a_failed_step_fails_the_run_and_appends_nothing(tmp_path, server):
     server.queue(FakeReply.error(401, message="bad key"))
-    flow = write_flow(tmp_path, f"""
+    flow = write(tmp_path / "flow.yaml", f"""
     version: 1
     name: fail
     {fake_defaults(server)}
@@ -185,7 +169,7 @@ def test_a_failed_step_fails_the_run_and_appends_nothing(tmp_path, server):
 
 
 def test_a_continued_run_starts_from_the_parent_memory(tmp_path):
-    flow = write_flow(tmp_path, """
+    flow = write(tmp_path / "flow.yaml", """
     version: 1
     name: chat
     inputs: {prompt: {type: string}}
@@ -204,7 +188,7 @@ def test_a_continued_run_starts_from_the_parent_memory(tmp_path):
 
 def test_json_response_format_is_parsed_into_return(tmp_path, server):
     server.queue(FakeReply(json={"score": 4}))
-    flow = write_flow(tmp_path, f"""
+    flow = write(tmp_path / "flow.yaml", f"""
     version: 1
     name: structured
     {fake_defaults(server)}
@@ -222,7 +206,7 @@ def test_json_response_format_is_parsed_into_return(tmp_path, server):
 
 
 def test_a_single_expression_keeps_its_native_type(tmp_path):
-    flow = write_flow(tmp_path, """
+    flow = write(tmp_path / "flow.yaml", """
     version: 1
     name: native
     inputs: {items: {type: array}}
@@ -233,7 +217,7 @@ def test_a_single_expression_keeps_its_native_type(tmp_path):
 
 
 def test_unknown_input_is_an_input_error(tmp_path):
-    flow = write_flow(tmp_path, """
+    flow = write(tmp_path / "flow.yaml", """
     version: 1
     name: inputs
     inputs: {prompt: {type: string}}
@@ -245,7 +229,7 @@ def test_unknown_input_is_an_input_error(tmp_path):
 
 
 def test_stream_yields_chunks_then_the_run_finished_event(tmp_path):
-    flow = write_flow(tmp_path, """
+    flow = write(tmp_path / "flow.yaml", """
     version: 1
     name: stream
     steps:
@@ -264,7 +248,7 @@ def test_stream_yields_chunks_then_the_run_finished_event(tmp_path):
 
 
 def test_streamed_reply_over_http_is_appended_once_complete(tmp_path, server):
-    flow = write_flow(tmp_path, f"""
+    flow = write(tmp_path / "flow.yaml", f"""
     version: 1
     name: stream_http
     {fake_defaults(server)}
@@ -287,7 +271,7 @@ def test_streamed_reply_over_http_is_appended_once_complete(tmp_path, server):
 
 def test_secrets_never_reach_the_state(tmp_path, monkeypatch, server):
     monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-very-secret-value")
-    flow = write_flow(tmp_path, f"""
+    flow = write(tmp_path / "flow.yaml", f"""
     version: 1
     name: secret
     {fake_defaults(server)}
@@ -299,5 +283,37 @@ def test_secrets_never_reach_the_state(tmp_path, monkeypatch, server):
     assert result.ok
     state = (tmp_path / "state.jsonl").read_text()
     assert "tok-very-secret-value" not in state
-    assert "sk-test-123456" not in state
+    assert FAKE_API_KEY not in state
     assert "***" in state
+
+
+def test_a_resumed_run_counts_the_usage_of_the_steps_it_kept(tmp_path):
+    marker = tmp_path / "fail-once"
+    marker.write_text("")
+    (tmp_path / "flaky.py").write_text(
+        "from pathlib import Path\n"
+        "def once(path):\n"
+        "    p = Path(path)\n"
+        "    if p.exists():\n"
+        "        p.unlink()\n"
+        "        raise RuntimeError('first time fails')\n"
+        "    return 'ok'\n"
+    )
+    flow = write(tmp_path / "flow.yaml", f"""
+    version: 1
+    name: resume_usage
+    steps:
+      - {{id: first, model: echo, memory_id: m, prompt: hello}}
+      - {{id: flaky, type: python, function: "flaky:once", args: {{path: "{marker}"}}}}
+      - {{id: last, model: echo, memory_id: m, prompt: "{{{{ flaky.return }}}}"}}
+    """)
+    saver = InMemorySaver()
+    runnable = load_flow(flow, saver=saver)
+    failed = runnable.run_sync()
+    assert failed.status == "failed"
+    first_usage = failed.steps["first"].usage["total_tokens"]
+    resumed = runnable.run_sync(resume=failed.run_id)
+    assert resumed.ok, resumed.error
+    expected = first_usage + resumed.steps["last"].usage["total_tokens"]
+    assert resumed.usage["total_tokens"] == expected
+    assert saver.get_run(failed.run_id).usage["total_tokens"] == expected

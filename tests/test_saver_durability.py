@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reliability.common import jsonl_bad_lines
+from testkit import ROOT
 
 from runner.ids import new_run_id
 from runner.savers import PostgresSaver, saver_from_uri
 from runner.savers.base import RunRecord, Saver, StepRecord
 
 KINDS = ["jsonl", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def open_store(spec: dict[str, Any]) -> Saver:
@@ -196,15 +197,4 @@ def test_jsonl_torn_by_a_kill_mid_line_opens_and_skips_the_tail(tmp_path: Path) 
         assert got.return_value == e["return_value"]
     assert len(steps) >= len(done) - 1  # at most the torn step is lost
     saver.start_run(RunRecord(new_run_id(), None, "after", None, "h"))
-    assert only_the_torn_line_is_unreadable(path)
-
-
-def only_the_torn_line_is_unreadable(path: Path) -> bool:
-    """Every line but the one torn line parses: the torn line never merged with a later one."""
-    bad = 0
-    for line in path.read_bytes().splitlines():
-        try:
-            json.loads(line)
-        except ValueError:
-            bad += 1
-    return bad == 1
+    assert jsonl_bad_lines(path) == 1  # the torn line never merged with a later one

@@ -15,24 +15,17 @@ import json
 import os
 import stat
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability.common import PYTHON, ROOT, child_env, timbal
+from testkit import ROOT, TIMBAL, child_env, timbal, write
 
 from runner import JSONLSaver, SQLiteSaver, load_flow
 from runner.errors import FlowError
 from runner.testing import FakeOpenAIServer, FakeReply
 
 OWNER_ONLY = 0o600
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
 
 
 # -- the template sandbox ---------------------------------------------------------------
@@ -141,7 +134,7 @@ def test_state_files_are_created_owner_only_whatever_the_umask(tmp_path: Path) -
         """)
     for uri in (f"jsonl:{tmp_path / 'state.jsonl'}", f"sqlite:{tmp_path / 'state.db'}"):
         proc = subprocess.run(
-            [PYTHON, "-m", "runner.cli", "run", str(flow), "--saver", uri],
+            [*TIMBAL, "run", str(flow), "--saver", uri],
             env=child_env(), capture_output=True, text=True, timeout=60,
             preexec_fn=lambda: os.umask(0o022),
         )

@@ -16,11 +16,10 @@ from reliability.common import (
     calls,
     kill,
     make_store,
-    start_timbal,
-    timbal,
     wait_for_lines,
     write_counted_flow,
 )
+from testkit import start_timbal, timbal
 
 
 @pytest.mark.parametrize("sig,kind", [(signal.SIGINT, "jsonl"), (signal.SIGTERM, "sqlite")],

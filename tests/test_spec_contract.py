@@ -13,13 +13,13 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import PROVIDER_VARS, TIMBAL, child_env, start_timbal, timbal, write
 
 from runner import (
     FlowError,
@@ -75,44 +75,17 @@ ECHO_EXAMPLE = SPEC_EXAMPLE.replace("openai/gpt-4o-mini", "echo").replace(
     "anthropic/claude-3-haiku-20240307", "echo"
 )
 
-KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_BASE", "OPENAI_BASE_URL")
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a user without provider keys (plus `extra`)."""
-    env = {k: v for k, v in os.environ.items() if k not in KEY_VARS and k != "TIMBAL_SAVER"}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
-def timbal(*args: Any, input: str | None = None, cwd: Path | None = None,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`timbal ARGS` as a subprocess; stdin is a pipe (not a terminal) unless `input` is None."""
-    return subprocess.run(
-        [sys.executable, "-m", "runner.cli", *map(str, args)],
-        input=input if input is not None else "",
-        capture_output=True, text=True, cwd=cwd, timeout=60, env=env or clean_env(),
-    )
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
 
 
 def flow_file(folder: Path, body: str, name: str = "flow.yaml") -> Path:
     """A flow file: `version: 1` + `body`."""
-    return write(folder, name, "version: 1\n" + textwrap.dedent(body))
+    return write(folder / name, "version: 1\n" + textwrap.dedent(body))
 
 
 def compile_errors(folder: Path, body: str, raw: bool = False) -> str:
     """The compiler's message for an invalid flow (fails the test if it compiles)."""
     text = textwrap.dedent(body) if raw else "version: 1\n" + textwrap.dedent(body)
-    path = write(folder, "bad.yaml", text)
+    path = write(folder / "bad.yaml", text)
     with pytest.raises(FlowError) as info:
         load_flow(path)
     return info.value.format()
@@ -154,14 +127,14 @@ def fake_flow(folder: Path, server: Any, steps: str, extra: str = "") -> Path:
 
 
 def test_the_example_flow_validates_verbatim_without_api_keys(tmp_path):
-    path = write(tmp_path, "flows/support.yaml", SPEC_EXAMPLE)
+    path = write(tmp_path / "flows/support.yaml", SPEC_EXAMPLE)
     proc = timbal("validate", path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_the_example_flow_runs_on_echo_with_its_two_outputs(tmp_path):
-    path = write(tmp_path, "support.yaml", ECHO_EXAMPLE)
+    path = write(tmp_path / "support.yaml", ECHO_EXAMPLE)
     result = run_sync(path, {"prompt": "My order is late"}, saver=InMemorySaver())
     assert result.status == "succeeded"
     assert set(result.outputs) == {"response", "score"}
@@ -553,7 +526,7 @@ def test_template_step_renders_text_without_a_model(tmp_path):
 
 
 def test_python_step_calls_sync_and_async_functions_found_next_to_the_flow(tmp_path):
-    write(tmp_path, "helpers_spec.py", """\
+    write(tmp_path / "helpers_spec.py", """\
         import asyncio
 
         def add(a, b):
@@ -582,10 +555,10 @@ def test_python_step_falls_back_to_the_normal_import_path(tmp_path):
 
 def test_python_modules_are_found_next_to_the_flow_file_first(tmp_path, monkeypatch):
     elsewhere = tmp_path / "site"
-    write(elsewhere, "shadow_spec_mod.py", "def where():\n    return 'import path'\n")
+    write(elsewhere / "shadow_spec_mod.py", "def where():\n    return 'import path'\n")
     monkeypatch.syspath_prepend(str(elsewhere))
     folder = tmp_path / "flow"
-    write(folder, "shadow_spec_mod.py", "def where():\n    return 'next to the flow'\n")
+    write(folder / "shadow_spec_mod.py", "def where():\n    return 'next to the flow'\n")
     path = flow_file(folder, 'steps: [{id: w, type: python, function: "shadow_spec_mod:where"}]\n')
     assert load_flow(path).run_sync({}).outputs == {"w": "next to the flow"}
 
@@ -607,7 +580,7 @@ CHILD = """\
 
 
 def test_flow_step_returns_the_childs_outputs_and_shares_the_parents_memory(tmp_path):
-    write(tmp_path, "child.yaml", CHILD)
+    write(tmp_path / "child.yaml", CHILD)
     path = flow_file(tmp_path, """\
         steps:
           - {id: ask, model: echo, memory_id: chat, prompt: one}
@@ -621,7 +594,7 @@ def test_flow_step_returns_the_childs_outputs_and_shares_the_parents_memory(tmp_
 
 
 def test_flow_step_with_memory_isolated_keeps_its_own_conversation(tmp_path):
-    write(tmp_path, "child.yaml", CHILD)
+    write(tmp_path / "child.yaml", CHILD)
     path = flow_file(tmp_path, """\
         steps:
           - {id: ask, model: echo, memory_id: chat, prompt: one}
@@ -634,7 +607,7 @@ def test_flow_step_with_memory_isolated_keeps_its_own_conversation(tmp_path):
 
 
 def test_agent_calls_a_python_tool_and_answers_with_its_result(tmp_path):
-    write(tmp_path, "tools_spec.py", '''\
+    write(tmp_path / "tools_spec.py", '''\
         def add(a: int, b: int) -> int:
             """Add two numbers."""
             return a + b
@@ -658,7 +631,7 @@ def test_agent_calls_a_python_tool_and_answers_with_its_result(tmp_path):
 
 
 def test_agent_uses_a_flow_as_a_tool_named_by_its_description(tmp_path):
-    write(tmp_path, "child.yaml", CHILD)
+    write(tmp_path / "child.yaml", CHILD)
     path = flow_file(tmp_path, """\
         inputs: {prompt: {type: string}}
         steps:
@@ -675,7 +648,7 @@ def test_agent_uses_a_flow_as_a_tool_named_by_its_description(tmp_path):
 
 
 def test_a_flow_used_as_a_tool_sees_the_agents_conversation_so_far(tmp_path):
-    write(tmp_path, "child.yaml", CHILD)
+    write(tmp_path / "child.yaml", CHILD)
     path = flow_file(tmp_path, """\
         inputs: {prompt: {type: string}}
         steps:
@@ -695,7 +668,7 @@ def test_a_flow_used_as_a_tool_sees_the_agents_conversation_so_far(tmp_path):
 
 
 def test_an_agent_counts_as_using_the_memory_ids_of_its_flow_tools(tmp_path):
-    write(tmp_path, "child.yaml", CHILD)
+    write(tmp_path / "child.yaml", CHILD)
     path = flow_file(tmp_path, """\
         steps:
           - {id: agent, type: agent, model: echo, prompt: hi, tools: [{flow: child.yaml}]}
@@ -706,7 +679,7 @@ def test_an_agent_counts_as_using_the_memory_ids_of_its_flow_tools(tmp_path):
 
 def test_agent_tools_are_described_by_docstring_signature_and_flow_description_inputs(
         tmp_path, openai_server):
-    write(tmp_path, "tools_spec.py", '''\
+    write(tmp_path / "tools_spec.py", '''\
         import time
 
         def nap(label: str) -> str:
@@ -714,7 +687,7 @@ def test_agent_tools_are_described_by_docstring_signature_and_flow_description_i
             time.sleep(0.3)
             return "slept " + label
         ''')
-    write(tmp_path, "child.yaml", CHILD)
+    write(tmp_path / "child.yaml", CHILD)
     from runner.testing import FakeReply
 
     openai_server.queue(FakeReply(tool_calls=[
@@ -811,7 +784,7 @@ def test_different_memory_ids_run_independently(tmp_path):
 
 
 def test_a_flow_step_counts_as_using_its_sub_flows_memory_ids(tmp_path):
-    write(tmp_path, "child.yaml", CHILD)
+    write(tmp_path / "child.yaml", CHILD)
     path = flow_file(tmp_path, """\
         steps:
           - {id: sub, type: flow, flow: child.yaml, inputs: {text: first}}
@@ -914,7 +887,7 @@ def test_branches_never_see_each_others_messages(tmp_path):
 
 def test_resume_reruns_a_failed_run_without_rerunning_succeeded_steps(tmp_path, monkeypatch):
     counter = tmp_path / "count.txt"
-    write(tmp_path, "resume_spec.py", f"""\
+    write(tmp_path / "resume_spec.py", f"""\
         import os
         from pathlib import Path
 
@@ -954,9 +927,7 @@ def test_a_kill_9_loses_at_most_the_steps_in_flight_and_the_run_resumes(tmp_path
           - {id: slow, model: echo, prompt: "{{ fast.return }}", params: {delay: "{{ env.TIMBAL_SPEC_DELAY | float }}"}}
         state_saver: {type: jsonl, path: s.jsonl}
         """)
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "run", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL, env=clean_env(TIMBAL_SPEC_DELAY="30"))
+    proc = start_timbal("run", path, env=child_env(TIMBAL_SPEC_DELAY="30"))
     state = tmp_path / "s.jsonl"
     deadline = time.time() + 20
     while time.time() < deadline and '"step_id":"fast"' not in (state.read_text() if state.exists() else ""):
@@ -966,7 +937,7 @@ def test_a_kill_9_loses_at_most_the_steps_in_flight_and_the_run_resumes(tmp_path
     (run,) = JSONLSaver(str(state)).list_runs()
     fast = {s.step_id: s for s in JSONLSaver(str(state)).get_run(run.run_id).steps}["fast"]
     assert fast.status == "succeeded"
-    done = timbal("run", path, "--resume", run.run_id, "--json", env=clean_env(TIMBAL_SPEC_DELAY="0"))
+    done = timbal("run", path, "--resume", run.run_id, "--json", env=child_env(TIMBAL_SPEC_DELAY="0"))
     assert done.returncode == 0, done.stderr
     after = JSONLSaver(str(state)).get_run(run.run_id)
     assert after.status == "succeeded"
@@ -1078,7 +1049,7 @@ def test_postgres_saver_from_a_dsn_in_env_and_from_a_postgresql_uri(tmp_path, po
     path = flow_file(tmp_path, ECHO_ONE + """\
     state_saver: {type: postgres, dsn: "{{ env.TIMBAL_SPEC_PG }}"}
     """)
-    first = timbal("run", path, "-i", "prompt=one", "--json", env=clean_env(TIMBAL_SPEC_PG=dsn))
+    first = timbal("run", path, "-i", "prompt=one", "--json", env=child_env(TIMBAL_SPEC_PG=dsn))
     assert first.returncode == 0, first.stderr
     second = timbal("run", path, "-i", "prompt=two", "--continue", "--saver", dsn, "--json")
     assert second.returncode == 0, second.stderr
@@ -1166,7 +1137,7 @@ def test_run_converts_values_to_the_inputs_declared_type(tmp_path):
 
 
 def test_run_reads_inputs_from_a_file(chat_file, tmp_path):
-    inputs = write(tmp_path, "in.json", '{"prompt": "from a file"}')
+    inputs = write(tmp_path / "in.json", '{"prompt": "from a file"}')
     proc = timbal("run", chat_file, "--inputs", inputs)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "echo (1 message): from a file\n"
@@ -1217,7 +1188,7 @@ def test_run_parent_and_continue_carry_the_conversation(chat_file):
 
 
 def test_run_resume_reruns_a_failed_run(tmp_path):
-    write(tmp_path, "flaky_spec.py", """\
+    write(tmp_path / "flaky_spec.py", """\
         import os
 
         def flaky():
@@ -1232,11 +1203,11 @@ def test_run_resume_reruns_a_failed_run(tmp_path):
           - {id: c, type: template, text: "{{ a.return }} / {{ b.return }}"}
         state_saver: {type: sqlite, path: s.db}
         """)
-    failed = timbal("run", path, "--json", env=clean_env(TIMBAL_SPEC_FAIL="1"))
+    failed = timbal("run", path, "--json", env=child_env(TIMBAL_SPEC_FAIL="1"))
     assert failed.returncode == 1
     data = json.loads(failed.stdout)
     assert data["status"] == "failed"
-    ok = timbal("run", path, "--resume", data["run_id"], "--json", env=clean_env(TIMBAL_SPEC_FAIL="0"))
+    ok = timbal("run", path, "--resume", data["run_id"], "--json", env=child_env(TIMBAL_SPEC_FAIL="0"))
     assert ok.returncode == 0, ok.stderr
     resumed = json.loads(ok.stdout)
     assert resumed["run_id"] == data["run_id"] and resumed["status"] == "succeeded"
@@ -1271,8 +1242,8 @@ def test_run_streams_the_output_on_a_terminal_and_prints_it_once(chat_file):
     import pty
 
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "run", str(chat_file), "-i", "prompt=a b c"],
-                            stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=clean_env())
+    proc = subprocess.Popen([*TIMBAL, "run", str(chat_file), "-i", "prompt=a b c"],
+                            stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=child_env())
     os.close(slave)
     out = b""
     while True:
@@ -1289,7 +1260,7 @@ def test_run_streams_the_output_on_a_terminal_and_prints_it_once(chat_file):
 
 
 def test_the_example_flow_reads_its_one_required_string_input_from_stdin(tmp_path):
-    path = write(tmp_path, "support.yaml", ECHO_EXAMPLE)
+    path = write(tmp_path / "support.yaml", ECHO_EXAMPLE)
     proc = timbal("run", path, "--json", "--saver", "memory", input="Where is my parcel?\n")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -1323,9 +1294,7 @@ def test_an_interrupted_run_can_be_resumed(tmp_path):
           - {id: slow, model: echo, prompt: "{{ fast.return }}", params: {delay: "{{ env.TIMBAL_SPEC_DELAY | float }}"}}
         state_saver: {type: sqlite, path: s.db}
         """)
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "run", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, env=clean_env(TIMBAL_SPEC_DELAY="30"))
+    proc = start_timbal("run", path, env=child_env(TIMBAL_SPEC_DELAY="30"))
     saver = SQLiteSaver(str(tmp_path / "s.db"))
     deadline = time.time() + 20
     while time.time() < deadline:
@@ -1337,7 +1306,7 @@ def test_an_interrupted_run_can_be_resumed(tmp_path):
     assert proc.wait(timeout=20) == 130
     (run,) = saver.list_runs()
     assert saver.get_run(run.run_id).status == "interrupted"
-    done = timbal("run", path, "--resume", run.run_id, "--json", env=clean_env(TIMBAL_SPEC_DELAY="0"))
+    done = timbal("run", path, "--resume", run.run_id, "--json", env=child_env(TIMBAL_SPEC_DELAY="0"))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outputs"] == {"slow": "echo (1 message): echo (1 message): quick"}
     steps = saver.get_run(run.run_id).steps
@@ -1345,7 +1314,7 @@ def test_an_interrupted_run_can_be_resumed(tmp_path):
 
 
 def test_validate_takes_several_files_and_exits_2_when_any_is_invalid(tmp_path):
-    good = write(tmp_path, "good.yaml", SPEC_EXAMPLE)
+    good = write(tmp_path / "good.yaml", SPEC_EXAMPLE)
     bad = flow_file(tmp_path, "steps: [{id: A, type: template, text: x}]\n", "bad.yaml")
     proc = timbal("validate", good, bad)
     assert proc.returncode == 2
@@ -1365,7 +1334,7 @@ def test_validate_checks_references_cycles_and_memory_without_running(tmp_path):
 
 
 def test_errors_name_the_place_with_the_spec_wording_and_the_offending_line(tmp_path):
-    path = write(tmp_path, "flow.yaml", SPEC_EXAMPLE.replace(
+    path = write(tmp_path / "flow.yaml", SPEC_EXAMPLE.replace(
         "Rate this reply 1-5: {{ refine.return }}", "Rate this reply 1-5: {{ refien.return }}"))
     proc = timbal("validate", path)
     assert proc.returncode == 2
@@ -1411,9 +1380,7 @@ def test_exit_code_130_when_interrupted(tmp_path):
         steps: [{id: a, model: echo, prompt: slow, params: {delay: 30}}]
         state_saver: {type: jsonl, path: s.jsonl}
         """)
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "run", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, env=clean_env())
+    proc = start_timbal("run", path)
     state = tmp_path / "s.jsonl"
     deadline = time.time() + 20
     while time.time() < deadline and not (state.exists() and state.read_text().strip()):
@@ -1428,7 +1395,7 @@ def test_exit_code_130_when_interrupted(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["mermaid", "dot", "text"])
 def test_graph_draws_the_execution_graph_in_each_format(tmp_path, fmt):
-    path = write(tmp_path, "support.yaml", SPEC_EXAMPLE)
+    path = write(tmp_path / "support.yaml", SPEC_EXAMPLE)
     proc = timbal("graph", path, "--format", fmt)
     assert proc.returncode == 0, proc.stderr
     for sid in ("chat", "refine", "audit"):
@@ -1498,7 +1465,7 @@ def test_runs_show_of_an_unknown_run_exits_2(chat_file):
 @pytest.mark.parametrize(("model", "var"), [("openai/gpt-4o-mini", "OPENAI_API_KEY"),
                                             ("anthropic/claude-3-haiku-20240307", "ANTHROPIC_API_KEY")])
 def test_missing_provider_keys_give_one_clear_line(tmp_path, monkeypatch, model, var):
-    for name in KEY_VARS:
+    for name in PROVIDER_VARS:
         monkeypatch.delenv(name, raising=False)
     path = flow_file(tmp_path, f"steps: [{{id: a, model: {model}, prompt: hi}}]\n")
     result = load_flow(path).run_sync({})
@@ -1588,7 +1555,7 @@ def test_echo_reports_usage(tmp_path):
 
 
 def test_echo_calls_a_tool_when_asked_and_answers_with_its_result(tmp_path):
-    write(tmp_path, "tools_spec.py", '''\
+    write(tmp_path / "tools_spec.py", '''\
         def greet(name: str) -> str:
             """Greet someone."""
             return f"hello {name}"

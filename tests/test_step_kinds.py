@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+from testkit import ROOT, fake_defaults, timbal, write
 
 from runner import InMemorySaver, JSONLSaver, load_flow
 from runner.testing import FakeOpenAIServer
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def write(path: Path, text: str) -> Path:
-    """Write dedented text to `path` (folders created) and return the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return path
 
 
 def python_flow(tmp_path: Path, function: str, args: str = "{}", module: str | None = None) -> Path:
@@ -185,8 +175,7 @@ def test_an_error_while_importing_the_module_names_its_line(tmp_path):
 
 def test_the_cli_reports_a_python_step_error_and_exits_1(tmp_path):
     flow = python_flow(tmp_path, "helpers:explode", '["{{ inputs.text }}"]', HELPERS)
-    done = subprocess.run([sys.executable, "-m", "runner.cli", "run", str(flow), "-i", "text=x"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+    done = timbal("run", flow, "-i", "text=x")
     assert done.returncode == 1
     assert "ValueError: cannot handle 'x' (at helpers.py:" in done.stderr
     assert "Traceback" not in done.stderr
@@ -230,12 +219,6 @@ def test_python_returns_are_saved_as_json(tmp_path):
 
 
 # -- flow steps --------------------------------------------------------------------------
-
-
-def fake_defaults(server: FakeOpenAIServer) -> str:
-    """A `defaults:` line pointing llm steps at the loopback fake server through litellm."""
-    params = f'{{api_base: "{server.url}", api_key: sk-test}}'
-    return f"defaults: {{model: openai/fake-model, retries: 0, params: {params}}}"
 
 
 def parent_flow(tmp_path: Path, server: FakeOpenAIServer, memory: str) -> Path:
@@ -350,12 +333,11 @@ def test_runs_show_lists_child_steps_nested_under_the_flow_step(tmp_path):
     """)
     state = tmp_path / "state.jsonl"
     result = load_flow(flow).run_sync(saver=JSONLSaver(state))
-    show = [sys.executable, "-m", "runner.cli", "runs", "show", result.run_id,
-            "--saver", f"jsonl:{state}"]
-    text = subprocess.run(show, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    show = ["runs", "show", result.run_id, "--saver", f"jsonl:{state}"]
+    text = timbal(*show)
     assert text.returncode == 0, text.stderr
     assert "outer/inner" in text.stdout
-    data = subprocess.run([*show, "--json"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    data = timbal(*show, "--json")
     assert [s["step_id"] for s in json.loads(data.stdout)["steps"]] == ["outer/inner", "outer"]
 
 
@@ -460,13 +442,17 @@ def test_a_failing_child_fails_the_flow_step_and_the_run(tmp_path):
     assert "sub/bad" in result.error
 
 
+# A child flow with one input and no `outputs:`.
+GREETER = """
+    version: 1
+    inputs: {name: {type: string}}
+    steps:
+      - {id: greet, type: template, text: "hi {{ inputs.name }}"}
+"""
+
+
 def test_child_inputs_of_the_wrong_type_fail_the_flow_step_plainly(tmp_path):
-    write(tmp_path / "child.yaml", """
-        version: 1
-        inputs: {name: {type: string}}
-        steps:
-          - {id: greet, type: template, text: "hi {{ inputs.name }}"}
-    """)
+    write(tmp_path / "child.yaml", GREETER)
     flow = write(tmp_path / "flow.yaml", """
         version: 1
         steps:
@@ -480,12 +466,7 @@ def test_child_inputs_of_the_wrong_type_fail_the_flow_step_plainly(tmp_path):
 
 
 def test_a_child_without_outputs_returns_its_last_step_under_its_id(tmp_path):
-    write(tmp_path / "child.yaml", """
-        version: 1
-        inputs: {name: {type: string}}
-        steps:
-          - {id: greet, type: template, text: "hi {{ inputs.name }}"}
-    """)
+    write(tmp_path / "child.yaml", GREETER)
     flow = write(tmp_path / "flow.yaml", """
         version: 1
         steps:

@@ -5,13 +5,12 @@ and offline on the echo model."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
+
+from testkit import ROOT, write
 
 from runner import InMemorySaver, load_flow
 from runner.testing import FakeOpenAIServer, FakeReply
-
-ROOT = Path(__file__).resolve().parent.parent
 
 PERSON_SCHEMA = {
     "type": "json_schema",
@@ -34,8 +33,7 @@ def json_flow(tmp_path: Path, server: FakeOpenAIServer, response_format: object)
     params = {"api_base": server.url, "api_key": "sk-test"}
     if response_format is not None:
         params["response_format"] = response_format
-    path = tmp_path / "flow.yaml"
-    path.write_text(textwrap.dedent(f"""
+    return write(tmp_path / "flow.yaml", f"""
         version: 1
         defaults: {{model: openai/fake-model, retries: 0}}
         steps:
@@ -53,8 +51,7 @@ def json_flow(tmp_path: Path, server: FakeOpenAIServer, response_format: object)
         outputs:
           data: "{{{{ extract.return }}}}"
           name: "{{{{ use.return }}}}"
-    """).lstrip("\n"), encoding="utf-8")
-    return path
+    """)
 
 
 ADA = {"name": "Ada", "age": 36}
@@ -135,15 +132,14 @@ def test_json_arrays_and_scalars_are_parsed_too(tmp_path, openai_server):
 
 
 def test_the_echo_model_answers_json_when_asked(tmp_path):
-    path = tmp_path / "flow.yaml"
-    path.write_text(textwrap.dedent("""
+    path = write(tmp_path / "flow.yaml", """
         version: 1
         steps:
           - id: ask
             model: echo
             prompt: "hello"
             params: {response_format: {type: json_object}}
-    """), encoding="utf-8")
+    """)
     result = load_flow(path).run_sync()
     assert result.outputs == {"ask": {"message_count": 1, "echo": "hello"}}
 

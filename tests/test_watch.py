@@ -4,113 +4,12 @@ on disk, SPEC §4. Every wait has a timeout, so a hung watcher fails the test, n
 from __future__ import annotations
 
 import os
-import queue
 import re
-import signal
-import subprocess
-import sys
-import textwrap
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-WAIT = 15.0  # seconds; generous for 2 shared cores, reached only when something is wrong
-
-
-class LiveProcess:
-    """A `timbal` subprocess whose stdout and stderr lines are read as they arrive."""
-
-    def __init__(self, *args: str, cwd: Path | None = None, stdin: bool = False,
-                 env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.cli", *args],
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=cwd,
-            env=env,
-            bufsize=1,
-        )
-        self.stdout: queue.Queue[str] = queue.Queue()
-        self.stderr: queue.Queue[str] = queue.Queue()
-        self.err_lines: list[str] = []
-        for stream, q in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr)):
-            threading.Thread(target=self._pump, args=(stream, q), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, q: queue.Queue[str]) -> None:
-        for line in stream:
-            q.put(line.rstrip("\n"))
-
-    def line(self, timeout: float = WAIT) -> str:
-        """The next stdout line."""
-        try:
-            return self.stdout.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"no output within {timeout}s; stderr so far:\n" + self.stderr_text()) from None
-
-    def stderr_until(self, pattern: str, timeout: float = WAIT) -> str:
-        """Read stderr lines until one matches `pattern`; that line."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.stderr.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"no stderr line matching {pattern!r}; got:\n" + self.stderr_text()) from None
-            self.err_lines.append(line)
-            if re.search(pattern, line):
-                return line
-
-    def stderr_text(self) -> str:
-        while not self.stderr.empty():
-            self.err_lines.append(self.stderr.get_nowait())
-        return "\n".join(self.err_lines)
-
-    def send(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text + "\n")
-        self.proc.stdin.flush()
-
-    def interrupt(self, timeout: float = WAIT) -> int:
-        """Ctrl-C; the exit code."""
-        self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout=timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=WAIT)
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    """Change `path` on disk the way an editor does when it writes in place."""
-    text = path.read_text(encoding="utf-8")
-    assert old in text
-    path.write_text(text.replace(old, new), encoding="utf-8")
-
-
-@pytest.fixture()
-def watch(tmp_path: Path) -> Iterator[object]:
-    """Start `timbal run --watch` on a flow in tmp_path: ``watch("flow.yaml", "-i", ...)``."""
-    started: list[LiveProcess] = []
-
-    def start(flow: str, *args: str, env: dict[str, str] | None = None) -> LiveProcess:
-        live = LiveProcess("run", flow, "--watch", *args, cwd=tmp_path, env=env)
-        started.append(live)
-        return live
-
-    yield start
-    for live in started:
-        live.close()
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
+from testkit import WAIT, edit, write
 
 
 @pytest.fixture()

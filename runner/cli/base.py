@@ -42,6 +42,18 @@ def main(ctx: click.Context, debug: bool) -> None:
     """Timbal flows: run LLM flows written in YAML."""
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    if not debug:
+        import warnings
+
+        # One line, `warning: …` (e.g. a torn JSONL line skipped), not Python's source excerpt.
+        previous = warnings.showwarning
+        warnings.showwarning = _show_warning
+        ctx.call_on_close(lambda: setattr(warnings, "showwarning", previous))
+
+
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+                  line: Any = None) -> None:
+    click.echo(f"warning: {message}", err=True)
 
 
 def is_debug() -> bool:

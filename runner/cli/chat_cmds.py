@@ -20,7 +20,7 @@ from .base import handle_errors, main
 @click.option("--saver", "saver_uri", metavar="URI",
               help="Override the file's state_saver: jsonl:PATH, sqlite:PATH, postgresql://…, memory.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print each turn as one JSON object {run_id, status, outputs, usage} per line.")
+              help="Print each turn as one JSON object {run_id, parent_id, status, outputs, usage, error} per line.")
 @click.option("--no-cache", is_flag=True, help="Never reuse earlier step results.")
 @handle_errors
 def chat_command(

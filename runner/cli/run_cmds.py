@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,10 +116,12 @@ async def run_interruptibly(coro: Any) -> Any:
 
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(coro)
+    previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
+            previous[sig] = signal.getsignal(sig)
             loop.add_signal_handler(sig, task.cancel)
-        except (NotImplementedError, RuntimeError):
+        except (NotImplementedError, RuntimeError, ValueError):
             pass
     try:
         return await task
@@ -126,7 +129,11 @@ async def run_interruptibly(coro: Any) -> Any:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):
+                if previous.get(sig) is not None:
+                    # remove_signal_handler leaves SIG_DFL: put back the caller's handler
+                    # (the --watch loop turns SIGTERM into a clean exit 130)
+                    signal.signal(sig, previous[sig])
+            except (NotImplementedError, RuntimeError, ValueError):
                 pass
 
 
@@ -137,6 +144,7 @@ def execute_once(
     resume: str | None,
     as_json: bool,
     stream_tty: bool,
+    saver_uri: str | None = None,
 ) -> int:
     """Run once, print the outcome; the exit code."""
     import asyncio  # here, not at the top: `timbal validate` and friends never need it
@@ -166,7 +174,11 @@ def execute_once(
         if state["streamed"]:
             click.echo("")
         rid = state["run_id"]
-        hint = f" (resume with: timbal run {graph.path} --resume {rid})" if rid else ""
+        saver_arg = f" --saver {shlex.quote(saver_uri)}" if saver_uri else ""
+        from ..savers import InMemorySaver
+
+        resumable = rid and not isinstance(getattr(runnable, "saver", None), InMemorySaver)
+        hint = f" (resume with: timbal run {shlex.quote(str(graph.path))}{saver_arg} --resume {rid})" if resumable else ""
         click.echo(f"interrupted: run {rid}{hint}", err=True)
         return EXIT_INTERRUPTED
     if as_json:
@@ -192,7 +204,7 @@ def execute_once(
 @click.option("--resume", metavar="RUN_ID", help="Re-run a failed or interrupted run; succeeded steps are kept.")
 @click.option("--saver", "saver_uri", metavar="URI",
               help="Override the file's state_saver: jsonl:PATH, sqlite:PATH, postgresql://…, memory.")
-@click.option("--json", "as_json", is_flag=True, help="Print {run_id, status, outputs, usage} as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print {run_id, parent_id, status, outputs, usage, error} as JSON.")
 @click.option("--watch", is_flag=True, help="Re-compile and run again whenever the flow or a file it uses changes.")
 @click.option("--no-cache", is_flag=True, help="With --watch: never reuse earlier step results.")
 @click.option("--dry-run", is_flag=True, help="Show the order in which the steps would run, and stop.")
@@ -229,6 +241,9 @@ def run_command(
         from ..inputs import prepare_inputs
 
         prepare_inputs(graph, values)
+        if as_json:
+            print_json({"waves": dry_run_order(graph)})
+            return
         for n, wave in enumerate(dry_run_order(graph), 1):
             click.echo(f"{n}. {', '.join(wave)}")
         return
@@ -244,7 +259,7 @@ def run_command(
         values = {}
     runnable = RunnableFlow(graph, saver)
     try:
-        code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty())
+        code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(), saver_uri)
     except InputError:
         raise
     finally:

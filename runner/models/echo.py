@@ -15,16 +15,8 @@ import re
 from typing import Any
 
 from . import ChunkCallback, ModelReply, ModelRequest
-
-_CALL = re.compile(r"^\s*call\s+(?P<name>[A-Za-z_][\w\-.]*)\s*(?P<args>\{.*\})?\s*$", re.S)
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # OpenAI content parts
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
+from .toolcall import message_text as _text
+from .toolcall import parse_call, tool_results
 
 
 def _count(messages: list[dict[str, Any]]) -> int:
@@ -54,28 +46,17 @@ def _answer(request: ModelRequest) -> dict[str, Any]:
     tools = {
         t.get("function", {}).get("name"): t for t in (request.tools or []) if isinstance(t, dict)
     }
-    if last.get("role") == "tool":
+    results = tool_results(messages)
+    if results is not None:
         # Answer with the results of the tool calls of the latest assistant turn.
-        results = []
-        for m in reversed(messages):
-            if m.get("role") != "tool":
-                break
-            results.append(_text(m.get("content")))
-        return {"role": "assistant", "content": "\n".join(reversed(results))}
+        return {"role": "assistant", "content": results}
     last_user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     user_text = _text(last_user.get("content"))
-    match = _CALL.match(user_text)
-    if match and match.group("name") in tools and last is last_user:
-        args = match.group("args") or "{}"
-        calls = [
-            {
-                "id": f"call_{i}_{match.group('name')}",
-                "type": "function",
-                "function": {"name": match.group("name"), "arguments": args},
-            }
-            for i in range(1)
-        ]
-        return {"role": "assistant", "content": None, "tool_calls": calls}
+    call = parse_call(user_text)
+    if call is not None and call[0] in tools and last is last_user:
+        name, args = call
+        tool_call = {"id": f"call_0_{name}", "type": "function", "function": {"name": name, "arguments": args}}
+        return {"role": "assistant", "content": None, "tool_calls": [tool_call]}
     fmt = request.params.get("response_format")
     if fmt:
         try:

@@ -27,6 +27,9 @@ from . import ChunkCallback, ModelReply, ModelRequest
 __all__ = ["complete", "model_path", "smollm2_path", "load_model"]
 
 N_CTX = 2048
+# Without a limit llama.cpp generates until the context is full (tens of seconds on a
+# small model, and no room left for the next turn): replies stop here unless params say.
+DEFAULT_MAX_TOKENS = 512
 INSTALL_HINT = "pip install -e '.[local]'"
 # Sampling parameters passed to llama.cpp; the others in `params` are for real providers.
 _SAMPLING = (
@@ -138,6 +141,7 @@ async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None)
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     stop = threading.Event()
     kwargs = {k: v for k, v in request.params.items() if k in _SAMPLING}
+    kwargs.setdefault("max_tokens", DEFAULT_MAX_TOKENS)
     if isinstance(kwargs.get("response_format"), str):
         kwargs["response_format"] = {"type": "json_object"}
 
@@ -162,6 +166,8 @@ async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None)
 
     try:
         result = await asyncio.wait_for(run(), request.timeout)
+    except ProviderError as exc:
+        raise ProviderError(f"{request.model}: {exc}") from None
     except asyncio.TimeoutError:
         raise ProviderError(
             f"{request.model}: no reply within {request.timeout:g} s (timed out)", status=408
@@ -198,7 +204,10 @@ def _generate(
                 loop.call_soon_threadsafe(queue.put_nowait, text)
             finish = choice.get("finish_reason") or finish
     except (ValueError, RuntimeError) as exc:
-        raise ProviderError(f"local model failed: {' '.join(str(exc).split())}") from None
+        message = " ".join(str(exc).split())
+        if "context window" in message:
+            message += " (a step's memory_window bounds the history it sends)"
+        raise ProviderError(message) from None
     text = "".join(parts)
     completion_tokens = _count(llama, text)
     # The context holds the prompt and the reply, minus the last token when cut by max_tokens

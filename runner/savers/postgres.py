@@ -61,7 +61,7 @@ class PostgresSaver(SQLSaver):
             from psycopg_pool import ConnectionPool
         except ImportError as exc:
             raise SaverError(
-                "the postgres saver needs psycopg 3: pip install 'timbal-flows[postgres]'"
+                "the postgres saver needs psycopg 3: pip install -e '.[postgres]' in a checkout, or pip install 'psycopg[binary,pool]'"
             ) from exc
         self._psycopg = psycopg
         self._timeout = connect_timeout

@@ -50,8 +50,8 @@ from ..engine import StepContext, StepOutcome, add_usage
 from ..errors import StepError, did_you_mean
 from ..models import ModelReply, complete
 from ..tools import Tool, check_arguments, convert_arguments, result_text, tools_for_step
-from .llm import _stored_reply, make_request, parse_reply, prompt_messages
-from .python import _call
+from .llm import make_request, parse_reply, prompt_messages, stored_reply
+from .python import call_function
 
 __all__ = ["execute", "DEFAULT_MAX_ITERATIONS"]
 
@@ -124,7 +124,7 @@ async def execute(ctx: StepContext) -> StepOutcome:
         model = reply.model or request.model
         if not reply.tool_calls:
             value = parse_reply(ctx, request, reply)
-            turn.append(_stored_reply(reply))
+            turn.append(stored_reply(reply))
             usage.update(
                 iterations=iteration,
                 tool_calls=len(trace),
@@ -149,7 +149,7 @@ async def execute(ctx: StepContext) -> StepOutcome:
         # The conversation so far, without this reply: what a flow tool sharing it reads.
         so_far = (ctx.memory.history(memory_id) if memory_id else []) + turn
         await asyncio.gather(*(_run(ctx, tools, call, so_far) for call in calls))
-        turn.append({**_stored_reply(reply), "tool_calls": [c.wire() for c in calls]})
+        turn.append({**stored_reply(reply), "tool_calls": [c.wire() for c in calls]})
         turn.extend(call.message() for call in calls)
         trace.extend(call.trace(ctx.path) for call in calls)
     asked = ", ".join(sorted({c.get("function", {}).get("name", "?") for c in reply.tool_calls}))
@@ -205,7 +205,7 @@ async def _invoke(
     if tool.function is not None:
         kwargs = convert_arguments(tool.function, arguments)
         async with ctx.slots:
-            value = await _call(tool.function, [], kwargs)
+            value = await call_function(tool.function, [], kwargs)
         return result_text(value)
     assert tool.flow is not None and call.run_name is not None
     memory = None

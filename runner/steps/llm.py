@@ -15,7 +15,7 @@ from ..errors import StepError
 from ..models import ModelReply, ModelRequest, complete
 from ..secrets import secret_param_values
 
-__all__ = ["execute", "prompt_messages", "make_request", "parse_reply", "wants_json"]
+__all__ = ["execute", "prompt_messages", "make_request", "parse_reply", "stored_reply", "wants_json"]
 
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_RETRIES = 2
@@ -96,7 +96,7 @@ async def execute(ctx: StepContext) -> StepOutcome:
     request = make_request(ctx, system + history + new)
     reply = await complete(request, ctx.on_chunk)
     value = parse_reply(ctx, request, reply)
-    stored = {memory_id: [*new, _stored_reply(reply)]} if memory_id else {}
+    stored = {memory_id: [*new, stored_reply(reply)]} if memory_id else {}
     return StepOutcome(
         return_value=value,
         usage=reply.usage,
@@ -106,7 +106,7 @@ async def execute(ctx: StepContext) -> StepOutcome:
     )
 
 
-def _stored_reply(reply: ModelReply) -> dict[str, Any]:
+def stored_reply(reply: ModelReply) -> dict[str, Any]:
     """The assistant message as memory keeps it (OpenAI form, no provider extras)."""
     msg: dict[str, Any] = {"role": "assistant", "content": reply.message.get("content")}
     if msg["content"] is None and not reply.message.get("tool_calls"):

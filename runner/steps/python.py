@@ -32,7 +32,7 @@ from ..engine import StepContext, StepOutcome
 from ..errors import StepError, did_you_mean
 from ..savers.base import encode_json
 
-__all__ = ["execute", "resolve_function", "module_file", "split_reference", "to_plain"]
+__all__ = ["execute", "call_function", "resolve_function", "module_file", "split_reference", "to_plain"]
 
 _ROOT_PREFIX = "_timbal_flowdir_"
 # Imports touch sys.modules and (for siblings) sys.path: one at a time across threads.
@@ -265,7 +265,9 @@ def _check_arguments(function: Callable[..., Any], args: list[Any], kwargs: dict
     return ""
 
 
-async def _call(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+async def call_function(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Call a user's function (sync off the event loop, async awaited) and collect what it
+    returns: an awaitable is awaited, a generator (sync or async) is read into a list."""
     if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
         result = function(*args, **kwargs)
     else:
@@ -298,7 +300,7 @@ async def execute(ctx: StepContext) -> StepOutcome:
     if problem:
         raise StepError(f"bad arguments for '{reference}': {problem}", step)
     try:
-        result = await _call(function, args, kwargs)
+        result = await call_function(function, args, kwargs)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - the function's own error fails the step

@@ -40,11 +40,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..models.toolcall import message_text, parse_call, tool_results
+
 __all__ = ["FakeOpenAIServer", "FakeReply", "RecordedRequest", "default_responder"]
 
 FAULTS = ("malformed_json", "cut_stream", "empty_choices", "disconnect")
 _UNSET: Any = object()
-_CALL = re.compile(r"^\s*call\s+(?P<name>[A-Za-z_][\w\-.]*)\s*(?P<args>\{.*\})?\s*$", re.S)
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -145,33 +146,18 @@ class RecordedRequest:
 Responder = Callable[[dict[str, Any]], "FakeReply | str"]
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
-
-
 def default_responder(body: dict[str, Any]) -> FakeReply:
     """The fake server's answer when nothing is queued: deterministic, from the request."""
     messages = body.get("messages") or []
-    last = messages[-1] if messages else {}
-    if last.get("role") == "tool":
-        results = []
-        for m in reversed(messages):
-            if m.get("role") != "tool":
-                break
-            results.append(_text(m.get("content")))
-        return FakeReply(text="\n".join(reversed(results)))
+    results = tool_results(messages)
+    if results is not None:
+        return FakeReply(text=results)
     user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-    user_text = _text(user.get("content"))
+    user_text = message_text(user.get("content"))
     offered = {(t.get("function") or {}).get("name") for t in body.get("tools") or []}
-    match = _CALL.match(user_text)
-    if match and match.group("name") in offered:
-        return FakeReply(
-            tool_calls=[{"name": match.group("name"), "arguments": match.group("args") or "{}"}]
-        )
+    call = parse_call(user_text)
+    if call and call[0] in offered:
+        return FakeReply(tool_calls=[{"name": call[0], "arguments": call[1]}])
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
         return FakeReply(json={"reply": user_text, "message_count": len(messages)})
@@ -429,7 +415,7 @@ class FakeOpenAIServer:
     def _usage(self, body: dict[str, Any], reply: FakeReply) -> dict[str, int]:
         if reply.usage is not None:
             return dict(reply.usage)
-        prompt = sum(_words(_text(m.get("content"))) for m in body.get("messages") or []) or 1
+        prompt = sum(_words(message_text(m.get("content"))) for m in body.get("messages") or []) or 1
         completion = _words(reply.content()) + sum(
             _words(c["function"]["arguments"]) + 1 for c in reply.wire_tool_calls()
         )

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 import uuid
 import warnings
@@ -20,11 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
-POSTGRES_DSN = os.environ.get(
-    "TIMBAL_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test"
-)
+from testkit import POSTGRES_DSN
 
 # Appends one line per call with a single O_APPEND write: a SIGKILL never tears it.
 WORK_MODULE = '''
@@ -159,44 +153,7 @@ def drop_store(store: Store) -> None:
             conn.execute(f'DROP SCHEMA IF EXISTS "{store.schema}" CASCADE')
 
 
-def postgres_available() -> str | None:
-    """None when the test PostgreSQL answers, else why not."""
-    try:
-        import psycopg
-
-        psycopg.connect(POSTGRES_DSN, connect_timeout=3).close()
-    except Exception as exc:  # noqa: BLE001 - any reason the server can't be used
-        return str(exc)
-    return None
-
-
 # -- processes --------------------------------------------------------------------------
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    env.update(extra)
-    return env
-
-
-def timbal(*args: str, cwd: Path | None = None, timeout: float = 120,
-           env: dict[str, str] | None = None, input: str | None = None
-           ) -> subprocess.CompletedProcess[str]:
-    """`timbal ARGS` in a real subprocess, with a timeout (a hang fails the test)."""
-    return subprocess.run(
-        [PYTHON, "-m", "runner.cli", *args], cwd=cwd or ROOT, env=env or child_env(),
-        capture_output=True, text=True, timeout=timeout, input=input,
-    )
-
-
-def start_timbal(*args: str, cwd: Path | None = None) -> subprocess.Popen[str]:
-    """`timbal ARGS` started in the background (stdout/stderr piped, stdin closed)."""
-    return subprocess.Popen(
-        [PYTHON, "-m", "runner.cli", *args], cwd=cwd or ROOT, env=child_env(),
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-
-
 def wait_for_lines(folder: Path, count: int, proc: subprocess.Popen[str], limit: float = 60) -> bool:
     """Wait until `calls.log` has `count` lines; False if the process ended first."""
     deadline = time.monotonic() + limit
@@ -261,7 +218,3 @@ def jsonl_bad_lines(path: Path) -> int:
         except ValueError:
             bad += 1
     return bad
-
-
-def textwrap_flow(text: str) -> str:
-    return textwrap.dedent(text).lstrip()
