@@ -11,6 +11,7 @@ already running finish and are recorded. Resume re-runs only what did not succee
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -293,6 +294,19 @@ class StepContext:
 Executor = Callable[[StepContext], Any]  # async (ctx) -> StepOutcome
 
 
+def _resumable(succeeded: dict[str, StepRecord]) -> dict[str, StepRecord]:
+    """The succeeded records a resume keeps: all but those of an agent's tool calls
+    (`agent/tool#N/...`) whose agent step did not succeed. That agent runs again from its
+    start, and its model may ask for other calls, so their old results would be stale."""
+    kept: dict[str, StepRecord] = {}
+    for path, record in succeeded.items():
+        parts = path.split("/")
+        owners = ["/".join(parts[:i]) for i, part in enumerate(parts) if "#" in part]
+        if all(owner in succeeded for owner in owners):
+            kept[path] = record
+    return kept
+
+
 _EXECUTORS: dict[str, Executor] = {}
 
 
@@ -323,13 +337,6 @@ class Engine:
         self.cache = cache
         setting = graph.settings.get("max_concurrency") if graph.settings else None
         self.max_concurrency = max_concurrency or setting or DEFAULT_MAX_CONCURRENCY
-        self._executors: dict[str, Executor] = {}
-
-    def _executor(self, kind: str) -> Executor:
-        fn = self._executors.get(kind)
-        if fn is None:
-            fn = self._executors[kind] = executor_for(kind)
-        return fn
 
     async def execute(
         self,
@@ -354,13 +361,12 @@ class Engine:
             old = saver.get_run(resume_id)
             run_id, parent_id = old.run_id, old.parent_id
             inputs = old.inputs if not inputs else inputs
-            prior = {s.step_id: s for s in old.steps if s.status == "succeeded"}
+            prior = _resumable({s.step_id: s for s in old.steps if s.status == "succeeded"})
             seq = max((s.seq for s in old.steps), default=0)
             base = saver.load_memory(parent_id) if parent_id else {}
             store = ConversationStore(base)
-            for rec in sorted(prior.values(), key=lambda s: s.seq):
-                for mid, msgs in rec.messages.items():
-                    store.append(mid, msgs)
+            for mid, msgs in steps_delta(prior.values()).items():
+                store.append(mid, msgs)
             record = old
             record.status, record.ended_at, record.error = "running", None, None
         else:
@@ -457,7 +463,7 @@ class Engine:
                 outcome: StepOutcome = cached
             else:
                 run.emit(ev.STEP_STARTED, path, kind=spec.kind)
-                executor = self._executor(spec.kind)
+                executor = executor_for(spec.kind)
                 if spec.kind in _LEAF_KINDS:
                     async with run.slots:
                         outcome = await executor(ctx)
@@ -502,11 +508,13 @@ class Engine:
     def _save(self, run: _RunState, record: StepRecord) -> None:
         run.records[record.step_id] = record
         saved = record
-        if run.redact._pattern is not None:
-            saved = StepRecord(**{**record.__dict__})
-            saved.return_value = run.redact(record.return_value)
-            saved.error = run.redact(record.error)
-            saved.messages = run.redact(record.messages)
+        if run.redact.active:
+            saved = dataclasses.replace(
+                record,
+                return_value=run.redact(record.return_value),
+                error=run.redact(record.error),
+                messages=run.redact(record.messages),
+            )
         run.saver.save_step(run.run_id, saved)
         run.saved[saved.step_id] = saved
 

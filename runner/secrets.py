@@ -45,6 +45,11 @@ class Redactor:
             self._values.add(value)
             self._compile()
 
+    @property
+    def active(self) -> bool:
+        """Whether there is any secret value to redact."""
+        return self._pattern is not None
+
     def __call__(self, data: Any) -> Any:
         """A copy of `data` with secret values replaced by ***."""
         if self._pattern is None:

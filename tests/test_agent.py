@@ -568,3 +568,41 @@ def test_streamed_agent_assembles_tool_calls_and_streams_the_answer(tmp_path, op
         "role": "tool", "tool_call_id": "s1", "content": "42"
     }
     assert events[-1].data["outputs"] == {"agent": "The answer is 42."}
+
+
+def test_resuming_a_failed_agent_runs_its_flow_tools_again(tmp_path, openai_server):
+    calls = tmp_path / "calls.log"
+    write(tmp_path / "counter.py", f'''
+def count(label: str) -> str:
+    """Record one call."""
+    with open({str(calls)!r}, "a") as f:
+        f.write(label + "\\n")
+    return "counted " + label
+''')
+    write(tmp_path / "counting.yaml", """
+    version: 1
+    name: counting
+    description: Counts its calls.
+    inputs:
+      label: {type: string}
+    steps:
+      - {id: tally, type: python, function: "counter:count", args: {label: "{{ inputs.label }}"}}
+    """)
+    flow = agent_flow(tmp_path, openai_server, "{flow: counting.yaml}", "    retries: 0\n")
+    openai_server.queue(
+        FakeReply.tool_call("counting", {"label": "first"}),
+        FakeReply.error(401, message="key revoked"),
+    )
+    saver = InMemorySaver()
+    runnable = load_flow(flow, saver=saver)
+    failed = runnable.run_sync({"prompt": "count"})
+    assert failed.status == "failed"
+    assert calls.read_text().splitlines() == ["first"]
+    # On resume the agent starts again and its model asks for a different call: the old
+    # tool result must not be reused in its place.
+    openai_server.queue(FakeReply.tool_call("counting", {"label": "second"}), "done")
+    resumed = runnable.run_sync(resume=failed.run_id)
+    assert resumed.ok, resumed.error
+    assert calls.read_text().splitlines() == ["first", "second"]
+    tool_result = [m for m in openai_server.requests[-1]["messages"] if m["role"] == "tool"]
+    assert [m["content"] for m in tool_result] == ["counted second"]

@@ -181,9 +181,12 @@ class FakeOpenAIServer:
         port: int = 0,
         latency: float = 0.0,
         responder: Responder | None = None,
+        record: bool = True,
     ) -> None:
         self.host = host
         self.port = port
+        # A long-running server (the standalone one, benchmarks) keeps no history: it grows.
+        self.record = record
         self.latency = latency
         self.responder: Responder = responder or default_responder
         self._lock = threading.Lock()
@@ -331,8 +334,9 @@ class FakeOpenAIServer:
                 except ValueError:
                     body = None
                 path = target.split("?", 1)[0]
-                with self._lock:
-                    self._calls.append(RecordedRequest(method, path, headers, body))
+                if self.record:
+                    with self._lock:
+                        self._calls.append(RecordedRequest(method, path, headers, body))
                 keep_alive = headers.get("connection", "").lower() != "close" and version.endswith(
                     "1.1"
                 )
@@ -555,7 +559,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     args = parser.parse_args(argv)
-    with FakeOpenAIServer(args.host, args.port, latency=args.latency) as server:
+    with FakeOpenAIServer(args.host, args.port, latency=args.latency, record=False) as server:
         print(f"fake OpenAI server on {server.url} (model: openai/<any name>, api_key: any)")
         try:
             threading.Event().wait()
