@@ -87,6 +87,19 @@ def _tail(text: str, lines: int = 6) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
 
 
+def _spawn(argv: list[str], job: Job) -> subprocess.CompletedProcess[str]:
+    """Run one process of `job` to its end (or its timeout), output captured."""
+    return subprocess.run(
+        argv,
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=job.timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def run_once(job: Job, interpreters: Interpreters, log_dir: Path) -> dict[str, Any]:
     """Run `job` once; returns its figures or ``{"error": ...}``. Never raises."""
     try:
@@ -99,15 +112,7 @@ def run_once(job: Job, interpreters: Interpreters, log_dir: Path) -> dict[str, A
         argv = [python if a == "{python}" else a for a in job.argv]
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(
-                argv,
-                cwd=ROOT,
-                env=child_env(),
-                capture_output=True,
-                text=True,
-                timeout=job.timeout_s,
-                stdin=subprocess.DEVNULL,
-            )
+            proc = _spawn(argv, job)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
         wall = time.perf_counter() - t0
@@ -129,15 +134,7 @@ def run_once(job: Job, interpreters: Interpreters, log_dir: Path) -> dict[str, A
         str(out_path),
     ]
     try:
-        proc = subprocess.run(
-            argv,
-            cwd=ROOT,
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=job.timeout_s,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = _spawn(argv, job)
         log_path.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
         try:
             result = json.loads(out_path.read_text() or "null")
