@@ -54,8 +54,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         type=Path,
-        default=ROOT / "benchmarks" / "results.md",
-        help="markdown file to write",
+        help="markdown file to write (default: benchmarks/results.md for a full run; "
+        "a --quick or --only run goes to benchmarks/.work/results-partial.md, so a smoke "
+        "run never replaces the published figures)",
     )
     parser.add_argument(
         "--upgrade-rivals", action="store_true", help="pip install --upgrade the rivals' venv"
@@ -207,8 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks " + shlex.join(argv if argv is not None else sys.argv[1:])
     facts = machine_facts(versions)
     facts.append(("load average (1 min), before / after", f"{load_before} / {_load()}"))
-    write_markdown(args.out, sections, facts, command.strip(), args.quick, reps_used, notes)
-    log(f"wrote {args.out}")
+    out = args.out
+    if out is None:
+        partial = args.quick or args.only
+        out = WORK / "results-partial.md" if partial else ROOT / "benchmarks" / "results.md"
+    write_markdown(out, sections, facts, command.strip(), args.quick, reps_used, notes)
+    log(f"wrote {out}")
     return 0
 
 
