@@ -230,13 +230,11 @@ class Flow:
     ) -> Flow:
         """Declare the flow input `name` (a string unless `type` says otherwise) and feed
         the step key `target` from it: ``set_input("chat.prompt", "prompt")``."""
-        declared: dict[str, Any] = {"type": type, **schema}
         if description is not None:
-            declared["description"] = description
+            schema["description"] = description
         if default is not _MISSING:
-            declared["default"] = default
-        self._inputs[name] = declared
-        return self.set_data_map(target, f"inputs.{name}")
+            schema["default"] = default
+        return self.add_input(name, type, **schema).set_data_map(target, f"inputs.{name}")
 
     def add_input(self, name: str, type: str = "string", **schema: Any) -> Flow:
         """Declare a flow input without wiring it (templates read it as ``inputs.NAME``)."""

@@ -23,11 +23,10 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .templates import CompiledTemplate, TemplateRenderError
+from .templates import TemplateRenderError
 
 if TYPE_CHECKING:
     from .engine import StepContext, StepOutcome
-    from .graph import StepSpec
 
 __all__ = ["StepCache", "CACHEABLE_KINDS", "step_cache_key"]
 
@@ -36,25 +35,9 @@ CACHEABLE_KINDS: frozenset[str] = frozenset({"llm", "template"})
 _DEFAULT_MAX_ENTRIES = 4096
 
 
-def _plain(value: Any) -> Any:
-    """Config values as plain data for hashing (templates by their source)."""
-    if isinstance(value, CompiledTemplate):
-        return {"template": value.source}
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _digest(data: Any) -> str:
     text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _definition(spec: StepSpec) -> str:
-    """The step's definition: the compiler's fingerprint, else a hash of its config."""
-    return spec.fingerprint or _digest({"kind": spec.kind, "config": _plain(spec.config)})
 
 
 def step_cache_key(ctx: StepContext) -> str | None:
@@ -68,15 +51,15 @@ def step_cache_key(ctx: StepContext) -> str | None:
     except TemplateRenderError:
         return None
     window = spec.config.get("memory_window")
-    memory = {
+    memory = {  # memory_ids holds the step's own memory_id too
         mid: ctx.memory.history(mid, window if mid == spec.memory_id else None)
-        for mid in sorted(spec.memory_ids | ({spec.memory_id} if spec.memory_id else set()))
+        for mid in sorted(spec.memory_ids)
     }
     return _digest(
         {
             "path": ctx.path,
             "kind": spec.kind,
-            "definition": _definition(spec),
+            "definition": spec.fingerprint,
             "resolved": resolved,
             "memory": memory,
         }

@@ -33,7 +33,7 @@ import click
 from .errors import Diagnostic, InputError, TimbalError
 from .graph import ExecutionGraph
 from .savers.base import Saver
-from .watch import FileStamps, recompile, say
+from .watch import FileStamps, describe_paths, recompile, say
 
 __all__ = ["ChatSession", "Turn", "chat", "line_input_name"]
 
@@ -76,7 +76,7 @@ def line_input_name(graph: ExecutionGraph) -> str:
 
 def reply_text(outputs: Any) -> str:
     """A run's outputs as one reply: the text of a single string output, else compact JSON."""
-    from .cli.run_cmds import single_text_output
+    from .tools import single_text_output
 
     text = single_text_output(outputs)
     if text is not None:
@@ -91,16 +91,15 @@ class ChatSession:
         self,
         flow: Path,
         assignments: tuple[str, ...] = (),
-        saver: Saver | None = None,
-        parent: str | None = None,
+        saver_uri: str | None = None,
         use_cache: bool = True,
         as_json: bool = False,
         interactive: bool = False,
         stream: bool = False,
     ) -> None:
         from .cache import StepCache
+        from .cli.run_cmds import open_saver
         from .compiler import compile_file
-        from .flow import saver_for_graph
 
         self.flow = flow
         self.assignments = assignments
@@ -113,8 +112,9 @@ class ChatSession:
         self.stamps = FileStamps({flow, *self.graph.files}, before)
         self.line_input = line_input_name(self.graph)
         self._check_inputs(self.graph, "")  # bad -i values: exit 2 before the first turn
-        self.saver: Saver = saver if saver is not None else saver_for_graph(self.graph)
-        self.turns: list[Turn] = self._branch(parent) if parent else []
+        # Opened last: nothing after it can fail, so the caller always gets it to close.
+        self.saver: Saver = open_saver(self.graph, saver_uri)
+        self.turns: list[Turn] = []
 
     # -- the branch ----------------------------------------------------------------------
     @property
@@ -150,8 +150,6 @@ class ChatSession:
         changed = self.stamps.changed()
         if not changed:
             return
-        from .watch import describe_paths
-
         base = Path(self.flow).resolve().parent
         graph, self.stamps = recompile(self.flow, self.stamps)
         if graph is None:
@@ -312,15 +310,14 @@ def chat(
 ) -> int:
     """`timbal chat FLOW`: read lines until EOF or /quit; the exit code (0, or 130 when a
     piped chat is interrupted)."""
-    from .savers import saver_from_uri
-
     interactive = sys.stdin.isatty()
-    saver = saver_from_uri(saver_uri) if saver_uri else None
     session = ChatSession(
-        flow, assignments, saver, parent, use_cache, as_json, interactive, sys.stdout.isatty()
+        flow, assignments, saver_uri, use_cache, as_json, interactive, sys.stdout.isatty()
     )
     try:
-        if cont:
+        if parent:
+            session.turns = session._branch(parent)
+        elif cont:
             latest = session.saver.latest(session.graph.name)
             if latest is not None:
                 session.turns = session._branch(latest.run_id)

@@ -24,7 +24,7 @@ from jinja2 import TemplateSyntaxError
 from .errors import Diagnostic, FlowError, Location, did_you_mean
 from .graph import STEP_KINDS, ExecutionGraph, InputSpec, SaverSpec, StepSpec, freeze
 from .loader import Document, PathKey, load_document
-from .schema import flow_check, load_schema
+from .schema import JSON_TYPES, flow_check, load_schema
 from .secrets import SECRET_NAME
 from .templates import JINJA_GLOBALS, CompiledTemplate, compile_template, is_template
 from .tools import flow_tool_name
@@ -53,7 +53,7 @@ _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "agent": {"timeout": 60, "retries": 2, "max_iterations": 10},
     "flow": {"memory": "shared"},
 }
-_JSON_TYPES: dict[str, str] = {
+_TYPE_WORDS: dict[str, str] = {
     "string": "a string",
     "integer": "an integer",
     "number": "a number",
@@ -80,10 +80,10 @@ def compile_file(path: str | os.PathLike[str]) -> ExecutionGraph:
 
 def compile_document(doc: Document) -> ExecutionGraph:
     """Compile an already loaded Document. Raises FlowError with every error."""
-    session = _Session()
-    if doc.path and not doc.path.startswith("<"):
-        session.stack.append(Path(doc.path).resolve())
-    return _FlowCompiler(doc, session).compile()
+    compiler = _FlowCompiler(doc, _Session())
+    if compiler.real_path is not None:  # a sub-flow that leads back to it is a cycle
+        compiler.session.stack.append(compiler.real_path)
+    return compiler.compile()
 
 
 def compile_spec(
@@ -375,7 +375,7 @@ class _FlowCompiler:
         elif v == "type":
             want = schema.get("type")
             wants = want if isinstance(want, list) else [want]
-            words = " or ".join(_JSON_TYPES.get(w, str(w)) for w in wants)
+            words = " or ".join(_TYPE_WORDS.get(w, str(w)) for w in wants)
             hint = None
             if len(path) == 2 and path[0] == "inputs" and isinstance(inst, str):
                 hint = f"write `{path[1]}: {{type: {inst}}}`"
@@ -489,7 +489,8 @@ class _FlowCompiler:
             out.append(
                 InputSpec(
                     name=name,
-                    schema=freeze(spec),
+                    # `required` is the flow's flag (kept above), not JSON Schema's list of keys.
+                    schema=freeze({k: v for k, v in spec.items() if k != "required"}),
                     required=required,
                     default=spec.get("default"),
                     location=self.doc.location(("inputs", name), key=True),
@@ -503,7 +504,7 @@ class _FlowCompiler:
         types = spec.get("type")
         types = [types] if isinstance(types, str) else types
         if isinstance(types, list) and types and not any(_is_type(default, t) for t in types):
-            words = " or ".join(_JSON_TYPES.get(t, str(t)) for t in types if isinstance(t, str))
+            words = " or ".join(_TYPE_WORDS.get(t, str(t)) for t in types if isinstance(t, str))
             self.error(f"input '{name}': default {json.dumps(default, default=str)} is not {words}", path)
             return
         enum = spec.get("enum")
@@ -756,7 +757,7 @@ class _FlowCompiler:
         here = self.base_dir
         for j, part in enumerate(parts):
             last = j == len(parts) - 1
-            if (here / f"{part}.py").is_file() and last:
+            if last and (here / f"{part}.py").is_file():
                 self.files.add((here / f"{part}.py").resolve())
                 return
             if (here / part / "__init__.py").is_file():
@@ -962,23 +963,9 @@ def _required_only(subschemas: Any) -> bool:
 
 
 def _is_type(value: Any, name: Any) -> bool:
-    if name == "string":
-        return isinstance(value, str)
-    if name == "integer":
-        return isinstance(value, int) and not isinstance(value, bool) or (
-            isinstance(value, float) and value.is_integer()
-        )
-    if name == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if name == "boolean":
-        return isinstance(value, bool)
-    if name == "array":
-        return isinstance(value, list)
-    if name == "object":
-        return isinstance(value, dict)
-    if name == "null":
-        return value is None
-    return True
+    """Whether `value` is of JSON type `name` (an unknown name, reported by the schema, passes)."""
+    test = JSON_TYPES.get(name) if isinstance(name, str) else None
+    return test is None or test(value)
 
 
 def _find_cycle(nodes: set[str], deps: Mapping[str, set[str]], index: Mapping[str, int]) -> list[str] | None:
@@ -992,8 +979,7 @@ def _find_cycle(nodes: set[str], deps: Mapping[str, set[str]], index: Mapping[st
         while cur is not None and cur not in pos:
             pos[cur] = len(path)
             path.append(cur)
-            nxt = sorted((d for d in deps[cur] if d in remaining), key=lambda n: index[n])
-            cur = nxt[0] if nxt else None
+            cur = min((d for d in deps[cur] if d in remaining), key=lambda n: index[n], default=None)
         if cur is not None:
             return path[pos[cur]:] + [cur]
         remaining -= set(path)  # a dead end: these only wait on other cycles

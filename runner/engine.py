@@ -25,7 +25,7 @@ from .events import Event
 from .graph import ExecutionGraph, StepSpec
 from .ids import new_run_id
 from .memory import ConversationStore, MemoryView
-from .savers.base import RunRecord, Saver, StepRecord, encode_json, steps_delta
+from .savers.base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
 from .secrets import Redactor
 from .templates import TemplateRenderError, render_value
 
@@ -218,7 +218,6 @@ class StepContext:
         self.spec = spec
         self.path = scope.path(spec.id)
         self.memory = scope.memory
-        self.run_id = scope.run.run_id
         self.base_dir = scope.graph.path.parent if scope.graph.path else None
         self._run = scope.run
 
@@ -345,7 +344,6 @@ class Engine:
         resume_id: str | None = None,
         listener: Listener | None = None,
         stream: bool | frozenset[str] = False,
-        run_id: str | None = None,
     ) -> RunResult:
         """Run the flow once. `inputs` must already be prepared (see runner.inputs).
 
@@ -363,16 +361,10 @@ class Engine:
             inputs = old.inputs if not inputs else inputs
             prior = _resumable({s.step_id: s for s in old.steps if s.status == "succeeded"})
             seq = max((s.seq for s in old.steps), default=0)
-            base = saver.load_memory(parent_id) if parent_id else {}
-            store = ConversationStore(base)
-            for mid, msgs in steps_delta(prior.values()).items():
-                store.append(mid, msgs)
             record = old
             record.status, record.ended_at, record.error = "running", None, None
         else:
-            base = saver.load_memory(parent_id) if parent_id else {}
-            store = ConversationStore(base)
-            run_id = run_id or new_run_id()
+            run_id = new_run_id()
             record = RunRecord(
                 run_id=run_id,
                 parent_id=parent_id,
@@ -381,7 +373,10 @@ class Engine:
                 flow_hash=self.graph.content_hash,
                 inputs=redactor(inputs),
             )
-        record.steps = []
+        base = saver.load_memory(parent_id) if parent_id else {}
+        store = ConversationStore(base)
+        for mid, msgs in steps_delta(prior.values()).items():  # a resumed run's kept steps
+            store.append(mid, msgs)
         saver.start_run(record)
         run = _RunState(
             run_id, parent_id, saver, redactor, listener, stream, self.max_concurrency, prior, seq
@@ -441,9 +436,9 @@ class Engine:
         run = scope.run
         path = scope.path(spec.id)
         dep_status = [scope.status.get(d) for d in spec.data_deps]
-        if scope.halted or any(s in ("failed", "not_run") for s in dep_status):
+        if scope.halted or "failed" in dep_status:
             return "not_run"
-        if any(scope.status.get(d) == "not_run" for d in spec.deps):
+        if any(scope.status.get(d) == "not_run" for d in spec.deps):  # data deps among them
             return "not_run"
         old = run.prior.get(path)
         if old is not None:
@@ -462,12 +457,14 @@ class Engine:
             if cached is not None:
                 outcome: StepOutcome = cached
             else:
-                run.emit(ev.STEP_STARTED, path, kind=spec.kind)
                 executor = executor_for(spec.kind)
                 if spec.kind in _LEAF_KINDS:
-                    async with run.slots:
+                    async with run.slots:  # a step starts when it has a slot, not before
+                        started = time.time()
+                        run.emit(ev.STEP_STARTED, path, kind=spec.kind)
                         outcome = await executor(ctx)
                 else:
+                    run.emit(ev.STEP_STARTED, path, kind=spec.kind)
                     outcome = await executor(ctx)
         except asyncio.CancelledError:
             raise
@@ -574,11 +571,7 @@ def _final_memory(
 ) -> dict[str, list[dict[str, Any]]]:
     """A finished run's memory exactly as its saver would load it: the memory it started
     from, then what its saved step records added, through JSON as a store keeps them."""
-    memory = {mid: list(msgs) for mid, msgs in base.items()}
-    delta = json.loads(encode_json(steps_delta(saved.values())))
-    for mid, msgs in delta.items():
-        memory.setdefault(mid, []).extend(msgs)
-    return memory
+    return join_deltas([base, json.loads(encode_json(steps_delta(saved.values())))])
 
 
 def resolve_run_id(saver: Saver, run_id: str | None) -> str | None:

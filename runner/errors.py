@@ -8,7 +8,8 @@ offending line with a caret under the column.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,9 +80,9 @@ class FlowError(TimbalError):
 
     def format(self, color: bool = False, frames: bool = True) -> str:
         """All diagnostics, each with its code frame, as a compiler prints them."""
-        parts = [
-            format_diagnostic(d, self.sources, color=color, frame=frames) for d in self.diagnostics
-        ]
+        # Each file split (or read) once for all diagnostics in it.
+        lines_of = functools.cache(lambda path: _source_lines(path, self.sources))
+        parts = [_format(d, lines_of, color, frames) for d in self.diagnostics]
         if frames and len(self.diagnostics) > 1:
             parts.append(f"{len(self.diagnostics)} errors")
         return "\n".join(parts)
@@ -139,30 +140,30 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
-_source_cache: dict[str, list[str]] = {}
-
-
 def _source_lines(path: str, sources: dict[str, str]) -> list[str] | None:
+    """The lines of `path`: from `sources`, else read now (never kept: the file may be edited)."""
     if path in sources:
         return sources[path].splitlines()
-    if path not in _source_cache:
-        try:
-            _source_cache[path] = Path(path).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            return None
-    return _source_cache[path]
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def format_diagnostic(
     diag: Diagnostic, sources: dict[str, str] | None = None, color: bool = False, frame: bool = True
 ) -> str:
     """``path:line:col: error: message``, then the line and a caret under the column."""
+    return _format(diag, lambda path: _source_lines(path, sources or {}), color, frame)
+
+
+def _format(diag: Diagnostic, lines_of: Callable[[str], list[str] | None], color: bool, frame: bool) -> str:
     red, bold, dim, reset = ("\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m") if color else ("",) * 4
     loc = diag.location
     head = f"{bold}{loc}: {reset}" if loc else ""
     out = [f"{head}{red}{bold}{diag.severity}:{reset} {diag.message}"]
     if frame and loc is not None:
-        lines = _source_lines(loc.path, sources or {})
+        lines = lines_of(loc.path)
         if lines is not None and 1 <= loc.line <= len(lines):
             text = lines[loc.line - 1].replace("\t", " ")
             gutter = f"{loc.line:>5} | "

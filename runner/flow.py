@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .engine import Engine, RunResult, environ_view, resolve_run_id
 from .errors import FlowError
-from .events import RUN_FINISHED, Event
+from .events import Event
 from .graph import ExecutionGraph
 from .inputs import prepare_inputs
 from .savers.base import Saver
@@ -34,7 +34,7 @@ def saver_for_graph(graph: ExecutionGraph) -> Saver:
 
     spec = graph.saver
     if spec is None:
-        return saver_from_config("in_memory", {}, graph.path.parent if graph.path else None)
+        return saver_from_config("in_memory", {})
     try:
         options = render_value(dict(spec.options), {"env": environ_view(), "inputs": {}})
     except TemplateRenderError as exc:  # e.g. `dsn: "{{ env.DATABASE_URL }}"` with it unset
@@ -117,8 +117,6 @@ class RunnableFlow:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
-                if item.type == RUN_FINISHED:
-                    continue
         finally:
             if not task.done():
                 task.cancel()

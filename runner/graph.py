@@ -7,6 +7,7 @@ run time are stored as `CompiledTemplate` objects inside `StepSpec.config`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,13 +115,11 @@ class ExecutionGraph:
 
     def step(self, step_id: str) -> StepSpec:
         """The step with that id (KeyError if none)."""
-        for s in self.steps:
-            if s.id == step_id:
-                return s
-        raise KeyError(step_id)
+        return self.by_id[step_id]
 
-    @property
+    @functools.cached_property
     def by_id(self) -> Mapping[str, StepSpec]:
+        """Steps by id, built once (callers look steps up in loops over the whole flow)."""
         return MappingProxyType({s.id: s for s in self.steps})
 
     @property

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-__all__ = ["new_run_id", "run_id_time"]
+__all__ = ["new_run_id"]
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _lock = threading.Lock()
@@ -34,11 +34,3 @@ def new_run_id() -> str:
             rand = int.from_bytes(os.urandom(10), "big") >> 1  # leave room to increment
         _last_ms, _last_rand = ms, rand
     return _encode(ms, 10) + _encode(rand, 16)
-
-
-def run_id_time(run_id: str) -> float:
-    """The creation time (Unix seconds) encoded in a run id."""
-    ms = 0
-    for ch in run_id[:10].upper():
-        ms = ms * 32 + _ALPHABET.index(ch)
-    return ms / 1000

@@ -9,6 +9,7 @@ bombs, an empty file, a top level that is not a mapping) raises a located
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ class Document:
         if span is None or not isinstance(value, str):
             return self.location(path)
         offset = max(0, min(offset, len(value)))
-        lines = self.source.splitlines()
+        lines = self.lines
         if span.style == "|":
             line_in_value = value.count("\n", 0, offset)
             col_in_line = offset - (value.rfind("\n", 0, offset) + 1)
@@ -133,6 +134,11 @@ class Document:
             except (KeyError, IndexError, TypeError):
                 return None
         return node
+
+    @functools.cached_property
+    def lines(self) -> list[str]:
+        """The source's lines, split once: every located template error reads them."""
+        return self.source.splitlines()
 
     @property
     def sources(self) -> dict[str, str]:

@@ -43,11 +43,6 @@ class ConversationStore:
         """Add messages (a step's user message and reply) to a conversation."""
         self.added.setdefault(memory_id, []).extend(messages)
 
-    def snapshot(self) -> dict[str, list[Message]]:
-        """Every conversation in full, as plain lists."""
-        keys = list(dict.fromkeys([*self.base, *self.added]))
-        return {k: self.history(k) for k in keys}
-
     def view(self, namespace: str = "") -> MemoryView:
         """A view whose memory ids are prefixed by `namespace` (empty: the store itself)."""
         return MemoryView(self, namespace)
@@ -102,4 +97,6 @@ class ForkedMemoryView(MemoryView):
     def history(self, memory_id: str, window: int | None = None) -> list[Message]:
         if memory_id != self.memory_id:
             return self.parent.history(memory_id, window)
-        return window_messages(self.prefix + self.store.history(self.fork_key), window)
+        # Only what this call wrote in this run: a fork key seen in an earlier run (the same
+        # agent step and call number in the parent run) holds that run's private exchange.
+        return window_messages(self.prefix + self.store.added.get(self.fork_key, []), window)

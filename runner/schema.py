@@ -16,7 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["load_schema", "schema_text", "schema_path", "SCHEMA_URL", "compile_check", "flow_check"]
+__all__ = [
+    "load_schema", "schema_text", "schema_path", "SCHEMA_URL", "JSON_TYPES", "compile_check", "flow_check",
+]
 
 #: Where the schema is published, for editors when no local copy can be referenced.
 SCHEMA_URL = "https://timbal.dev/schemas/flow.schema.json"
@@ -53,7 +55,8 @@ def schema_path() -> Path | None:
 
 Check = Callable[[Any], bool]
 
-_TYPES: dict[str, Callable[[Any], bool]] = {
+#: JSON Schema's `type` names -> a test of a value (an integral float is an integer).
+JSON_TYPES: dict[str, Callable[[Any], bool]] = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
     or (isinstance(v, float) and v.is_integer()),
@@ -129,7 +132,7 @@ def compile_check(schema: Any, root: dict[str, Any] | None = None) -> Check:
 
     def keyword(key: str, value: Any, node: dict[str, Any]) -> Check:
         if key == "type":
-            tests = [_TYPES[t] for t in ([value] if isinstance(value, str) else value)]
+            tests = [JSON_TYPES[t] for t in ([value] if isinstance(value, str) else value)]
             return lambda v: any(t(v) for t in tests)
         if key == "$ref":
             return ref(value)
@@ -143,7 +146,7 @@ def compile_check(schema: Any, root: dict[str, Any] | None = None) -> Check:
         if key in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
             op = {"minimum": operator.ge, "exclusiveMinimum": operator.gt,
                   "maximum": operator.le, "exclusiveMaximum": operator.lt}[key]
-            return lambda v: not _TYPES["number"](v) or op(v, value)
+            return lambda v: not JSON_TYPES["number"](v) or op(v, value)
         if key in ("minLength", "maxLength"):
             op = operator.ge if key == "minLength" else operator.le
             return lambda v: not isinstance(v, str) or op(len(v), value)

@@ -22,12 +22,8 @@ _MIN_LEN = 4  # shorter values would redact ordinary words
 class Redactor:
     """Replaces every occurrence of a secret value inside strings of nested data."""
 
-    def __init__(self, names: Iterable[str] = (), environ: dict[str, str] | None = None) -> None:
-        wanted = frozenset(names)
-        if environ is None:
-            self._values: set[str] = set(_environ_secrets(wanted))
-        else:
-            self._values = _secrets_in(environ, wanted)
+    def __init__(self, names: Iterable[str] = ()) -> None:
+        self._values: set[str] = set(_environ_secrets(frozenset(names)))
         self._pattern: re.Pattern[str] | None = None
         self._compile()
 
@@ -93,7 +89,7 @@ def secret_param_values(params: dict[str, Any]) -> list[Any]:
     """Values of provider params that are credentials (api_key, header values)."""
     out: list[Any] = []
     for key, value in params.items():
-        if key in ("api_key", "token", "password") or SECRET_NAME.search(key):
+        if SECRET_NAME.search(key):  # api_key, token, password, ...
             out.append(value)
         elif key in ("headers", "extra_headers") and isinstance(value, dict):
             out.extend(value.values())

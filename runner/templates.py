@@ -7,6 +7,7 @@ names raise, never render as empty text.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,9 +38,7 @@ _env = ImmutableSandboxedEnvironment(
     keep_trailing_newline=True,
     extensions=["jinja2.ext.loopcontrols"],
 )
-_env.filters["tojson"] = lambda v, indent=None: __import__("json").dumps(
-    v, indent=indent, ensure_ascii=False, default=str
-)
+_env.filters["tojson"] = lambda v, indent=None: json.dumps(v, indent=indent, ensure_ascii=False, default=str)
 
 #: Names Jinja provides itself; a step may not be named after one.
 JINJA_GLOBALS: frozenset[str] = frozenset(_env.globals) | {"true", "false", "none", "True", "False", "None"}
@@ -201,23 +200,20 @@ def _simple_references(source: str) -> tuple[Reference, ...] | None:
 
 def compile_template(source: str) -> CompiledTemplate:
     """Parse `source`. Raises jinja2.TemplateSyntaxError (with .lineno) on bad syntax."""
-    simple = _simple_references(source)
-    if simple is not None:
-        match = _SINGLE_EXPR.match(source)
-        if match and len(_FIELD.findall(source)) == 1:
-            expr = match.group("expr")
-            fn = _Deferred(lambda: _env.compile_expression(expr, undefined_to_none=False))
-            return CompiledTemplate(source, simple, True, fn)
-        return CompiledTemplate(source, simple, False, _Deferred(lambda: _env.from_string(source)))
-    ast = _env.parse(source)
-    _check_names(ast)
-    refs = _references(ast)
     match = _SINGLE_EXPR.match(source)
-    # e.g. "{{ a }} and {{ b }}" is not a single expression
-    if match and _is_expression(expr := match.group("expr")):
+    refs = _simple_references(source)
+    ast: nodes.Template | None = None
+    if refs is None:
+        ast = _env.parse(source)
+        _check_names(ast)
+        refs = _references(ast)
+    # Text made only of fields holds one field when it is one `{{ }}`; otherwise ask Jinja.
+    if match and (ast is None or _is_expression(match.group("expr"))):
+        expr = match.group("expr")
         native = _Deferred(lambda: _env.compile_expression(expr, undefined_to_none=False))
         return CompiledTemplate(source, refs, True, native)
-    return CompiledTemplate(source, refs, False, _Deferred(lambda: _env.from_string(ast)))
+    text = source if ast is None else ast
+    return CompiledTemplate(source, refs, False, _Deferred(lambda: _env.from_string(text)))
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:

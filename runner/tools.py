@@ -42,6 +42,7 @@ __all__ = [
     "check_arguments",
     "convert_arguments",
     "result_text",
+    "single_text_output",
 ]
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -173,8 +174,9 @@ def type_schema(annotation: Any) -> dict[str, Any]:
         return schema
     if annotation is dict or origin is dict or _is_abc(origin, "Mapping"):
         schema = {"type": "object"}
-        if len(args) == 2 and type_schema(args[1]):
-            schema["additionalProperties"] = type_schema(args[1])
+        value_schema = type_schema(args[1]) if len(args) == 2 else {}
+        if value_schema:
+            schema["additionalProperties"] = value_schema
         return schema
     if hasattr(annotation, "model_json_schema"):  # a pydantic model
         return dict(annotation.model_json_schema())
@@ -445,10 +447,19 @@ def result_text(value: Any, outputs: bool = False) -> str:
     """
     from .steps.python import to_plain
 
-    if outputs and isinstance(value, Mapping) and len(value) == 1:
-        (only,) = value.values()
-        if isinstance(only, str):
-            return only
+    text = single_text_output(value) if outputs else None
+    if text is not None:
+        return text
     if isinstance(value, str):
         return value
     return json.dumps(to_plain(value), ensure_ascii=False)
+
+
+def single_text_output(outputs: Any) -> str | None:
+    """The text of a flow's outputs when they are exactly one string (what `timbal run`
+    prints alone, `timbal chat` replies and a flow tool answers), else None."""
+    if isinstance(outputs, Mapping) and len(outputs) == 1:
+        (value,) = outputs.values()
+        if isinstance(value, str):
+            return value
+    return None

@@ -34,6 +34,7 @@ import click
 
 from .errors import FlowError, InputError, TimbalError
 from .graph import ExecutionGraph
+from .steps.python import file_stamp
 
 __all__ = [
     "FileStamps",
@@ -55,14 +56,6 @@ SEPARATOR = "──"
 Stamp = tuple[int, int] | None
 
 
-def _stamp(path: Path) -> Stamp:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
 class FileStamps:
     """The (mtime, size) of a set of files at one moment; tells which changed since."""
 
@@ -70,7 +63,7 @@ class FileStamps:
         self.paths: frozenset[Path] = frozenset(Path(os.path.realpath(p)) for p in paths)
         known = earlier._stamps if earlier is not None else {}
         # Files `earlier` knew keep the stamp it took; the others are stamped now.
-        self._stamps: dict[Path, Stamp] = {p: known[p] if p in known else _stamp(p) for p in self.paths}
+        self._stamps: dict[Path, Stamp] = {p: known[p] if p in known else file_stamp(p) for p in self.paths}
         self.names: frozenset[str] = frozenset(str(p) for p in self.paths)
 
     @property
@@ -80,7 +73,7 @@ class FileStamps:
 
     def changed(self) -> list[Path]:
         """The files whose stamp differs from when this snapshot was taken, sorted."""
-        return sorted(p for p in self.paths if _stamp(p) != self._stamps[p])
+        return sorted(p for p in self.paths if file_stamp(p) != self._stamps[p])
 
 
 def forget_bytecode(paths: Iterable[Path]) -> None:
@@ -300,13 +293,15 @@ def watch_and_run(
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, _terminate)
-    session = WatchSession(flow, assignments, inputs_file, saver_uri, as_json, use_cache)
-    try:
-        code = session.loop()
-    except KeyboardInterrupt:
-        code = 130
+    try:  # the caller's SIGTERM handler comes back even when the flow is invalid from the start
+        session = WatchSession(flow, assignments, inputs_file, saver_uri, as_json, use_cache)
+        try:
+            code = session.loop()
+        except KeyboardInterrupt:
+            code = 130
+        finally:
+            session.saver.close()
     finally:
-        session.saver.close()
         signal.signal(signal.SIGTERM, previous)
     if code == 130:
         say(f"{SEPARATOR} stopped after {session.runs} run(s)")

@@ -7,7 +7,6 @@ model, and the CLI as a subprocess.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -531,7 +530,6 @@ def test_cli_runs_the_example_agent_offline():
 
 
 def test_example_flow_tool_reads_the_agent_conversation():
-    started = time.perf_counter()
     result = load_flow(ROOT / "flows" / "agent.yaml").run_sync(
         {"prompt": 'call recap {"focus": "numbers"}'}
     )
@@ -540,7 +538,6 @@ def test_example_flow_tool_reads_the_agent_conversation():
     assert result.outputs == {
         "answer": "echo (2 messages): Recap the conversation so far in one line, focusing on numbers."
     }
-    assert time.perf_counter() - started < 5
 
 
 @pytest.mark.parametrize("prompt", ['call multiply {"a": 6, "b": 7}'])
@@ -606,3 +603,29 @@ def count(label: str) -> str:
     assert calls.read_text().splitlines() == ["first", "second"]
     tool_result = [m for m in openai_server.requests[-1]["messages"] if m["role"] == "tool"]
     assert [m["content"] for m in tool_result] == ["counted second"]
+
+
+def test_a_continued_run_flow_tool_does_not_see_an_earlier_runs_tool_exchange(
+    tmp_path, openai_server
+):
+    recap_flow(tmp_path, openai_server)
+    flow = load_flow(agent_flow(tmp_path, openai_server, "{flow: recap.yaml}"))
+    saver = InMemorySaver()
+    call = {"id": "call_r", "name": "recap", "arguments": {"focus": "names"}}
+    openai_server.queue(FakeReply(tool_calls=[call]), "First recap.", "Done once.")
+    first = flow.run_sync({"prompt": "Recap please"}, saver=saver)
+    assert first.ok, first.error
+    openai_server.queue(FakeReply(tool_calls=[call]), "Second recap.", "Done twice.")
+    second = flow.run_sync({"prompt": "Again"}, saver=saver, parent_id=first.run_id)
+    assert second.ok, second.error
+    # The second run's tool reads the agent's conversation so far, and nothing of the
+    # private exchange the first run's tool had under the same call name.
+    child_request = openai_server.requests[4]["messages"]
+    assert [m.get("content") for m in child_request] == [
+        "Recap please",
+        None,
+        "First recap.",
+        "Done once.",
+        "Again",
+        "Recap, focusing on names.",
+    ]

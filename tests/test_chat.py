@@ -4,6 +4,7 @@ The echo model shows the memory: its reply counts the messages it was sent."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -174,3 +175,30 @@ def test_a_flow_without_a_line_input_is_refused_with_exit_2(tmp_path):
     proc = chat(path, ["hello"])
     assert proc.returncode == 2
     assert "prompt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+@pytest.mark.parametrize("cause", ["unknown parent run", "no input for chat lines"])
+def test_a_chat_that_cannot_start_leaves_no_state_file_open(tmp_path, cause):
+    from runner.chat import chat as run_chat
+    from runner.errors import TimbalError
+
+    inputs = "inputs: {prompt: {type: string}}" if cause == "unknown parent run" else ""
+    path = write(tmp_path / "c.yaml", f"""
+        version: 1
+        name: c
+        {inputs}
+        steps:
+          - id: reply
+            model: echo
+            prompt: hi
+        """)
+    parent = "no-such-run" if cause == "unknown parent run" else None
+    before = _open_fds()
+    with pytest.raises(TimbalError):
+        run_chat(path, saver_uri=f"jsonl:{tmp_path / 'state.jsonl'}", parent=parent)
+    assert _open_fds() == before

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
-from testkit import FAKE_API_KEY, fake_defaults, write
+from testkit import FAKE_API_KEY, fake_defaults, overlapped, write
 
 from runner import InMemorySaver, load_flow
 from runner.errors import InputError
@@ -80,11 +79,9 @@ def test_independent_steps_run_at_the_same_time(tmp_path):
         f"  - {{id: s{i}, model: echo, prompt: p{i}, params: {{delay: 0.3}}}}" for i in range(5)
     )
     flow = write(tmp_path / "flow.yaml", f"version: 1\nname: fan\nsteps:\n{steps}\n")
-    started = time.perf_counter()
     result = load_flow(flow).run_sync()
-    elapsed = time.perf_counter() - started
     assert result.ok
-    assert elapsed < 1.0, f"5 independent 0.3 s steps took {elapsed:.2f} s: they did not overlap"
+    assert overlapped(result.steps.values()), "5 independent steps did not overlap"
 
 
 def test_max_concurrency_bounds_parallel_steps(tmp_path):
@@ -92,9 +89,10 @@ def test_max_concurrency_bounds_parallel_steps(tmp_path):
         f"  - {{id: s{i}, model: echo, prompt: p{i}, params: {{delay: 0.2}}}}" for i in range(4)
     )
     flow = write(tmp_path / "flow.yaml", f"version: 1\nname: fan\nsettings: {{max_concurrency: 1}}\nsteps:\n{steps}\n")
-    started = time.perf_counter()
-    assert load_flow(flow).run_sync().ok
-    assert time.perf_counter() - started >= 0.75
+    result = load_flow(flow).run_sync()
+    assert result.ok
+    spans = sorted((r.started_at, r.ended_at) for r in result.steps.values())
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
 
 
 def test_memory_window_sends_only_the_last_messages(tmp_path, server):

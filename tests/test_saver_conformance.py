@@ -7,6 +7,7 @@ how "reopening sees everything" is checked.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import stat
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from runner.errors import InputError, RunNotFound
+from runner.errors import InputError, RunNotFound, SaverError
 from runner.ids import new_run_id
 from runner.savers import (
     InMemorySaver,
@@ -198,6 +199,15 @@ def test_memory_follows_a_chain_of_three_runs(saver: Saver) -> None:
     ]
     assert saver.memory_delta(c) == (b, {"session": [msg("user", "three"), msg("assistant", "re: three")]})
     assert list(saver.ancestry(c)) == [c, b, a]
+
+
+def test_a_cycle_in_the_ancestry_is_an_error_not_an_endless_walk(saver: Saver) -> None:
+    a, b = new_run_id(), new_run_id()
+    saver.start_run(RunRecord(a, b, "chat", None, "hash"))  # a damaged store: a <-> b
+    saver.start_run(RunRecord(b, a, "chat", None, "hash"))
+    for walk in (saver.ancestry, saver.load_memory):
+        with pytest.raises(SaverError, match="its own ancestor|cycle"):
+            list(itertools.islice(walk(a), 10))  # bounded, so the old endless walk fails
 
 
 def test_branches_never_see_each_others_messages(saver: Saver) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import PROVIDER_VARS, TIMBAL, child_env, start_timbal, timbal, write
+from testkit import PROVIDER_VARS, TIMBAL, child_env, overlapped, start_timbal, timbal, write
 
 from runner import (
     FlowError,
@@ -365,10 +365,9 @@ def test_steps_with_no_path_between_them_run_at_the_same_time(tmp_path):
           - {id: b, model: echo, prompt: b, params: {delay: 0.4}}
           - {id: c, model: echo, prompt: c, params: {delay: 0.4}}
         """)
-    flow = load_flow(path)
-    start = time.perf_counter()
-    assert flow.run_sync({}).status == "succeeded"
-    assert time.perf_counter() - start < 1.0
+    result = load_flow(path).run_sync({})
+    assert result.status == "succeeded"
+    assert overlapped(result.steps.values())
 
 
 def test_a_step_that_reads_another_runs_after_it(tmp_path):
@@ -777,9 +776,8 @@ def test_different_memory_ids_run_independently(tmp_path):
           - {id: b, model: echo, memory_id: m2, prompt: two, params: {delay: 0.4}}
         outputs: {a: "{{ a.return }}", b: "{{ b.return }}"}
         """)
-    start = time.perf_counter()
     result = load_flow(path).run_sync({})
-    assert time.perf_counter() - start < 0.75
+    assert overlapped(result.steps.values())
     assert result.outputs == {"a": "echo (1 message): one", "b": "echo (1 message): two"}
 
 

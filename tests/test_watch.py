@@ -182,3 +182,16 @@ def test_an_invalid_flow_at_start_exits_2(watch, flow):
     edit(flow, "steps:", "stepz:")
     live = watch("flow.yaml", "-i", "name=Ada")
     assert live.proc.wait(timeout=WAIT) == 2
+
+
+def test_an_invalid_flow_at_start_gives_back_the_callers_sigterm_handler(flow):
+    import signal
+
+    from runner.errors import FlowError
+    from runner.watch import watch_and_run
+
+    edit(flow, "steps:", "stepz:")
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(FlowError):
+        watch_and_run(flow, ("name=Ada",), None, None, False, True)
+    assert signal.getsignal(signal.SIGTERM) is before

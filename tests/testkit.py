@@ -144,3 +144,8 @@ class LiveProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=WAIT)
+
+
+def overlapped(records) -> bool:
+    """Whether the steps behind these records ran at the same time (all started before any ended)."""
+    return max(r.started_at for r in records) < min(r.ended_at for r in records)

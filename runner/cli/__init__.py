@@ -11,7 +11,7 @@ from __future__ import annotations
 # Importing the modules registers their commands on `main`.
 from . import chat_cmds as _chat_cmds  # noqa: F401  chat
 from . import compile_cmds as _compile_cmds  # noqa: F401  validate, graph, schema, init
-from . import run_cmds as _run_cmds  # noqa: F401  run, chat
+from . import run_cmds as _run_cmds  # noqa: F401  run
 from . import runs_cmds as _runs_cmds  # noqa: F401  runs list|show|tree|delete
 from .base import main
 

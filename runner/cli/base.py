@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -67,8 +68,6 @@ def is_debug() -> bool:
 
 def use_color(stream: Any = None) -> bool:
     stream = stream or sys.stderr
-    import os
-
     return hasattr(stream, "isatty") and stream.isatty() and "NO_COLOR" not in os.environ
 
 

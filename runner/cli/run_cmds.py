@@ -34,8 +34,8 @@ def read_inputs(graph: Any, assignments: tuple[str, ...], inputs_file: str | Non
             raise InputError([Diagnostic(f"--inputs {inputs_file}: expected a mapping of inputs")])
         values.update(data)
     values.update(parse_assignments(graph, list(assignments)))
-    missing = [i for i in graph.inputs if i.required and i.name not in values and "default" not in i.schema]
     required = [i for i in graph.inputs if i.required and "default" not in i.schema]
+    missing = [i for i in required if i.name not in values]
     if (
         len(missing) == 1
         and len(required) == 1
@@ -84,17 +84,10 @@ def _summary(result: Any) -> str:
     return f"run {result.run_id} {result.status} ({', '.join(parts)})"
 
 
-def single_text_output(outputs: Any) -> str | None:
-    """The text when the flow has exactly one output and it is a string."""
-    if isinstance(outputs, dict) and len(outputs) == 1:
-        (value,) = outputs.values()
-        if isinstance(value, str):
-            return value
-    return None
-
-
 def print_outputs(outputs: Any, streamed: str | None = None) -> None:
     """One string output: the text alone; anything else: JSON."""
+    from ..tools import single_text_output
+
     text = single_text_output(outputs)
     if text is not None:
         if streamed is not None and streamed == text:
@@ -224,18 +217,17 @@ def run_command(
 ) -> None:
     """Run FLOW once and print its output."""
     from ..compiler import compile_file
-    from ..errors import InputError
     from ..flow import RunnableFlow
 
     if sum(bool(x) for x in (parent, cont, resume)) > 1:
         raise click.UsageError("--parent, --continue and --resume exclude each other")
     if watch and (parent or cont or resume):
         raise click.UsageError("--watch starts every run afresh: it does not take --parent, --continue or --resume")
-    graph = compile_file(flow)
-    if watch:
+    if watch:  # the watcher compiles the flow itself, and again on every change
         from ..watch import watch_and_run
 
         sys.exit(watch_and_run(flow, assignments, inputs_file, saver_uri, as_json, not no_cache))
+    graph = compile_file(flow)
     values = read_inputs(graph, assignments, inputs_file)
     if dry_run:
         from ..inputs import prepare_inputs
@@ -255,13 +247,9 @@ def run_command(
         from ..inputs import prepare_inputs
 
         prepare_inputs(graph, values)  # input errors exit 2 before any run is recorded
-    elif not values:
-        values = {}
     runnable = RunnableFlow(graph, saver)
     try:
         code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(), saver_uri)
-    except InputError:
-        raise
     finally:
         saver.close()
     sys.exit(code)

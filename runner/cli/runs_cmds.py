@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..savers.base import RunRecord, Saver, StepRecord
+from ..savers.base import RUN_STATUSES, RunRecord, Saver, StepRecord
 from .base import handle_errors, main, print_json
 
 __all__ = ["runs", "open_runs_saver", "run_summary", "iso"]
@@ -134,7 +134,7 @@ def runs() -> None:
 
 @runs.command("list")
 @click.option("--flow", help="Only runs of this flow (its name).")
-@click.option("--status", type=click.Choice(["running", "succeeded", "failed", "interrupted"]),
+@click.option("--status", type=click.Choice(RUN_STATUSES),
               help="Only runs with this status.")
 @click.option("--limit", "-n", type=click.IntRange(min=0), default=20, show_default=True,
               help="At most this many runs (newest first); 0 for all.")

@@ -76,7 +76,7 @@ async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None)
     kwargs, provider, address = _call_arguments(litellm, request)
     if on_chunk is not None or request.stream:
         kwargs["stream"] = True
-        if "stream_options" not in kwargs and _supports(litellm, request.model, provider):
+        if "stream_options" not in kwargs and _streams_usage(litellm, request.model, provider):
             kwargs["stream_options"] = {"include_usage": True}
     try:
         return await asyncio.wait_for(
@@ -187,13 +187,13 @@ async def _call(
     return reply
 
 
-def _supports(litellm: Any, model: str, provider: str, param: str = "stream_options") -> bool:
-    """Whether litellm passes `param` to this provider (stream usage is an OpenAI extra)."""
+def _streams_usage(litellm: Any, model: str, provider: str) -> bool:
+    """Whether litellm passes `stream_options` to this provider (stream usage is an OpenAI extra)."""
     try:
         supported = litellm.get_supported_openai_params(model=model, custom_llm_provider=provider)
     except Exception:
         return False
-    return bool(supported) and param in supported
+    return bool(supported) and "stream_options" in supported
 
 
 def _reply(litellm: Any, request: ModelRequest, response: Any, address: str) -> ModelReply:

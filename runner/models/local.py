@@ -23,6 +23,7 @@ from typing import Any
 
 from ..errors import ProviderError
 from . import ChunkCallback, ModelReply, ModelRequest
+from .toolcall import message_text
 
 __all__ = ["complete", "model_path", "smollm2_path", "load_model"]
 
@@ -135,8 +136,6 @@ async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None)
     params); tools are not offered to local models. `request.timeout` bounds the call.
     """
     path = model_path(request.model)
-    if importlib.util.find_spec("llama_cpp") is None:
-        raise ProviderError(f"{request.model}: local models need llama-cpp-python: {INSTALL_HINT}")
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None] = asyncio.Queue()
     stop = threading.Event()
@@ -231,9 +230,7 @@ def _plain(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Messages as chat templates expect them: text content, tool turns as plain text."""
     out = []
     for m in messages:
-        content = m.get("content")
-        if isinstance(content, list):
-            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        content = message_text(m.get("content"))
         role = m.get("role", "user")
         if role == "tool":
             role, content = "user", f"Tool result: {content}"

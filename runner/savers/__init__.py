@@ -111,7 +111,6 @@ def saver_from_config(type: str, options: dict[str, Any], base_dir: Path | None 
     file's folder) or postgres (with `dsn`, and optionally `schema`).
     """
     kind = {"memory": "in_memory", "postgresql": "postgres"}.get(type, type)
-    options = dict(options)
     if kind == "in_memory":
         from .in_memory import InMemorySaver
 

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import RunNotFound, SaverError
 
 __all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "STEP_STATUSES", "encode_json",
-           "steps_delta"]
+           "steps_delta", "join_deltas"]
 
 _MEMORY_LOCK = threading.Lock()  # guards every saver's `remember_memory` cache
 
@@ -123,13 +123,19 @@ _RUN_FIELDS = tuple(f for f in RunRecord.__dataclass_fields__ if f != "steps")
 
 def steps_delta(steps: Iterable[StepRecord]) -> dict[str, list[dict[str, Any]]]:
     """The messages some step records added, per memory id (succeeded steps, in seq order)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for step in sorted(steps, key=lambda s: s.seq):
-        if step.status != "succeeded":
-            continue
-        for mid, msgs in step.messages.items():
-            out.setdefault(mid, []).extend(msgs)
-    return out
+    ordered = sorted(steps, key=lambda s: (s.seq, s.step_id))
+    return join_deltas(s.messages for s in ordered if s.status == "succeeded")
+
+
+def join_deltas(
+    deltas: Iterable[dict[str, list[dict[str, Any]]]],
+) -> dict[str, list[dict[str, Any]]]:
+    """Memory deltas one after another (oldest first), per memory id, in new lists."""
+    memory: dict[str, list[dict[str, Any]]] = {}
+    for delta in deltas:
+        for mid, msgs in delta.items():
+            memory.setdefault(mid, []).extend(msgs)
+    return memory
 
 
 class Saver(ABC):
@@ -227,20 +233,20 @@ class Saver(ABC):
 
     def _load_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
         """`load_memory` from the store: follows the parent chain through `memory_delta`."""
-        chain: list[dict[str, list[dict[str, Any]]]] = []
+        chain = [delta for _, delta in self._lineage(run_id)]
+        return join_deltas(reversed(chain))
+
+    def _lineage(self, run_id: str) -> Iterator[tuple[str, dict[str, list[dict[str, Any]]]]]:
+        """(id, memory delta) of `run_id`, its parent, ... up to the root; SaverError on a cycle."""
         seen: set[str] = set()
         current: str | None = run_id
         while current is not None:
             if current in seen:
                 raise SaverError(f"run {current} is its own ancestor")
             seen.add(current)
-            current, delta = self.memory_delta(current)
-            chain.append(delta)
-        memory: dict[str, list[dict[str, Any]]] = {}
-        for delta in reversed(chain):
-            for mid, msgs in delta.items():
-                memory.setdefault(mid, []).extend(msgs)
-        return memory
+            rid = current
+            current, delta = self.memory_delta(rid)
+            yield rid, delta
 
     def resolve(self, prefix: str) -> str:
         """The full run id for a unique prefix. Raises RunNotFound when none or several match."""
@@ -272,10 +278,8 @@ class Saver(ABC):
 
     def ancestry(self, run_id: str) -> Iterator[str]:
         """`run_id`, its parent, its grandparent, ... up to the root."""
-        current: str | None = run_id
-        while current is not None:
-            yield current
-            current, _ = self.memory_delta(current)
+        for rid, _ in self._lineage(run_id):
+            yield rid
 
     def descendants(self, run_id: str) -> Iterator[str]:
         """The runs below `run_id` (children, grandchildren, ...), each parent before its children."""

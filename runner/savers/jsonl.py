@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunNotFound, SaverError
-from .base import RunRecord, Saver, StepRecord, encode_json, steps_delta
+from .base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
 
 __all__ = ["JSONLSaver", "INDEX_SUFFIX"]
 
@@ -486,11 +486,7 @@ class JSONLSaver(Saver):
                 seen.add(current)
                 chain.append(current)
                 current = self._entry(current).parent_id
-            memory: dict[str, list[dict[str, Any]]] = {}
-            for rid in reversed(chain):
-                for mid, msgs in steps_delta(self._steps(rid, self._runs[rid])).items():
-                    memory.setdefault(mid, []).extend(msgs)
-            return memory
+            return join_deltas(steps_delta(self._steps(rid, self._runs[rid])) for rid in reversed(chain))
 
         result: dict[str, list[dict[str, Any]]] = self._read(read)
         return result

@@ -64,7 +64,6 @@ class PostgresSaver(SQLSaver):
                 "the postgres saver needs psycopg 3: pip install -e '.[postgres]' in a checkout, or pip install 'psycopg[binary,pool]'"
             ) from exc
         self._psycopg = psycopg
-        self._timeout = connect_timeout
         # One direct connection first: it fails fast, with the server's own reason.
         try:
             with psycopg.connect(dsn, connect_timeout=max(int(connect_timeout), 1)) as conn:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunNotFound, SaverError
-from .base import RunRecord, Saver, StepRecord, encode_json, steps_delta
+from .base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
 
 __all__ = ["SQLiteSaver", "SQLSaver", "SCHEMA_VERSION"]
 
@@ -45,6 +45,19 @@ _RUN_COLUMNS = ("run_id", "parent_id", "flow_name", "flow_path", "flow_hash", "s
 _STEP_COLUMNS = ("step_id", "seq", "status", "return_value", "error", "model", "usage",
                  "started_at", "ended_at", "attempts", "messages", "cache_key")
 _JSON_COLUMNS = frozenset({"inputs", "outputs", "usage", "return_value", "messages"})
+_STEP_ROW = ("run_id", *_STEP_COLUMNS)
+
+
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str], keep: Sequence[str] = ()) -> str:
+    """INSERT of one row that, on a clash of `key`, updates every column but `key` and `keep`."""
+    update = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in (*key, *keep))
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {update}")
+
+
+# A run started again (resume) keeps its start time; a step saved again replaces the old row.
+_UPSERT_RUN = _upsert("{runs}", _RUN_COLUMNS, ("run_id",), keep=("started_at",))
+_UPSERT_STEP = _upsert("{steps}", _STEP_ROW, ("run_id", "step_id"))
 
 
 class SQLSaver(Saver):
@@ -118,34 +131,26 @@ class SQLSaver(Saver):
     def _record(row: Sequence[Any], columns: Sequence[str]) -> dict[str, Any]:
         return {c: json.loads(v) if c in _JSON_COLUMNS else v for c, v in zip(columns, row, strict=True)}
 
-    def _exists(self, cur: Any, run_id: str) -> None:
+    def _exists(self, cur: Any, run_id: str) -> bool:
         cur.execute(self._sql("SELECT 1 FROM {runs} WHERE run_id = ?"), (run_id,))
-        if cur.fetchone() is None:
-            raise RunNotFound(f"no run with id {run_id!r}")
+        return cur.fetchone() is not None
 
     # -- writing -------------------------------------------------------------------------
     def start_run(self, run: RunRecord) -> None:
         """Record a new run, or mark an existing one running again (its steps and start time stay)."""
-        cols = ", ".join(_RUN_COLUMNS)
-        marks = ", ".join("?" for _ in _RUN_COLUMNS)
-        update = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS
-                           if c not in ("run_id", "started_at"))
-        query = (f"INSERT INTO {{runs}} ({cols}) VALUES ({marks}) "
-                 f"ON CONFLICT (run_id) DO UPDATE SET {update}")
         self.forget_memory(run.run_id)
         with self._transaction(write=True) as cur:
-            cur.execute(self._sql(query), self._values(run.to_dict(with_steps=False), _RUN_COLUMNS))
+            cur.execute(self._sql(_UPSERT_RUN),
+                        self._values(run.to_dict(with_steps=False), _RUN_COLUMNS))
 
     def save_step(self, run_id: str, step: StepRecord) -> None:
         """Record one finished step, committed before returning; the same step_id replaces it."""
-        cols = ("run_id", *_STEP_COLUMNS)
-        update = ", ".join(f"{c} = excluded.{c}" for c in _STEP_COLUMNS if c != "step_id")
-        query = (f"INSERT INTO {{steps}} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)}) "
-                 f"ON CONFLICT (run_id, step_id) DO UPDATE SET {update}")
         self.forget_memory(run_id)
         with self._transaction(write=True) as cur:
-            self._exists(cur, run_id)
-            cur.execute(self._sql(query), self._values({"run_id": run_id, **step.to_dict()}, cols))
+            if not self._exists(cur, run_id):
+                raise RunNotFound(f"no run with id {run_id!r}")
+            cur.execute(self._sql(_UPSERT_STEP),
+                        self._values({"run_id": run_id, **step.to_dict()}, _STEP_ROW))
 
     def finish_run(
         self,
@@ -265,17 +270,11 @@ class SQLSaver(Saver):
         for rid, step_id, seq, messages in rows:
             by_run.setdefault(rid, []).append(
                 StepRecord(step_id, "succeeded", seq, messages=json.loads(messages)))
-        memory: dict[str, list[dict[str, Any]]] = {}
-        for rid, _ in reversed(chain):
-            steps = sorted(by_run.get(rid, []), key=lambda s: (s.seq, s.step_id))
-            for mid, msgs in steps_delta(steps).items():
-                memory.setdefault(mid, []).extend(msgs)
-        return memory
+        return join_deltas(steps_delta(by_run.get(rid, [])) for rid, _ in reversed(chain))
 
     def _has_run(self, run_id: str) -> bool:
         with self._transaction(write=False) as cur:
-            cur.execute(self._sql("SELECT 1 FROM {runs} WHERE run_id = ?"), (run_id,))
-            return cur.fetchone() is not None
+            return self._exists(cur, run_id)
 
     def _ids_with_prefix(self, prefix: str) -> list[str]:
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

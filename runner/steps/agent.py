@@ -152,7 +152,7 @@ async def execute(ctx: StepContext) -> StepOutcome:
         turn.append({**stored_reply(reply), "tool_calls": [c.wire() for c in calls]})
         turn.extend(call.message() for call in calls)
         trace.extend(call.trace(ctx.path) for call in calls)
-    asked = ", ".join(sorted({c.get("function", {}).get("name", "?") for c in reply.tool_calls}))
+    asked = ", ".join(sorted({c.name or "?" for c in _calls(reply, step, max_iterations)}))
     raise StepError(
         f"step '{step}': the model still asked for tools ({asked}) after {max_iterations} "
         f"model calls (max_iterations: {max_iterations})",

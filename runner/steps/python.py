@@ -32,7 +32,15 @@ from ..engine import StepContext, StepOutcome
 from ..errors import StepError, did_you_mean
 from ..savers.base import encode_json
 
-__all__ = ["execute", "call_function", "resolve_function", "module_file", "split_reference", "to_plain"]
+__all__ = [
+    "execute",
+    "call_function",
+    "resolve_function",
+    "module_file",
+    "split_reference",
+    "to_plain",
+    "file_stamp",
+]
 
 _ROOT_PREFIX = "_timbal_flowdir_"
 # Imports touch sys.modules and (for siblings) sys.path: one at a time across threads.
@@ -111,7 +119,8 @@ def _import_local(module: str, base_dir: Path) -> types.ModuleType:
     return loaded
 
 
-def _file_stamp(path: str) -> tuple[int, int] | None:
+def file_stamp(path: str | Path) -> tuple[int, int] | None:
+    """A file's (mtime_ns, size), to tell that it changed; None when it cannot be read."""
     try:
         st = Path(path).stat()
     except OSError:
@@ -121,13 +130,13 @@ def _file_stamp(path: str) -> tuple[int, int] | None:
 
 def _changed(module: types.ModuleType) -> bool:
     path = getattr(module, "__file__", None)
-    return path is not None and _STAMPS.get(path) != _file_stamp(path)
+    return path is not None and _STAMPS.get(path) != file_stamp(path)
 
 
 def _stamp(module: types.ModuleType) -> None:
     path = getattr(module, "__file__", None)
     if path:
-        stamp = _file_stamp(path)
+        stamp = file_stamp(path)
         if stamp is not None:
             _STAMPS[path] = stamp
 

@@ -7,4 +7,4 @@ from ..engine import StepContext, StepOutcome
 
 async def execute(ctx: StepContext) -> StepOutcome:
     """Render the step's text; a single `{{ expression }}` keeps its native type."""
-    return StepOutcome(return_value=ctx.render(ctx.config.get("text", "")), attempts=1)
+    return StepOutcome(return_value=ctx.render(ctx.config.get("text", "")))
