@@ -21,7 +21,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Diagnostic, FlowError, Location
 
-__all__ = ["Document", "Span", "load_document", "load_text", "MAX_ALIAS_EXPANSION"]
+__all__ = ["Document", "Span", "load_document", "load_text", "load_bytes", "MAX_ALIAS_EXPANSION"]
 
 #: Nodes that aliases may add on top of the document's own nodes (a "billion laughs" guard).
 MAX_ALIAS_EXPANSION = 20_000
