@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 from testkit import FAKE_API_KEY, fake_defaults, overlapped, write
@@ -74,21 +75,22 @@ def test_steps_sharing_a_memory_id_run_in_file_order_without_references(tmp_path
     assert result.steps["first"].ended_at <= result.steps["second"].started_at
 
 
-def test_independent_steps_run_at_the_same_time(tmp_path):
-    steps = "\n".join(
-        f"  - {{id: s{i}, model: echo, prompt: p{i}, params: {{delay: 0.3}}}}" for i in range(5)
+def fan_flow(tmp_path, steps: int, delay: float, header: str = "") -> Path:
+    """`steps` independent echo steps that each take `delay` seconds."""
+    lines = "\n".join(
+        f"  - {{id: s{i}, model: echo, prompt: p{i}, params: {{delay: {delay}}}}}" for i in range(steps)
     )
-    flow = write(tmp_path / "flow.yaml", f"version: 1\nname: fan\nsteps:\n{steps}\n")
-    result = load_flow(flow).run_sync()
+    return write(tmp_path / "flow.yaml", f"version: 1\nname: fan\n{header}steps:\n{lines}\n")
+
+
+def test_independent_steps_run_at_the_same_time(tmp_path):
+    result = load_flow(fan_flow(tmp_path, 5, 0.3)).run_sync()
     assert result.ok
     assert overlapped(result.steps.values()), "5 independent steps did not overlap"
 
 
 def test_max_concurrency_bounds_parallel_steps(tmp_path):
-    steps = "\n".join(
-        f"  - {{id: s{i}, model: echo, prompt: p{i}, params: {{delay: 0.2}}}}" for i in range(4)
-    )
-    flow = write(tmp_path / "flow.yaml", f"version: 1\nname: fan\nsettings: {{max_concurrency: 1}}\nsteps:\n{steps}\n")
+    flow = fan_flow(tmp_path, 4, 0.2, header="settings: {max_concurrency: 1}\n")
     result = load_flow(flow).run_sync()
     assert result.ok
     spans = sorted((r.started_at, r.ended_at) for r in result.steps.values())
