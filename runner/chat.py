@@ -74,6 +74,12 @@ def line_input_name(graph: ExecutionGraph) -> str:
     )
 
 
+def one_line(text: str) -> str:
+    """`text` on one line, reversibly: a newline is written `\\n`, a backslash `\\\\`, so a
+    script reading a piped chat keeps each reply paired with its input line."""
+    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
+
+
 def reply_text(outputs: Any) -> str:
     """A run's outputs as one reply: the text of a single string output, else compact JSON."""
     from .tools import single_text_output
@@ -134,7 +140,11 @@ class ChatSession:
     def rewind(self, n: int) -> str:
         """Drop the last `n` turns: the next turn branches from the run before them."""
         if not 1 <= n <= len(self.turns):
-            raise ValueError(f"/rewind takes 1 to {len(self.turns)} turns" if self.turns else "nothing to rewind")
+            if not self.turns:
+                raise ValueError("nothing to rewind")
+            if len(self.turns) == 1:
+                raise ValueError("there is 1 turn to rewind: /rewind 1")
+            raise ValueError(f"/rewind takes 1 to {len(self.turns)}: there are {len(self.turns)} turns")
         del self.turns[-n:]
         where = f"run {self.parent_id}" if self.parent_id else "the start"
         return f"rewound {n} turn(s): the next turn continues from {where}"
@@ -219,7 +229,7 @@ class ChatSession:
         elif result.ok and self.interactive:
             print_outputs(result.outputs, "".join(streamed) if streamed else None)
         elif result.ok:
-            click.echo(reply_text(result.outputs))
+            click.echo(one_line(reply_text(result.outputs)))
         elif streamed:
             click.echo("")
         reused = f", reused: {', '.join(self.cache.reused)}" if self.cache and self.cache.reused else ""

@@ -31,9 +31,10 @@ def open_runs_saver(uri: str | None) -> Saver:
             "no saver given: pass --saver URI (jsonl:PATH, sqlite:PATH, postgresql://…, "
             "or a flow file) or set TIMBAL_SAVER"
         )
+    # Inspecting never creates a store: a mistyped path is an error, not a new empty file.
     if uri.lower().endswith((".yaml", ".yml")) and "://" not in uri:
-        return saver_from_flow_file(uri)
-    return saver_from_uri(uri)
+        return saver_from_flow_file(uri, create=False)
+    return saver_from_uri(uri, create=False)
 
 
 def _saver_options(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -116,7 +116,7 @@ def _call_arguments(litellm: Any, request: ModelRequest) -> tuple[dict[str, Any]
         "model": request.model,
         # Copies: memory's messages are shared with later turns (Saver.remember_memory), and
         # litellm's provider transformations may edit the messages they are given.
-        "messages": [dict(m) for m in request.messages],
+        "messages": [_sendable(m) for m in request.messages],
         "timeout": request.timeout,
         "num_retries": 0,
         "max_retries": 0,
@@ -125,6 +125,15 @@ def _call_arguments(litellm: Any, request: ModelRequest) -> tuple[dict[str, Any]
         kwargs["tools"] = request.tools
         kwargs["_skip_mcp_handler"] = True  # else litellm imports MCP helpers we don't ship
     return kwargs, provider, address
+
+
+def _sendable(message: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `message` that every OpenAI-compatible server accepts: `content` is text,
+    empty when there is none (state saved by older versions kept `null` beside tool calls)."""
+    copy = dict(message)
+    if copy.get("content") is None:
+        copy["content"] = ""
+    return copy
 
 
 def _check_keys(litellm: Any, model: str, api_base: str | None) -> None:
