@@ -6,6 +6,7 @@ its `state_saver:` block names) and `--json`. Run ids may be given by unique pre
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -103,6 +104,53 @@ def run_summary(run: RunRecord) -> dict[str, Any]:
     }
 
 
+_PART = re.compile(r"^(.*?)(\[\d+\]|#\d+)?$")
+
+
+def _tree_key(step_id: str) -> tuple[str, ...]:
+    """A step path as tree levels: `summaries[0]/summary` -> (summaries, [0], summary)."""
+    levels: list[str] = []
+    for part in step_id.split("/"):
+        match = _PART.match(part)
+        name, index = (match.group(1), match.group(2)) if match else (part, None)
+        levels.extend([name, index] if index else [name])
+    return tuple(levels)
+
+
+def nested_steps(steps: list[StepRecord]) -> list[tuple[int, str, StepRecord | None]]:
+    """Step records as a tree, for `runs show`: (depth, label, record) rows, each step
+    before the steps inside it, map items (`STEP[i]`) and loop iterations (`STEP#i`) as
+    rows of their own (record None), siblings in the order they started."""
+    first: dict[tuple[str, ...], float] = {}
+    by_key: dict[tuple[str, ...], StepRecord] = {}
+    for s in steps:
+        key = _tree_key(s.step_id)
+        by_key[key] = s
+        when = s.started_at if s.started_at is not None else float(s.seq)
+        for n in range(1, len(key) + 1):
+            first[key[:n]] = min(first.get(key[:n], when), when)
+    children: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for key in first:
+        children.setdefault(key[:-1], []).append(key)
+    rows: list[tuple[int, str, StepRecord | None]] = []
+
+    def walk(parent: tuple[str, ...], depth: int) -> None:
+        def order(k: tuple[str, ...]) -> tuple[Any, ...]:
+            index = k[-1]
+            number = int(index.strip("[]#")) if index[:1] in "[#" else -1
+            return (number, first[k], k) if number >= 0 else (-1, first[k], k)
+
+        for key in sorted(children.get(parent, []), key=order):
+            record = by_key.get(key)
+            label = record.step_id if record is not None else "/".join(key).replace("/[", "[").replace("/#", "#")
+            if record is not None or key[-1][:1] in "[#":  # an agent's tool name alone is no row
+                rows.append((depth, label, record))
+            walk(key, depth + 1 if record is not None or key[-1][:1] in "[#" else depth)
+
+    walk((), 0)
+    return rows
+
+
 def _step_data(step: StepRecord) -> dict[str, Any]:
     data = step.to_dict()
     data["started_at"], data["ended_at"] = iso(step.started_at), iso(step.ended_at)
@@ -167,7 +215,7 @@ def _status_text(status: str) -> Any:
     from rich.text import Text
 
     style = {"succeeded": "green", "failed": "red", "interrupted": "yellow",
-             "running": "cyan"}.get(status, "")
+             "running": "cyan", "waiting": "magenta"}.get(status, "")
     return Text(status, style=style)
 
 
@@ -183,7 +231,7 @@ def show_cmd(run_id: str, saver_uri: str | None, as_json: bool) -> None:
     added = run.memory_delta()
     if as_json:
         data = run_summary(run)
-        data["steps"] = [_step_data(s) for s in run.steps]
+        data["steps"] = [_step_data(s) for _, _, s in nested_steps(run.steps) if s is not None]
         data["memory"] = memory
         data["memory_added"] = added
         print_json(data)
@@ -222,10 +270,14 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
         table = Table(title="steps", title_justify="left", box=None, pad_edge=False)
         for name in ("STEP", "STATUS", "MODEL", "ATTEMPTS", "DURATION", "TOKENS", "RETURN / ERROR"):
             table.add_column(name, no_wrap=name != "RETURN / ERROR")
-        for s in run.steps:
+        for depth, label, record in nested_steps(run.steps):
+            if record is None:  # a map item or loop iteration: its steps follow, indented
+                table.add_row(Text("  " * depth + label, style="bold"), "", "", "", "", "", "")
+                continue
+            s = record
             tokens = s.usage.get("total_tokens") if s.usage else None
             result = Text(_snippet(s.error), style="red") if s.error else Text(_snippet(s.return_value))
-            table.add_row(Text(s.step_id), _status_text(s.status), Text(s.model or "-"),
+            table.add_row(Text("  " * depth + s.step_id), _status_text(s.status), Text(s.model or "-"),
                           str(s.attempts), _human_duration(s.started_at, s.ended_at),
                           "-" if tokens is None else str(tokens), result)
         console.print()
