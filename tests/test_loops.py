@@ -672,3 +672,15 @@ def test_the_builder_adds_maps_loops_and_input_steps() -> None:
     done = runnable.run_sync(None, resume=waiting.run_id, answers={"ok": True})
     assert done.outputs == {"sums": ["echo (1 message): Sum: x", "echo (1 message): Sum: y"],
                             "count": 2, "ok": True}
+
+
+def test_an_input_named_items_is_the_input_not_the_dict_method(tmp_path: Path) -> None:
+    path = flow_file(tmp_path, """
+        inputs: {items: {type: array}}
+        steps:
+          - id: fan
+            type: map
+            items: "{{ inputs.items }}"
+            steps: [{id: say, type: template, text: "{{ item }}!"}]
+        """)
+    assert load_flow(path).run_sync({"items": ["a", "b"]}).outputs == {"fan": ["a!", "b!"]}
