@@ -255,6 +255,11 @@ def execute_once(
             click.echo(f"waiting for {question['step_id']}: {question_text(question)}", err=True)
         click.echo("answer with:", err=True)
         click.echo(f"  {resume_command(graph, result.run_id, result.waiting, saver_uri)}", err=True)
+        from ..savers import InMemorySaver
+
+        if isinstance(getattr(runnable, "saver", None), InMemorySaver):
+            click.echo("note: the in_memory saver keeps nothing after this process: give the flow "
+                       "a state_saver (or --saver) to answer it later", err=True)
         return EXIT_WAITING
     if not result.ok:
         click.echo(f"error: {result.error}", err=True)

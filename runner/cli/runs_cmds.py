@@ -231,7 +231,7 @@ def show_cmd(run_id: str, saver_uri: str | None, as_json: bool) -> None:
     added = run.memory_delta()
     if as_json:
         data = run_summary(run)
-        data["steps"] = [_step_data(s) for _, _, s in nested_steps(run.steps) if s is not None]
+        data["steps"] = [_step_data(s) for s in run.steps]
         data["memory"] = memory
         data["memory_added"] = added
         print_json(data)
