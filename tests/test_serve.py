@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from testkit import ServeProcess, child_env, timbal, wait_until, write
+from testkit import ServeProcess, child_env, timbal, write
 
 CHAT_FLOW = """
     version: 1
