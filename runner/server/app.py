@@ -453,7 +453,7 @@ async def _completion_chunks(
     yield "[DONE]"
 
 
-async def _events_until_done(live: LiveRun) -> AsyncIterator[tuple[int, Event]]:
+async def _events_until_done(live: LiveRun) -> AsyncIterator[tuple[int | None, Event]]:
     finished = False
     try:
         async for item in live.follow(0):
