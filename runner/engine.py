@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import events as ev
 from .errors import InputError, StepError, WaitingForAnswer
 from .events import Event
-from .graph import ExecutionGraph, StepSpec
+from .graph import ExecutionGraph, StepSpec, thaw
 from .ids import new_run_id
 from .memory import ConversationStore, MemoryView, SnapshotMemoryView
 from .savers.base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .cache import StepCache
 
 __all__ = ["Engine", "RunResult", "StepOutcome", "StepContext", "DEFAULT_MAX_CONCURRENCY",
-           "waiting_questions"]
+           "check_answers"]
 
 DEFAULT_MAX_CONCURRENCY = 64
 _FALSE_TEXT = {"", "false", "no", "0", "off", "none", "null"}
@@ -431,12 +431,16 @@ class Engine:
         listener: Listener | None = None,
         stream: bool | frozenset[str] = False,
         answers: Mapping[str, Any] | None = None,
+        history: dict[str, list[dict[str, Any]]] | None = None,
     ) -> RunResult:
         """Run the flow once. `inputs` must already be prepared (see runner.inputs).
 
         With `resume_id`, the run of that id is carried on: its succeeded steps are kept
         (not run again) and the rest run; `answers` ({input step path: value}) answer the
         questions it waits on (InputError, before anything changes, when one does not fit).
+        `history` (memory id -> messages) starts a new run's conversations with messages
+        from outside (an OpenAI request's earlier messages); they are saved with the run, so
+        runs that continue it see them too.
         Raises asyncio.CancelledError after recording the run as interrupted.
         """
         saver = self.saver
@@ -455,8 +459,7 @@ class Engine:
             record = old
             record.status, record.ended_at, record.error = "running", None, None
         else:
-            if answers:
-                raise InputError("answers are given to a waiting run: resume it (--resume RUN_ID)")
+            check_early_answers(self.graph, answers or {})
             run_id = new_run_id()
             record = RunRecord(
                 run_id=run_id,
@@ -475,6 +478,8 @@ class Engine:
             run_id, parent_id, saver, redactor, listener, stream, self.max_concurrency, prior, seq,
             answers,
         )
+        if history and resume_id is None:
+            self._seed_history(run, store, history)
         run.emit(ev.RUN_STARTED, parent_id=parent_id, flow=self.graph.name, resumed=bool(resume_id))
         scope = _Scope(self.graph, dict(inputs), store.view(), "", run)
         outputs: Any = None
@@ -504,6 +509,20 @@ class Engine:
             run_id, parent_id, status, outputs, error, run.usage, steps, record.started_at, ended,
             run.waiting if status == "waiting" else [],
         )
+
+    def _seed_history(
+        self, run: _RunState, store: ConversationStore, history: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        """Save `history` as the run's first record (HISTORY_STEP) and start its memory with it."""
+        from .history import HISTORY_STEP
+
+        now = time.time()
+        record = StepRecord(step_id=HISTORY_STEP, status="succeeded", seq=run.next_seq(),
+                            started_at=now, ended_at=now, attempts=0,
+                            messages={mid: list(msgs) for mid, msgs in history.items()})
+        self._save(run, record)
+        for mid, msgs in record.messages.items():
+            store.append(mid, msgs)
 
     # -- scheduling ---------------------------------------------------------------------
     async def _execute_scope(self, scope: _Scope) -> None:
@@ -696,18 +715,42 @@ def _final_memory(
     return join_deltas([base, json.loads(encode_json(steps_delta(saved.values())))])
 
 
-def waiting_questions(run: RunRecord) -> list[dict[str, Any]]:
-    """The questions a saved run waits on: `[{"step_id", "prompt", "schema"}]`, in file order."""
-    return [
-        {"step_id": s.step_id, **s.return_value}
-        for s in sorted(run.steps, key=lambda s: s.seq)
-        if s.status == "waiting" and isinstance(s.return_value, dict) and "schema" in s.return_value
-    ]
+def input_step(graph: ExecutionGraph, path: str) -> StepSpec | None:
+    """The input step at record path `path` (`approve`, `review#2/verdict`), or None."""
+    spec: StepSpec | None = None
+    current: ExecutionGraph | None = graph
+    for part in path.split("/"):
+        name = part.split("#", 1)[0].split("[", 1)[0]
+        spec = current.by_id.get(name) if current is not None else None
+        if spec is None:
+            return None
+        current = spec.subflow
+    return spec if spec is not None and spec.kind == "input" else None
+
+
+def check_early_answers(graph: ExecutionGraph, answers: Mapping[str, Any]) -> None:
+    """Answers given to a new run, before it asks: each must name an input step of the flow
+    and fit its schema (InputError otherwise). The step then takes it without waiting."""
+    from .errors import Diagnostic
+    from .inputs import check_answer
+
+    problems: list[Diagnostic] = []
+    for path, value in answers.items():
+        spec = input_step(graph, path)
+        if spec is None:
+            problems.append(Diagnostic(f"flow {graph.name!r} has no input step '{path}'"))
+            continue
+        message = check_answer(path, thaw(spec.config.get("schema") or {"type": "string"}), value)
+        if message:
+            problems.append(Diagnostic(message))
+    if problems:
+        raise InputError(problems)
 
 
 def check_answers(run: RunRecord, answers: Mapping[str, Any]) -> None:
     """InputError unless every answer is to a question `run` waits on, and fits its schema."""
     from .errors import Diagnostic, did_you_mean
+    from .history import waiting_questions
     from .inputs import check_answer
 
     if not answers:

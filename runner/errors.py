@@ -56,6 +56,16 @@ class Diagnostic:
         where = f"{self.location}: " if self.location else ""
         return f"{where}{self.severity}: {self.message}"
 
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON data (`timbal validate --json`, `GET /flows`): file, line, col, message."""
+        loc = self.location
+        return {
+            "file": loc.path if loc else None,
+            "line": loc.line if loc else None,
+            "col": loc.col if loc else None,
+            "message": self.message,
+        }
+
 
 class TimbalError(Exception):
     """Base class of every error the runner raises on purpose."""

@@ -436,6 +436,17 @@ def test_a_wrong_answer_raises_and_the_run_stays_waiting(tmp_path: Path) -> None
     assert done.ok and done.outputs == {"result": "Shelved."}
 
 
+def test_answers_given_to_a_new_run_are_taken_without_waiting(tmp_path: Path) -> None:
+    flow = load_flow(FLOWS / "approval.yaml")
+    saver = SQLiteSaver(tmp_path / "s.db")
+    result = flow.run_sync({}, saver=saver, answers={"approve": False})
+    assert result.ok and result.outputs == {"result": "Shelved."}
+    with pytest.raises(InputError, match="no input step 'draft'"):
+        flow.run_sync({}, saver=saver, answers={"draft": "x"})
+    with pytest.raises(InputError, match="must be of type boolean"):
+        flow.run_sync({}, saver=saver, answers={"approve": "no"})
+
+
 def test_an_input_inside_a_loop_waits_and_is_answered_by_its_path(tmp_path: Path) -> None:
     path = flow_file(tmp_path, """
         steps:

@@ -337,7 +337,7 @@ def run_command(
     try:
         answers = None
         if answer_pairs:
-            from ..engine import waiting_questions
+            from ..history import waiting_questions
             from ..inputs import parse_answers
 
             questions = waiting_questions(saver.get_run(saver.resolve(resume or "")))
