@@ -407,3 +407,19 @@ def test_no_ui_serves_only_the_api(serve_ui, tmp_path: Path) -> None:
     assert httpx.get(server.url + "/").status_code == 404
     assert httpx.get(server.url + "/ui/static/api.js").status_code == 404
     assert httpx.get(server.url + "/flows").status_code == 200
+
+
+def test_cancel_then_resume_an_interrupted_run(page, served: Served, tmp_path: Path) -> None:
+    gate = tmp_path / "cancel-gate"
+    page.goto(f"{served.url}/ui/flows/gated")
+    page.get_by_label("gate", exact=True).fill(str(gate))
+    page.get_by_label("wait", exact=True).check()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.locator("#run-link").click()
+    expect(page.locator("tr[data-step=before]")).to_contain_text("succeeded")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#run-status")).to_have_text("interrupted")
+    gate.touch()
+    page.get_by_role("button", name="Resume this interrupted run").click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("tr[data-step=after]")).to_contain_text("succeeded")

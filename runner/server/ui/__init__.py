@@ -70,9 +70,10 @@ async def run_page(request: Request) -> Response:
     return _page(request, "run.html", "runs", run_id=request.path_params["run_id"])
 
 
-def mount_ui(app: Starlette) -> None:
+def mount_ui(app: Starlette, state: Any = None) -> None:
     """Add the web page to `app`: the pages at `/` and under `/ui/`, assets at `/ui/static/`.
-    The routes stay out of the OpenAPI document, which describes the JSON API."""
+    The routes stay out of the OpenAPI document, which describes the JSON API. `state` (the
+    server's) is not needed: the page reads everything through the HTTP API."""
     for path, endpoint in (
         ("/", flows_page),
         ("/ui/flows/{name}", flow_page),
