@@ -52,6 +52,7 @@ def main() -> int:
             for text in ("Hello there", "What can you do?", "Tell me a joke"):
                 send(page, text)
             page.get_by_role("button", name="Branch from turn 2").click()
+            expect(page.locator("li.turn")).to_have_count(2)
             send(page, "Tell me a story instead")
             shoot(page, "chat")
 

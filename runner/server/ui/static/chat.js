@@ -68,7 +68,8 @@
 
   function draw() {
     const ids = memoryIds();
-    const chosen = ids.includes(memorySelect.value) ? memorySelect.value : ids[ids.length - 1];
+    const chosen = ids.includes(memorySelect.value) ? memorySelect.value
+      : ids.includes(replyMemory()) ? replyMemory() : ids[0];
     fill(memorySelect, ids.map((mid) => el("option", { value: mid, selected: mid === chosen }, mid)));
     document.getElementById("memory-picker").hidden = ids.length < 2;
     if (!turns.length) {
@@ -81,6 +82,13 @@
     fill("composer-note", branching
       ? "This turn already has a reply after it: your message starts a new branch from here." : "");
     document.getElementById("new-conversation").disabled = !head;
+  }
+
+  /** The memory_id of the step that feeds the reply: the conversation shown first. */
+  function replyMemory() {
+    const steps = (flow.graph && flow.graph.steps) || [];
+    const step = steps.find((s) => s.id === flow.output_step);
+    return step ? step.memory_id : null;
   }
 
   function turnItem(run, k, mid) {
