@@ -26,8 +26,9 @@ def send(page: Page, text: str) -> None:
 
 
 def shoot(page: Page, name: str) -> None:
-    """The visible part of the page (1100×760 CSS pixels), as docs/screenshots/NAME.png."""
+    """The top of the page (1100×900 CSS pixels), as docs/screenshots/NAME.png."""
     expect(page.locator("main")).not_to_contain_text("Loading…")
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(OUT / f"{name}.png"))
     print(f"wrote {OUT / name}.png")
 
@@ -38,11 +39,12 @@ def main() -> int:
         server = start_server(ROOT / "flows", "--saver", f"sqlite:{Path(tmp) / 'state.db'}", cwd=ROOT)
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(server.url + "/")
             shoot(page, "flows")
 
             page.goto(server.url + "/ui/flows/subflows")
+            page.get_by_label("prompt", exact=True).fill("Where is my parcel?")
             page.get_by_role("button", name="Run", exact=True).click()
             expect(page.locator("#run-result .status").first).to_have_text("succeeded")
             run_id = page.locator("#run-link").inner_text()

@@ -14,7 +14,9 @@
     return;
   }
   fill("flow-description", flow.description || "(no description)");
-  document.getElementById("chat-link").href = chatUrl(flow.name);
+  const chatLink = document.getElementById("chat-link");
+  chatLink.href = chatUrl(flow.name);
+  chatLink.hidden = !flow.chat_input; // no input takes a chat message
   document.getElementById("runs-link").href = `/ui/runs?flow=${encodeURIComponent(flow.name)}`;
   if (flow.graph) fill("graph", FlowGraph.draw({ name: flow.name, ...flow.graph }));
 

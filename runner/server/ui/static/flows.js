@@ -30,7 +30,7 @@
       errors.length ? errorBox("The last edit of this flow is broken; the last good version is served:", errors) : null,
       el("p", { class: "actions" },
         el("a", { href: flowUrl(flow.name), class: "button" }, "Run"), " ",
-        el("a", { href: chatUrl(flow.name), class: "button" }, "Chat"), " ",
+        flow.chat_input ? [el("a", { href: chatUrl(flow.name), class: "button" }, "Chat"), " "] : null,
         el("a", { href: `/ui/runs?flow=${encodeURIComponent(flow.name)}` }, "Runs")));
   })));
 
