@@ -155,13 +155,13 @@ def page(browser: Any) -> Iterator[Any]:
 def serve_ui() -> Iterator[Callable[..., Any]]:
     """Start `timbal serve FOLDER [ARGS…]` on a free loopback port: `serve_ui(folder, *args,
     saver=URI)`; every server started is stopped at the end of the module."""
-    from uikit import start_server
+    from testkit import ServeProcess
 
-    started: list[Any] = []
+    started: list[ServeProcess] = []
 
-    def start(folder: Path, *args: str, saver: str | None = None) -> Any:
+    def start(folder: Path, *args: str, saver: str | None = None) -> ServeProcess:
         extra = ("--saver", saver) if saver else ()
-        server = start_server(folder, *args, *extra, cwd=folder)
+        server = ServeProcess(str(folder), *args, *extra, cwd=folder)
         started.append(server)
         return server
 

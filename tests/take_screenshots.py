@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
-from uikit import CHROMIUM, CHROMIUM_ARGS, start_server
+from testkit import ServeProcess
+from uikit import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
@@ -36,7 +37,7 @@ def shoot(page: Page, name: str) -> None:
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        server = start_server(ROOT / "flows", "--saver", f"sqlite:{Path(tmp) / 'state.db'}", cwd=ROOT)
+        server = ServeProcess(str(ROOT / "flows"), "--saver", f"sqlite:{Path(tmp) / 'state.db'}")
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})

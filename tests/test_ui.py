@@ -12,8 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from testkit import write
-from uikit import Served
+from testkit import ServeProcess, write
 
 pytestmark = pytest.mark.browser
 
@@ -122,7 +121,7 @@ FLOWS = {
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, serve_ui) -> Served:
+def served(tmp_path_factory: pytest.TempPathFactory, serve_ui) -> ServeProcess:
     """One `timbal serve` for this module's tests (each test makes its own runs)."""
     folder = tmp_path_factory.mktemp("ui-flows")
     for name, text in FLOWS.items():
@@ -130,7 +129,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, serve_ui) -> Served:
     return serve_ui(folder, saver=f"sqlite:{folder / 'state.db'}")
 
 
-def run_flow(page, served: Served, flow: str, **fields: str) -> str:
+def run_flow(page, served: ServeProcess, flow: str, **fields: str) -> str:
     """Fill the flow page's form, run it, wait for the end; the new run's id."""
     page.goto(f"{served.url}/ui/flows/{flow}")
     for label, value in fields.items():
@@ -141,7 +140,7 @@ def run_flow(page, served: Served, flow: str, **fields: str) -> str:
 
 
 # -- flows and the form -------------------------------------------------------------------
-def test_flows_page_lists_every_flow_with_its_description(page, served: Served) -> None:
+def test_flows_page_lists_every_flow_with_its_description(page, served: ServeProcess) -> None:
     page.goto(served.url + "/")
     cards = page.locator("li.card")
     expect(cards).to_have_count(5)
@@ -152,7 +151,7 @@ def test_flows_page_lists_every_flow_with_its_description(page, served: Served) 
     expect(page).to_have_url(f"{served.url}/ui/flows/chat")
 
 
-def test_flow_page_draws_the_graph_without_a_library_from_elsewhere(page, served: Served) -> None:
+def test_flow_page_draws_the_graph_without_a_library_from_elsewhere(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/pair")
     graph = page.locator("svg.graph")
     expect(graph).to_be_visible()
@@ -163,7 +162,7 @@ def test_flow_page_draws_the_graph_without_a_library_from_elsewhere(page, served
     expect(graph.locator("title").first).to_contain_text("Execution graph of pair")
 
 
-def test_form_fields_follow_the_input_schema(page, served: Served) -> None:
+def test_form_fields_follow_the_input_schema(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/typed")
     count = page.get_by_label("count", exact=True)
     expect(count).to_have_attribute("type", "number")
@@ -181,7 +180,7 @@ def test_form_fields_follow_the_input_schema(page, served: Served) -> None:
     expect(count).to_have_accessible_description("How many times")
 
 
-def test_form_sends_values_of_their_declared_types(page, served: Served) -> None:
+def test_form_sends_values_of_their_declared_types(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/typed")
     page.get_by_label("count", exact=True).fill("21")
     page.get_by_label("ratio", exact=True).fill("0.5")
@@ -193,7 +192,7 @@ def test_form_sends_values_of_their_declared_types(page, served: Served) -> None
         "count*2=42 ratio=0.5 loud=True tags=a+b mode=careful")
 
 
-def test_form_says_which_field_is_wrong(page, served: Served) -> None:
+def test_form_says_which_field_is_wrong(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/typed")
     page.get_by_label("ratio", exact=True).fill("1")
     page.get_by_label("mode", exact=True).select_option(label="fast")
@@ -202,7 +201,7 @@ def test_form_says_which_field_is_wrong(page, served: Served) -> None:
     expect(page.get_by_role("alert")).to_contain_text("tags: not valid JSON")
 
 
-def test_form_runs_the_flow_and_streams_its_outputs(page, served: Served) -> None:
+def test_form_runs_the_flow_and_streams_its_outputs(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/chat")
     page.get_by_label("prompt").fill("hello from the form")
     page.get_by_label("tone").select_option("formal")
@@ -213,7 +212,7 @@ def test_form_runs_the_flow_and_streams_its_outputs(page, served: Served) -> Non
     expect(page.locator("#run-result .status").first).to_have_text("succeeded")
 
 
-def test_form_runs_by_keyboard_alone(page, served: Served) -> None:
+def test_form_runs_by_keyboard_alone(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/chat")
     page.locator("body").press("Tab")  # the skip link comes first
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
@@ -232,7 +231,7 @@ def send(page, text: str) -> None:
     expect(page.locator("li.turn:not(.pending)")).to_have_count(before + 1)
 
 
-def test_chat_replies_stream_and_continue_the_conversation(page, served: Served) -> None:
+def test_chat_replies_stream_and_continue_the_conversation(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/chat/chat")
     send(page, "first words")
     send(page, "second words")
@@ -246,7 +245,7 @@ def test_chat_replies_stream_and_continue_the_conversation(page, served: Served)
     expect(page.locator("li.turn")).to_have_count(2)
 
 
-def test_chat_reply_streams_before_the_run_ends(page, served: Served, tmp_path: Path) -> None:
+def test_chat_reply_streams_before_the_run_ends(page, served: ServeProcess, tmp_path: Path) -> None:
     """The reply of a run that is still going shows word by word as its chunks arrive."""
     gate = tmp_path / "gate-open"
     page.goto(f"{served.url}/ui/flows/gated/chat")
@@ -259,7 +258,7 @@ def test_chat_reply_streams_before_the_run_ends(page, served: Served, tmp_path: 
     expect(page.locator("li.turn:not(.pending)")).to_have_count(1)
 
 
-def test_chat_branches_from_an_earlier_turn_and_switches_branches(page, served: Served) -> None:
+def test_chat_branches_from_an_earlier_turn_and_switches_branches(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/chat/chat")
     send(page, "root question")
     send(page, "path one")
@@ -278,7 +277,7 @@ def test_chat_branches_from_an_earlier_turn_and_switches_branches(page, served: 
     expect(page.locator("li.turn").nth(1)).to_contain_text("path two")
 
 
-def test_chat_shows_each_memory_id(page, served: Served) -> None:
+def test_chat_shows_each_memory_id(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/pair/chat")
     send(page, "two sides")
     picker = page.get_by_label("Conversation (memory_id)")
@@ -290,7 +289,7 @@ def test_chat_shows_each_memory_id(page, served: Served) -> None:
 
 
 # -- runs ---------------------------------------------------------------------------------
-def test_runs_are_filtered_by_flow_and_status(page, served: Served, tmp_path: Path) -> None:
+def test_runs_are_filtered_by_flow_and_status(page, served: ServeProcess, tmp_path: Path) -> None:
     ok = run_flow(page, served, "chat", prompt="a run that succeeds")
     failed = run_flow(page, served, "gated", gate=str(tmp_path / "never"))
     page.goto(f"{served.url}/ui/runs")
@@ -307,7 +306,7 @@ def test_runs_are_filtered_by_flow_and_status(page, served: Served, tmp_path: Pa
     expect(page).to_have_url(f"{served.url}/ui/runs/{failed}")
 
 
-def test_run_page_shows_steps_conversations_and_branch_tree(page, served: Served) -> None:
+def test_run_page_shows_steps_conversations_and_branch_tree(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/chat/chat")
     send(page, "tree root")
     send(page, "tree leaf")
@@ -333,7 +332,7 @@ def test_run_page_shows_steps_conversations_and_branch_tree(page, served: Served
     assert leaf not in page.url
 
 
-def test_run_page_nests_sub_flow_records_under_their_step(page, served: Served) -> None:
+def test_run_page_nests_sub_flow_records_under_their_step(page, served: ServeProcess) -> None:
     run_id = run_flow(page, served, "pair", prompt="nested")
     page.goto(f"{served.url}/ui/runs/{run_id}")
     nested = page.locator("tr[data-step='child/shout']")
@@ -343,7 +342,7 @@ def test_run_page_nests_sub_flow_records_under_their_step(page, served: Served) 
     assert indent > top
 
 
-def test_resume_button_reruns_a_failed_run_from_where_it_stopped(page, served: Served, tmp_path: Path) -> None:
+def test_resume_button_reruns_a_failed_run_from_where_it_stopped(page, served: ServeProcess, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     run_id = run_flow(page, served, "gated", gate=str(gate))
     page.goto(f"{served.url}/ui/runs/{run_id}")
@@ -358,7 +357,7 @@ def test_resume_button_reruns_a_failed_run_from_where_it_stopped(page, served: S
     expect(page.get_by_role("button", name=re.compile("Resume"))).to_have_count(0)
 
 
-def test_run_page_follows_a_run_in_flight(page, served: Served, tmp_path: Path) -> None:
+def test_run_page_follows_a_run_in_flight(page, served: ServeProcess, tmp_path: Path) -> None:
     gate = tmp_path / "live-gate"
     page.goto(f"{served.url}/ui/flows/gated")
     page.get_by_label("gate", exact=True).fill(str(gate))
@@ -378,7 +377,7 @@ def test_run_page_follows_a_run_in_flight(page, served: Served, tmp_path: Path) 
 
 
 # -- the page as a whole ------------------------------------------------------------------
-def test_pages_make_no_request_outside_the_server(page, served: Served) -> None:
+def test_pages_make_no_request_outside_the_server(page, served: ServeProcess) -> None:
     seen: list[str] = []
     page.on("request", lambda request: seen.append(request.url))
     run_id = run_flow(page, served, "chat", prompt="where do you go")
@@ -389,7 +388,7 @@ def test_pages_make_no_request_outside_the_server(page, served: Served) -> None:
     assert len(seen) > 10 and not outside, outside
 
 
-def test_every_field_has_a_label(page, served: Served) -> None:
+def test_every_field_has_a_label(page, served: ServeProcess) -> None:
     for path in ("/ui/flows/typed", "/ui/flows/chat", "/ui/flows/pair/chat", "/ui/runs"):
         page.goto(served.url + path)
         expect(page.locator("main")).not_to_contain_text("Loading…")
@@ -409,7 +408,7 @@ def test_no_ui_serves_only_the_api(serve_ui, tmp_path: Path) -> None:
     assert httpx.get(server.url + "/flows").status_code == 200
 
 
-def test_cancel_then_resume_an_interrupted_run(page, served: Served, tmp_path: Path) -> None:
+def test_cancel_then_resume_an_interrupted_run(page, served: ServeProcess, tmp_path: Path) -> None:
     gate = tmp_path / "cancel-gate"
     page.goto(f"{served.url}/ui/flows/gated")
     page.get_by_label("gate", exact=True).fill(str(gate))

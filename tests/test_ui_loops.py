@@ -6,8 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from testkit import write
-from uikit import Served
+from testkit import ServeProcess, write
 
 pytestmark = pytest.mark.browser
 
@@ -50,13 +49,13 @@ FLOW = """
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, serve_ui) -> Served:
+def served(tmp_path_factory: pytest.TempPathFactory, serve_ui) -> ServeProcess:
     folder = tmp_path_factory.mktemp("ui-loops")
     write(folder / "review.yaml", FLOW)
     return serve_ui(folder, saver=f"sqlite:{folder / 'state.db'}")
 
 
-def start_waiting_run(page, served: Served) -> str:
+def start_waiting_run(page, served: ServeProcess) -> str:
     """Run `review` from its form; it stops at the question. The run's id."""
     page.goto(f"{served.url}/ui/flows/review")
     page.get_by_role("button", name="Run", exact=True).click()
@@ -64,7 +63,7 @@ def start_waiting_run(page, served: Served) -> str:
     return page.locator("#run-link").inner_text()
 
 
-def test_graph_draws_map_and_loop_bodies_inside_their_step(page, served: Served) -> None:
+def test_graph_draws_map_and_loop_bodies_inside_their_step(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/review")
     each = page.locator("svg.graph g.node[data-step=each]")
     expect(each).to_have_class(re.compile("cluster"))
@@ -72,7 +71,7 @@ def test_graph_draws_map_and_loop_bodies_inside_their_step(page, served: Served)
     expect(page.locator("svg.graph g.node[data-step=again] g.node[data-step=round]")).to_have_count(1)
 
 
-def test_run_page_nests_map_items_and_loop_iterations(page, served: Served) -> None:
+def test_run_page_nests_map_items_and_loop_iterations(page, served: ServeProcess) -> None:
     run_id = start_waiting_run(page, served)
     page.goto(f"{served.url}/ui/runs/{run_id}")
     for step_id, text in (("each[0]/say", "item apple"), ("each[1]/say", "item pear"),
@@ -83,7 +82,7 @@ def test_run_page_nests_map_items_and_loop_iterations(page, served: Served) -> N
             page.locator("tr[data-step=each] th").evaluate("e => parseFloat(getComputedStyle(e).paddingLeft)")
 
 
-def test_a_waiting_run_is_answered_from_its_page(page, served: Served) -> None:
+def test_a_waiting_run_is_answered_from_its_page(page, served: ServeProcess) -> None:
     run_id = start_waiting_run(page, served)
     page.goto(f"{served.url}/ui/runs/{run_id}")
     expect(page.locator("#run-status")).to_have_text("waiting")
