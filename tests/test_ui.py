@@ -102,6 +102,13 @@ FLOWS = {
           - id: after
             prompt: "after {{ gate.return }}"
         """,
+    "constant.yaml": """
+        version: 1
+        name: constant
+        description: No inputs at all, so no chat.
+        steps:
+          - {id: answer, type: template, text: "42"}
+        """,
     "gates.py": '''
         """Python steps the browser tests open and close with a file on disk."""
         import time
@@ -139,11 +146,43 @@ def run_flow(page, served: ServeProcess, flow: str, **fields: str) -> str:
     return page.locator("#run-link").inner_text()
 
 
+# -- what the page needs of the API -------------------------------------------------------
+def test_flows_name_the_input_a_chat_message_goes_to(served: ServeProcess) -> None:
+    import httpx
+
+    flows = {f["name"]: f for f in httpx.get(served.url + "/flows").json()}
+    assert flows["chat"]["chat_input"] == "prompt"  # the only required string input
+    assert flows["gated"]["chat_input"] == "gate"
+    assert flows["constant"]["chat_input"] is None  # no input a message could go to
+
+
+def test_a_background_run_streams_its_replies_to_its_followers(served: ServeProcess, tmp_path: Path) -> None:
+    import httpx
+
+    gate = tmp_path / "gate"
+    started = httpx.post(served.url + "/flows/gated/runs",
+                         json={"inputs": {"gate": str(gate), "wait": True}, "background": True})
+    assert started.status_code == 202
+    run_id = started.json()["run_id"]
+    seen: list[str] = []
+    with httpx.stream("GET", f"{served.url}/runs/{run_id}/events", timeout=30) as events:
+        for line in events.iter_lines():
+            if line.startswith("event: "):
+                seen.append(line.removeprefix("event: "))
+                if seen[-1] == "step_chunk":
+                    gate.touch()  # a chunk arrived while the run was still in flight
+            if seen[-1:] == ["run_finished"]:
+                break
+    assert "step_chunk" in seen[: seen.index("run_finished")]
+    assert gate.exists()
+
+
 # -- flows and the form -------------------------------------------------------------------
 def test_flows_page_lists_every_flow_with_its_description(page, served: ServeProcess) -> None:
     page.goto(served.url + "/")
     cards = page.locator("li.card")
-    expect(cards).to_have_count(5)
+    expect(cards).to_have_count(6)
+    expect(page.locator("li.card[data-flow=constant]").get_by_role("link", name="Chat")).to_have_count(0)
     card = page.locator("li.card[data-flow=chat]")
     expect(card).to_contain_text("A friendly echo that remembers the conversation.")
     expect(card).to_contain_text("prompt")
