@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from testkit import ServeProcess, write
+from testkit import ServeProcess, edit, wait_until, write
 
 pytestmark = pytest.mark.browser
 
@@ -435,6 +435,19 @@ def test_every_field_has_a_label(page, served: ServeProcess) -> None:
             .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
             .map(e => e.id || e.name || e.outerHTML)""")
         assert unlabelled == [], (path, unlabelled)
+
+
+def test_flows_page_shows_the_located_errors_of_a_broken_edit(page, serve_ui, tmp_path: Path) -> None:
+    import httpx
+
+    flow = write(tmp_path / "chat.yaml", FLOWS["chat.yaml"])
+    server = serve_ui(tmp_path, "--reload")
+    edit(flow, "prompt: \"{{ inputs.prompt }}\"", "prompt: \"{{ inputs.promt }}\"")
+    wait_until(lambda: httpx.get(server.url + "/flows").json()[0]["errors"], what="the reload's errors")
+    page.goto(server.url + "/")
+    alert = page.locator("li.card[data-flow=chat]").get_by_role("alert")
+    expect(alert).to_contain_text("the last good version is served")
+    expect(alert).to_contain_text(re.compile(r"chat\.yaml:\d+:\d+: error: .*promt"))
 
 
 def test_no_ui_serves_only_the_api(serve_ui, tmp_path: Path) -> None:
