@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "WaitingForAnswer",
     "Location",
     "Diagnostic",
     "TimbalError",
@@ -54,6 +55,16 @@ class Diagnostic:
     def headline(self) -> str:
         where = f"{self.location}: " if self.location else ""
         return f"{where}{self.severity}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON data (`timbal validate --json`, `GET /flows`): file, line, col, message."""
+        loc = self.location
+        return {
+            "file": loc.path if loc else None,
+            "line": loc.line if loc else None,
+            "col": loc.col if loc else None,
+            "message": self.message,
+        }
 
 
 class TimbalError(Exception):
@@ -123,6 +134,18 @@ class ProviderError(StepError):
         self.retry_after = retry_after
         self.status = status
         super().__init__(message)
+
+
+class WaitingForAnswer(RunError):
+    """A step needs a person's answer: the run pauses as `waiting` (not an error of the run).
+
+    `question` is `{"step_id", "prompt", "schema"}` for an `input` step; None when the step
+    only waits because a step inside it (a map item, a loop iteration) does.
+    """
+
+    def __init__(self, question: dict[str, Any] | None = None) -> None:
+        super().__init__("waiting for an answer")
+        self.question = question
 
 
 class SaverError(TimbalError):
