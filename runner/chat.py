@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from .continuation import refuse_in_memory, run_to_continue
 from .errors import Diagnostic, InputError, TimbalError
 from .graph import ExecutionGraph
 from .savers.base import Saver
@@ -378,12 +379,16 @@ def chat(
         flow, assignments, saver_uri, use_cache, as_json, interactive, sys.stdout.isatty()
     )
     try:
+        if parent or cont:
+            refuse_in_memory(session.saver, "--continue" if cont else "--parent")
         if parent:
             session.turns = session._branch(parent)
         elif cont:
-            latest = session.saver.latest(session.graph.name)
+            latest = run_to_continue(session.saver, session.graph.name, required=False)
             if latest is not None:
                 session.turns = session._branch(latest.run_id)
+            else:
+                say(f"no finished run of {session.graph.name} to continue: starting a new conversation")
         if interactive:
             say(f"chat with {session.graph.name} ({HELP}; Ctrl-D to leave)")
             if session.turns:

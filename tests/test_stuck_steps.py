@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from testkit import WAIT, start_timbal, timbal, write
+from testkit import WAIT, LiveProcess, start_timbal, timbal, write
 
 from runner import JSONLSaver, load_flow
 
@@ -137,13 +137,17 @@ def test_a_second_signal_ends_a_process_whose_step_blocks_the_event_loop(
     tmp_path: Path, sig: signal.Signals
 ) -> None:
     flow = stuck_flow(tmp_path, "stuck_loop")
-    proc = start_timbal("run", str(flow))
-    wait_for_file(tmp_path / "loop.started", proc)
-    proc.send_signal(sig)  # the loop is blocked: nothing can act on this one
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=WAIT)
-    assert proc.returncode == 130, stderr
-    assert "Traceback" not in stderr and "--resume" in stderr
+    live = LiveProcess("run", str(flow))
+    try:
+        wait_for_file(tmp_path / "loop.started", live.proc)
+        live.proc.send_signal(sig)  # the loop is blocked: the run cannot act on this one
+        live.stderr_until("again stops at once")
+        live.proc.send_signal(sig)
+        assert live.proc.wait(timeout=WAIT) == 130, live.stderr_text()
+        live.stderr_until("--resume")
+        assert "Traceback" not in live.stderr_text()
+    finally:
+        live.close()
     assert saved_run(tmp_path)["status"] == "interrupted"
 
 
