@@ -138,16 +138,26 @@ def execute_once(
     as_json: bool,
     stream_tty: bool,
     saver_uri: str | None = None,
+    progress_tty: bool = False,
 ) -> int:
-    """Run once, print the outcome; the exit code."""
+    """Run once, print the outcome; the exit code. `progress_tty`: show the steps' progress
+    on stderr (a terminal) when the output does not stream."""
     import asyncio  # here, not at the top: `timbal validate` and friends never need it
+    from contextlib import nullcontext
 
     graph = runnable.graph
     out_step = graph.output_step
     streaming = stream_tty and not as_json and out_step is not None
+    progress: Any = None
+    if progress_tty and not streaming:
+        from .progress import RunProgress  # rich costs start-up time: only at a terminal
+
+        progress = RunProgress()
     state: dict[str, Any] = {"run_id": None, "streamed": None}
 
     def listener(event: Any) -> None:
+        if progress is not None:
+            progress(event)
         if event.type == "run_started":
             state["run_id"] = event.run_id
         elif event.type == "step_chunk" and event.step_id == out_step:
@@ -158,11 +168,12 @@ def execute_once(
 
     stream = frozenset({out_step}) if streaming and out_step else False
     try:
-        result = asyncio.run(
-            run_interruptibly(
-                runnable.run(values, parent_id=parent, resume=resume, listener=listener, stream=stream)
+        with progress if progress is not None else nullcontext():
+            result = asyncio.run(
+                run_interruptibly(
+                    runnable.run(values, parent_id=parent, resume=resume, listener=listener, stream=stream)
+                )
             )
-        )
     except (asyncio.CancelledError, KeyboardInterrupt):
         if state["streamed"]:
             click.echo("")
@@ -201,6 +212,7 @@ def execute_once(
 @click.option("--watch", is_flag=True, help="Re-compile and run again whenever the flow or a file it uses changes.")
 @click.option("--no-cache", is_flag=True, help="With --watch: never reuse earlier step results.")
 @click.option("--dry-run", is_flag=True, help="Show the order in which the steps would run, and stop.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display on stderr (the run's summary line stays).")
 @handle_errors
 def run_command(
     flow: Path,
@@ -214,6 +226,7 @@ def run_command(
     watch: bool,
     no_cache: bool,
     dry_run: bool,
+    quiet: bool,
 ) -> None:
     """Run FLOW once and print its output."""
     from ..compiler import compile_file
@@ -249,7 +262,8 @@ def run_command(
         prepare_inputs(graph, values)  # input errors exit 2 before any run is recorded
     runnable = RunnableFlow(graph, saver)
     try:
-        code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(), saver_uri)
+        code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(), saver_uri,
+                            progress_tty=not quiet and sys.stderr.isatty())
     finally:
         saver.close()
     sys.exit(code)
