@@ -124,8 +124,9 @@ def test_tool_call_round_trip_sends_tool_schemas_and_results(tmp_path, openai_se
             },
         }
     ]
-    asked = {  # litellm leaves out the null content of a tool-calling assistant message
+    asked = {  # content as text, empty: every OpenAI-compatible server accepts it
         "role": "assistant",
+        "content": "",
         "tool_calls": [
             {"id": "call_a", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
         ],
@@ -279,7 +280,7 @@ def test_a_rewound_run_sees_the_tool_calls_before_the_branch_point_only(tmp_path
     assert branch.ok, branch.error
     sent = openai_server.requests[-1]["messages"]
     contents = [m.get("content") for m in sent]
-    assert contents == ["Use the tools.", "1 + 1?", None, "2", "2", "what now?"]
+    assert contents == ["Use the tools.", "1 + 1?", "", "2", "2", "what now?"]
     assert sent[2]["tool_calls"][0]["function"]["arguments"] == '{"a": 1, "b": 1}'
 
 
@@ -624,7 +625,7 @@ def test_a_continued_run_flow_tool_does_not_see_an_earlier_runs_tool_exchange(
     child_request = openai_server.requests[4]["messages"]
     assert [m.get("content") for m in child_request] == [
         "Recap please",
-        None,
+        "",
         "First recap.",
         "Done once.",
         "Again",

@@ -83,7 +83,7 @@ def test_each_step_shows_as_it_starts_and_ends(tmp_path: Path) -> None:
     flow = write(tmp_path / "flow.yaml", TWO_STEPS)
     code, shown, out = run_at_terminal("run", str(flow), "-i", "prompt=hi", cwd=tmp_path)
     assert code == 0, shown
-    assert out.strip() == "echo (1 messages): echo (1 messages): hi again"
+    assert out.strip() == "echo (1 message): echo (1 message): hi again"
     text = ANSI.sub("", shown)
     for step in ("first", "second"):
         assert re.search(f"[{SPINNER}] {step}", text), text  # its spinner while it ran
@@ -120,7 +120,7 @@ def test_a_streamed_output_shows_no_progress(tmp_path: Path) -> None:
                                      stdout_too=True)
     assert code == 0
     text = ANSI.sub("", shown)
-    assert "echo (1 messages): echo (1 messages): hi again" in text
+    assert "echo (1 message): echo (1 message): hi again" in text
     assert "✓" not in text and not any(c in text for c in SPINNER)
 
 

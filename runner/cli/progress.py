@@ -36,8 +36,9 @@ class RunProgress:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True, highlight=False)
         self._lock = threading.Lock()
-        self._running: dict[str, float] = {}  # step path -> when it started
-        self._loading: dict[Path, float] = {}  # model file -> when it started loading
+        # step path / model file -> when it started, and its spinner (which keeps its frame)
+        self._running: dict[str, tuple[float, Spinner]] = {}
+        self._loading: dict[Path, tuple[float, Spinner]] = {}
         self._live = Live(
             console=self.console,
             get_renderable=self._render,
@@ -73,10 +74,11 @@ class RunProgress:
         now = time.monotonic()
         if event.type == STEP_STARTED:
             with self._lock:
-                self._running[path] = now
+                self._running[path] = (now, Spinner("dots", style="cyan"))
         elif event.type in (STEP_FINISHED, STEP_FAILED, STEP_SKIPPED, STEP_REUSED):
             with self._lock:
-                started = self._running.pop(path, now)
+                started = self._running.pop(path, (now, None))[0]
+            self._live.refresh()  # first, so that the line printed above it has no stale spinner
             self._print(_ended_line(event, now - started))
         else:
             return
@@ -87,10 +89,11 @@ class RunProgress:
         now = time.monotonic()
         with self._lock:
             if not done:
-                self._loading[path] = now
+                self._loading[path] = (now, Spinner("dots", style="cyan"))
                 started = None
             else:
-                started = self._loading.pop(path, now)
+                started = self._loading.pop(path, (now, None))[0]
+        self._live.refresh()
         if started is not None:
             self._print(Text.assemble(("✓ ", "green"), f"loaded local model {path.name}  ",
                                       (f"{now - started:.2f}s", "dim")))
@@ -101,17 +104,15 @@ class RunProgress:
 
     def _render(self) -> RenderableType:
         now = time.monotonic()
+        rows: list[RenderableType] = []
         with self._lock:
-            rows: list[RenderableType] = [
-                Spinner("dots", Text(f"loading local model {path.name}  {now - t:.1f}s"),
-                        style="cyan")
-                for path, t in self._loading.items()
-            ]
-            rows += [
-                Spinner("dots", Text.assemble(path, "  ", (f"{now - t:.1f}s", "dim")),
-                        style="cyan")
-                for path, t in self._running.items()
-            ]
+            for file, (started, spinner) in self._loading.items():
+                spinner.update(text=Text.assemble(f"loading local model {file.name}  ",
+                                                  (f"{now - started:.1f}s", "dim")))
+                rows.append(spinner)
+            for path, (started, spinner) in self._running.items():
+                spinner.update(text=Text.assemble(path, "  ", (f"{now - started:.1f}s", "dim")))
+                rows.append(spinner)
         return Group(*rows)
 
 
