@@ -20,13 +20,14 @@ reuse their connections (one TLS handshake, not one per call).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import sys
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from ..errors import ProviderError
 from . import ChunkCallback, ModelReply, ModelRequest
@@ -49,6 +50,30 @@ from .provider import (
     unreachable_error,
     wire_messages,
 )
+
+
+@contextlib.contextmanager
+def _without_unused_extras() -> Iterator[None]:
+    """Import httpx (and, on the first client, httpcore) without the optional parts a call
+    never uses. When click, rich and pygments are installed, httpx imports its command-line
+    tool at import time, and httpcore imports h2 for HTTP/2 when its transport is created:
+    start-up time a call never needs. A None in sys.modules makes those optional imports
+    fail as if the packages were absent, which both libraries expect; the entries are
+    removed right after, so nothing else is affected (HTTP/2 stays importable on demand)."""
+    names = ("httpx._main", "httpcore._sync.http2", "httpcore._async.http2")
+    skipped = [name for name in names if name not in sys.modules]
+    for name in skipped:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in skipped:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+with _without_unused_extras():
+    import httpx
 
 __all__ = ["complete", "Endpoint", "endpoint", "request_body", "DEFAULT_API_BASE", "PREFIXES"]
 
@@ -162,11 +187,12 @@ def _client(secure: bool) -> httpx.AsyncClient:
     if client is None:
         # A plain-http client never makes a TLS connection (it gets only http:// URLs and
         # follows no redirects), so it skips loading the CA bundle, ~20 ms at start-up.
-        client = httpx.AsyncClient(
-            verify=True if secure else False,
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
-        )
+        with _without_unused_extras():  # the transport imports httpcore
+            client = httpx.AsyncClient(
+                verify=True if secure else False,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+            )
         by_scheme[secure] = client
     return client
 
