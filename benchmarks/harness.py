@@ -106,16 +106,19 @@ def _spawn(argv: list[str], job: Job) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _spawn_measured(argv: list[str], job: Job) -> tuple[subprocess.CompletedProcess[str], float, float]:
-    """Like `_spawn`, and also the process's wall time (s) and peak resident memory (MB),
-    read from the kernel's accounting of that one child (`wait4`), as `/usr/bin/time` does."""
+def spawn_measured(
+    argv: list[str], env: dict[str, str] | None = None, timeout_s: float = 1800.0
+) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run one process to its end (killed after `timeout_s`), output captured; also its wall
+    time (s) and peak resident memory (MB), read from the kernel's accounting of that one
+    child (`wait4`, as `/usr/bin/time` does), not of all children."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            argv, cwd=ROOT, env={**child_env(), **job.env}, stdout=out, stderr=err,
+            argv, cwd=ROOT, env={**child_env(), **(env or {})}, stdout=out, stderr=err,
             stdin=subprocess.DEVNULL, text=True,
         )
-        timer = threading.Timer(job.timeout_s, proc.kill)
+        timer = threading.Timer(timeout_s, proc.kill)
         timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
@@ -143,7 +146,7 @@ def run_once(job: Job, interpreters: Interpreters, log_dir: Path) -> dict[str, A
         scripts = str(Path(python).parent)
         argv = [python if a == "{python}" else a.replace("{bin}", scripts) for a in job.argv]
         try:
-            proc, wall, peak = _spawn_measured(argv, job)
+            proc, wall, peak = spawn_measured(argv, job.env, job.timeout_s)
         except OSError as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
         log_path.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
