@@ -78,11 +78,16 @@ class RunProgress:
         elif event.type in (STEP_FINISHED, STEP_FAILED, STEP_SKIPPED, STEP_REUSED):
             with self._lock:
                 started = self._running.pop(path, (now, None))[0]
-            self._live.refresh()  # first, so that the line printed above it has no stale spinner
+            self._refresh()  # first, so that the line printed above it has no stale spinner
             self._print(_ended_line(event, now - started))
         else:
             return
-        self._live.refresh()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # Between runs (a question asked at the terminal) the display is stopped: no drawing.
+        if self._live.is_started:
+            self._live.refresh()
 
     def _model_loading(self, path: Path, done: bool) -> None:
         """Called on the loading thread by runner.models.local."""
@@ -93,11 +98,11 @@ class RunProgress:
                 started = None
             else:
                 started = self._loading.pop(path, (now, None))[0]
-        self._live.refresh()
+        self._refresh()
         if started is not None:
             self._print(Text.assemble(("✓ ", "green"), f"loaded local model {path.name}  ",
                                       (f"{now - started:.2f}s", "dim")))
-        self._live.refresh()
+        self._refresh()
 
     def _print(self, line: Text) -> None:
         self._live.console.print(line)
