@@ -95,13 +95,16 @@ def step_data(step: StepRecord) -> dict[str, Any]:
 
 
 def run_detail(saver: Saver, run_id: str) -> dict[str, Any]:
-    """One run with its steps, its whole memory and what it added (`timbal runs show --json`).
+    """One run with its steps, its whole memory and what it added (`timbal runs show --json`);
+    a waiting run also lists its questions (`waiting`).
     `run_id` may be a unique prefix; RunNotFound when there is no such run."""
     run = saver.get_run(saver.resolve(run_id))
     data = run_summary(run)
     data["steps"] = [step_data(s) for s in run.steps]
     data["memory"] = saver.load_memory(run.run_id)
     data["memory_added"] = run.memory_delta()
+    if run.status == "waiting":  # what it waits on, as `timbal run --json` shows it
+        data["waiting"] = waiting_questions(run)
     return data
 
 

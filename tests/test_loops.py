@@ -482,7 +482,7 @@ def test_run_exits_3_with_the_command_to_answer_and_answers_are_typed(tmp_path: 
     wrong = timbal("run", flow, "--resume", run_id, "--answer", "approve=perhaps", cwd=tmp_path)
     assert wrong.returncode == 2 and "approve" in wrong.stderr and "Traceback" not in wrong.stderr
     status = json.loads(timbal("runs", "show", run_id, "--saver", flow, "--json", cwd=tmp_path).stdout)
-    assert status["status"] == "waiting"
+    assert status["status"] == "waiting" and status["waiting"][0]["schema"] == {"type": "boolean"}
     right = timbal("run", match.group(1), "--resume", run_id, "--answer", "approve=yes", "--json",
                    cwd=tmp_path)
     assert right.returncode == 0, right.stderr

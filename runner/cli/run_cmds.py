@@ -224,19 +224,30 @@ def execute_once(
     saver_uri: str | None = None,
     answers: dict[str, Any] | None = None,
     ask: bool = False,
+    progress_tty: bool = False,
 ) -> int:
     """Run once, print the outcome; the exit code. A run that waits for answers is asked
-    them at the terminal (`ask`) and goes on; otherwise the command to answer it is shown."""
+    them at the terminal (`ask`) and goes on; otherwise the command to answer it is shown.
+    `progress_tty`: show the steps' progress on stderr (a terminal) when the output does
+    not stream."""
     import asyncio  # here, not at the top: `timbal validate` and friends never need it
     import time
+    from contextlib import nullcontext
 
     graph = runnable.graph
     out_step = graph.output_step
     streaming = stream_tty and not as_json and out_step is not None
+    progress: Any = None
+    if progress_tty and not streaming:
+        from .progress import RunProgress  # rich costs start-up time: only at a terminal
+
+        progress = RunProgress()
     state: dict[str, Any] = {"run_id": None, "streamed": None}
     begun = time.time()
 
     def listener(event: Any) -> None:
+        if progress is not None:
+            progress(event)
         if event.type == "run_started":
             state["run_id"] = event.run_id
         elif event.type == "step_chunk" and event.step_id == out_step:
@@ -257,25 +268,27 @@ def execute_once(
 
     stream = frozenset({out_step}) if streaming and out_step else False
     try:
-        result = asyncio.run(
-            run_interruptibly(
-                runnable.run(values, parent_id=parent, resume=resume, listener=listener,
-                             stream=stream, answers=answers),
-                last_resort,
+        with progress if progress is not None else nullcontext():
+            result = asyncio.run(
+                run_interruptibly(
+                    runnable.run(values, parent_id=parent, resume=resume, listener=listener,
+                                 stream=stream, answers=answers),
+                    last_resort,
+                )
             )
-        )
         while result.status == "waiting" and ask:
             if state["streamed"]:
                 click.echo("")
                 state["streamed"] = None
-            given = ask_answers(result.waiting)
-            result = asyncio.run(
-                run_interruptibly(
-                    runnable.run(None, resume=result.run_id, listener=listener, stream=stream,
-                                 answers=given),
-                    last_resort,
+            given = ask_answers(result.waiting)  # the progress display is stopped meanwhile
+            with progress if progress is not None else nullcontext():
+                result = asyncio.run(
+                    run_interruptibly(
+                        runnable.run(None, resume=result.run_id, listener=listener, stream=stream,
+                                     answers=given),
+                        last_resort,
+                    )
                 )
-            )
     except (asyncio.CancelledError, KeyboardInterrupt):
         if state["streamed"]:
             click.echo("")
@@ -339,6 +352,7 @@ def execute_once(
 @click.option("--watch", is_flag=True, help="Re-compile and run again whenever the flow or a file it uses changes.")
 @click.option("--no-cache", is_flag=True, help="With --watch: never reuse earlier step results.")
 @click.option("--dry-run", is_flag=True, help="Show the order in which the steps would run, and stop.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display on stderr (the run's summary line stays).")
 @handle_errors
 def run_command(
     flow: Path,
@@ -353,6 +367,7 @@ def run_command(
     watch: bool,
     no_cache: bool,
     dry_run: bool,
+    quiet: bool,
 ) -> None:
     """Run FLOW once and print its output."""
     from ..compiler import compile_file
@@ -401,7 +416,8 @@ def run_command(
             answers = parse_answers(questions, list(answer_pairs))
         at_terminal = sys.stdin.isatty() and sys.stdout.isatty() and not as_json
         code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(),
-                            saver_uri, answers, ask=at_terminal)
+                            saver_uri, answers, ask=at_terminal,
+                            progress_tty=not quiet and sys.stderr.isatty())
     finally:
         saver.close()
     sys.exit(code)
