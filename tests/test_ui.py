@@ -421,6 +421,30 @@ def test_run_page_follows_a_run_in_flight(page, served: ServeProcess, tmp_path: 
     expect(page.locator("#live-section")).to_be_hidden()
 
 
+@pytest.mark.postgres
+def test_a_run_in_flight_on_one_server_shows_live_on_another(
+    page, serve_ui, postgres_dsn: str, postgres_schema: str, tmp_path: Path
+) -> None:
+    """Two servers on one PostgreSQL saver: the page of one follows a run the other runs."""
+    import httpx
+
+    saver = f"state_saver: {{type: postgres, dsn: '{postgres_dsn}', schema: {postgres_schema}}}\n"
+    write(tmp_path / "gated.yaml", FLOWS["gated.yaml"])
+    (tmp_path / "gated.yaml").write_text((tmp_path / "gated.yaml").read_text() + saver)
+    write(tmp_path / "gates.py", FLOWS["gates.py"])
+    runner_side, watcher_side = serve_ui(tmp_path), serve_ui(tmp_path)
+    gate = tmp_path / "shared-gate"
+    started = httpx.post(runner_side.url + "/flows/gated/runs",
+                         json={"inputs": {"gate": str(gate), "wait": True}, "background": True})
+    run_id = started.json()["run_id"]
+    page.goto(f"{watcher_side.url}/ui/runs/{run_id}")
+    expect(page.locator("#run-status")).to_have_text("running")
+    expect(page.locator("tr[data-step=before]")).to_contain_text("succeeded")
+    gate.touch()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("tr[data-step=after]")).to_contain_text("succeeded")
+
+
 # -- the page as a whole ------------------------------------------------------------------
 def test_pages_make_no_request_outside_the_server(page, served: ServeProcess) -> None:
     seen: list[str] = []
