@@ -694,3 +694,23 @@ def test_an_input_named_items_is_the_input_not_the_dict_method(tmp_path: Path) -
             steps: [{id: say, type: template, text: "{{ item }}!"}]
         """)
     assert load_flow(path).run_sync({"items": ["a", "b"]}).outputs == {"fan": ["a!", "b!"]}
+
+
+def test_watch_reruns_an_edited_body_step_and_reuses_the_rest(watch, tmp_path: Path) -> None:
+    flow = flow_file(tmp_path, """
+        steps:
+          - id: fan
+            type: map
+            items: [a, b]
+            steps:
+              - {id: first, model: echo, prompt: "first {{ item }}"}
+              - {id: second, model: echo, prompt: "second {{ first.return }}"}
+            outputs: {text: "{{ second.return }}"}
+          - {id: join, type: template, text: "{{ fan.return | map(attribute='text') | join(' | ') }}"}
+        """)
+    live = watch(flow.name)
+    assert live.line() == ("echo (1 message): second echo (1 message): first a | "
+                           "echo (1 message): second echo (1 message): first b")
+    flow.write_text(flow.read_text().replace('"second {{', '"2nd {{'))
+    assert live.line().startswith("echo (1 message): 2nd echo (1 message): first a")
+    assert "fan[0]/first, fan[1]/first" in live.stderr_until("reused")
