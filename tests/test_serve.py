@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from testkit import ServeProcess, child_env, timbal, write
+from testkit import ServeProcess, child_env, timbal, wait_until, write
 
 CHAT_FLOW = """
     version: 1
@@ -303,3 +303,149 @@ def test_a_broken_flow_stops_the_server_from_starting_with_located_errors(tmp_pa
     result = timbal("serve", "chat.yaml", cwd=tmp_path)
     assert result.returncode == 2 and "chat.yaml:" in result.stderr and "promt" in result.stderr
 
+
+
+# -- runs that wait on a gate: background, live events, cancel, resume, disconnect -----------
+SLOW_FLOW = """
+    version: 1
+    name: slow
+    inputs:
+      gate: {type: string}
+    steps:
+      - id: wait
+        type: python
+        function: gates:wait_for
+        args: {path: "{{ inputs.gate }}"}
+      - id: reply
+        model: echo
+        memory_id: m
+        prompt: "after {{ wait.return }}"
+    outputs:
+      response: "{{ reply.return }}"
+    state_saver: {type: sqlite, path: slow.db}
+"""
+
+GATES = """
+    import asyncio
+    from pathlib import Path
+
+
+    async def wait_for(path: str) -> str:
+        \"\"\"Say it started (PATH.entered), then wait until the file PATH exists; its text.\"\"\"
+        Path(path + ".entered").write_text("")
+        while not Path(path).exists():
+            await asyncio.sleep(0.01)
+        return Path(path).read_text()
+"""
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """A server on the `slow` flow, whose first step waits until a file exists."""
+    tmp_path = tmp_path_factory.mktemp("gated")
+    write(tmp_path / "slow.yaml", SLOW_FLOW)
+    write(tmp_path / "gates.py", GATES)
+    server = ServeProcess("slow.yaml", cwd=tmp_path)
+    yield server
+    server.close()
+
+
+class Gate:
+    """A file a `slow` run waits for: `entered` once the run reached it, `open()` lets it go."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.path = folder / name
+
+    @property
+    def entered(self) -> bool:
+        return Path(f"{self.path}.entered").exists()
+
+    def open(self, text: str = "opened") -> None:
+        self.path.write_text(text)
+
+
+def start_slow(server: ServeProcess, gate: Gate) -> str:
+    response = httpx.post(f"{server.url}/flows/slow/runs", json={"inputs": {"gate": str(gate.path)}, "background": True})
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/runs/{response.json()['run_id']}"
+    wait_until(lambda: gate.entered, what="the run to reach its gate")
+    return str(response.json()["run_id"])
+
+
+def run_status(server: ServeProcess, run_id: str) -> str:
+    return str(httpx.get(f"{server.url}/runs/{run_id}").json()["status"])
+
+
+def test_a_background_run_answers_202_and_its_events_go_on_live(gated: ServeProcess, tmp_path: Path) -> None:
+    gate = Gate(tmp_path, "bg")
+    run_id = start_slow(gated, gate)
+    seen: list[str] = []
+    with httpx.stream("GET", f"{gated.url}/runs/{run_id}/events", timeout=30) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                seen.append(line[7:])
+                if seen[-1] == "step_started" and not gate.path.exists():
+                    assert run_status(gated, run_id) == "running"
+                    gate.open()  # the stream is live: what follows happens after this
+                if seen[-1] == "run_finished":
+                    break
+    assert seen[:2] == ["run_started", "step_started"] and seen[-1] == "run_finished"
+    assert run_status(gated, run_id) == "succeeded"
+
+
+def test_cancel_records_interrupted_and_resume_finishes_the_run(gated: ServeProcess, tmp_path: Path) -> None:
+    gate = Gate(tmp_path, "cancel")
+    run_id = start_slow(gated, gate)
+    cancelled = httpx.post(f"{gated.url}/runs/{run_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "interrupted"
+    assert httpx.post(f"{gated.url}/runs/{run_id}/cancel").status_code == 409
+    gate.open("at last")
+    resumed = httpx.post(f"{gated.url}/runs/{run_id}/resume", json={}).json()
+    assert resumed["run_id"] == run_id and resumed["status"] == "succeeded"
+    assert resumed["outputs"] == {"response": "echo (1 message): after at last"}
+    assert httpx.post(f"{gated.url}/runs/{run_id}/resume", json={}).status_code == 409
+
+
+def test_a_streaming_client_that_goes_away_cancels_its_run(gated: ServeProcess, tmp_path: Path) -> None:
+    gate = Gate(tmp_path, "gone")
+    with httpx.stream("POST", f"{gated.url}/flows/slow/runs", json={"inputs": {"gate": str(gate.path)}},
+                      headers={"accept": "text/event-stream"}, timeout=30) as response:
+        run_id = response.headers["x-timbal-run-id"]
+        wait_until(lambda: gate.entered, what="the run to reach its gate")
+    # the connection is closed: the run is recorded interrupted, and stays resumable
+    wait_until(lambda: run_status(gated, run_id) == "interrupted", what="the run to be interrupted")
+    gate.open()
+    assert httpx.post(f"{gated.url}/runs/{run_id}/resume", json={}).json()["status"] == "succeeded"
+
+
+def test_sigterm_lets_a_run_in_flight_finish(tmp_path: Path) -> None:
+    write(tmp_path / "slow.yaml", SLOW_FLOW)
+    write(tmp_path / "gates.py", GATES)
+    server = ServeProcess("slow.yaml", cwd=tmp_path)
+    try:
+        gate = Gate(tmp_path, "term")
+        run_id = start_slow(server, gate)
+        server.proc.send_signal(15)
+        server.stderr_until("get up to 10s to finish")
+        with pytest.raises(httpx.TransportError):  # no new requests
+            httpx.post(f"{server.url}/flows/slow/runs", json={"inputs": {"gate": "x"}})
+        gate.open()
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        server.close()
+    shown = timbal("runs", "show", run_id, "--saver", f"sqlite:{tmp_path / 'slow.db'}", "--json")
+    assert json.loads(shown.stdout)["status"] == "succeeded"
+
+
+def test_sigterm_records_runs_still_going_after_10_seconds_interrupted(tmp_path: Path) -> None:
+    write(tmp_path / "slow.yaml", SLOW_FLOW)
+    write(tmp_path / "gates.py", GATES)
+    server = ServeProcess("slow.yaml", cwd=tmp_path)
+    try:
+        run_id = start_slow(server, Gate(tmp_path, "never"))
+        assert server.terminate(timeout=30) == 0
+        assert run_id in server.stderr_until(r"recorded 1 run\(s\) interrupted")
+    finally:
+        server.close()
+    shown = timbal("runs", "show", run_id, "--saver", f"sqlite:{tmp_path / 'slow.db'}", "--json")
+    assert json.loads(shown.stdout)["status"] == "interrupted"
