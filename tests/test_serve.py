@@ -449,3 +449,74 @@ def test_sigterm_records_runs_still_going_after_10_seconds_interrupted(tmp_path:
         server.close()
     shown = timbal("runs", "show", run_id, "--saver", f"sqlite:{tmp_path / 'slow.db'}", "--json")
     assert json.loads(shown.stdout)["status"] == "interrupted"
+
+
+# -- reload -------------------------------------------------------------------------------------
+def chat_reply(server: ServeProcess, prompt: str) -> str:
+    run = httpx.post(f"{server.url}/flows/chat/runs", json={"inputs": {"prompt": prompt}}).json()
+    return str(run["outputs"]["response"])
+
+
+def test_reload_serves_the_new_flow_and_keeps_the_last_good_one_on_a_broken_edit(tmp_path: Path) -> None:
+    flow = write(tmp_path / "chat.yaml", CHAT_FLOW.replace('"{{ inputs.prompt }}"', '"v1 {{ inputs.prompt }}"'))
+    server = ServeProcess(str(tmp_path), "--reload", cwd=tmp_path)
+    try:
+        assert chat_reply(server, "x") == "echo (2 messages): v1 x"
+        flow.write_text(flow.read_text().replace("v1 ", "v2 "))
+        wait_until(lambda: chat_reply(server, "x") == "echo (2 messages): v2 x", what="the new flow")
+        flow.write_text(flow.read_text().replace("{{ inputs.prompt }}", "{{ inputs.promt }}"))
+
+        def errors() -> list[dict[str, Any]]:
+            return list(httpx.get(f"{server.url}/flows").json()[0]["errors"])
+
+        (error,) = wait_until(errors, what="the broken edit's errors")
+        assert error["file"].endswith("chat.yaml") and error["line"] and "promt" in error["message"]
+        assert chat_reply(server, "y") == "echo (2 messages): v2 y"  # the last good flow
+        write(tmp_path / "typed.yaml", TYPED_FLOW)  # a new flow file in the served folder
+        wait_until(lambda: "typed" in [m["id"] for m in httpx.get(f"{server.url}/v1/models").json()["data"]],
+                   what="the new flow to be served")
+    finally:
+        server.close()
+
+
+# -- several servers on one PostgreSQL saver -------------------------------------------------------
+@pytest.mark.postgres
+def test_two_servers_on_postgres_serve_the_same_conversations(
+    tmp_path: Path, postgres_dsn: str, postgres_schema: str
+) -> None:
+    saver = f'state_saver: {{type: postgres, dsn: "{{{{ env.PG_DSN }}}}", schema: {postgres_schema}}}'
+    write(tmp_path / "chat.yaml", CHAT_FLOW.replace("state_saver: {type: sqlite, path: state.db}", saver))
+    write(tmp_path / "slow.yaml", SLOW_FLOW.replace("state_saver: {type: sqlite, path: slow.db}", saver))
+    write(tmp_path / "gates.py", GATES)
+    env = child_env(PG_DSN=postgres_dsn)
+    first = ServeProcess(str(tmp_path), cwd=tmp_path, env=env)
+    second = ServeProcess(str(tmp_path), cwd=tmp_path, env=env)
+    try:
+        on_first = openai.OpenAI(base_url=f"{first.url}/v1", api_key="unused", max_retries=0)
+        on_second = openai.OpenAI(base_url=f"{second.url}/v1", api_key="unused", max_retries=0)
+        begun = on_first.chat.completions.create(model="chat", messages=[{"role": "user", "content": "My name is Ada"}])
+        went_on = on_second.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "Who am I?"}], extra_body={"parent_run_id": begun.id})
+        assert went_on.choices[0].message.content == "echo (4 messages): Who am I?"
+        memory = httpx.get(f"{first.url}/runs/{went_on.id}").json()["memory"]["conversation"]
+        assert [m["content"] for m in memory] == [
+            "My name is Ada", "echo (2 messages): My name is Ada", "Who am I?", "echo (4 messages): Who am I?"]
+
+        # a run on the first server, followed live and cancelled from the second
+        gate = Gate(tmp_path, "pg")
+        run_id = start_slow(first, gate)
+        with httpx.stream("GET", f"{second.url}/runs/{run_id}/events", timeout=30) as response:
+            kinds = []
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kinds.append(line[7:])
+                    if kinds[-1] == "run_started":
+                        assert httpx.post(f"{second.url}/runs/{run_id}/cancel").json()["status"] == "interrupted"
+        assert kinds == ["run_started", "run_finished"]
+        first.stderr_until(f"run {run_id} was cancelled from another server")
+        gate.open()
+        resumed = httpx.post(f"{second.url}/runs/{run_id}/resume", json={}).json()
+        assert resumed["status"] == "succeeded"
+    finally:
+        first.close()
+        second.close()
