@@ -210,6 +210,13 @@ def hot_reload(params: dict[str, Any]) -> dict[str, Any]:
     return measure(edits=params["edits"])
 
 
+def batch_scale(params: dict[str, Any]) -> dict[str, Any]:
+    """`timbal batch` throughput, memory and workers: `bench_batch.measure`."""
+    from .bench_batch import measure
+
+    return measure(rows=params["rows"], small=params["small"], queue_rows=params["queue_rows"])
+
+
 def once(params: dict[str, Any]) -> dict[str, Any]:
     """Load the 3-step flow and run it once (the start-up figure times the whole process)."""
     from runner import load_flow
@@ -230,5 +237,6 @@ TASKS = {
     "sequential_litellm": sequential_litellm,
     "compile": compile_time,
     "hot_reload": hot_reload,
+    "batch": batch_scale,
     "once": once,
 }
