@@ -81,7 +81,8 @@ def _free_port() -> int:
 def _start(argv: list[str], port: int, cwd: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     import httpx
 
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(Path(cwd, f"server-{port}.log"), "wb")  # noqa: SIM115 - the process keeps it
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -186,7 +187,11 @@ def measure(requests: int = 2000, postgres_dsn: str | None = None, stream_times:
                 port = _free_port()
                 proc = _start([a.replace("{port}", str(port)) for a in argv], port, tmp, env)
                 try:
-                    out[name] = asyncio.run(_load(f"http://127.0.0.1:{port}{path}", requests, CLIENTS))
+                    try:
+                        out[name] = asyncio.run(_load(f"http://127.0.0.1:{port}{path}", requests, CLIENTS))
+                    except Exception as exc:
+                        log = Path(tmp, f"server-{port}.log").read_text(errors="replace")[-2000:]
+                        raise RuntimeError(f"{name}: {type(exc).__name__}: {exc}; server log:\n{log}") from exc
                     if name == "bare":
                         out["bare_stream"] = _first_bytes(f"http://127.0.0.1:{port}/stream", {}, stream_times)
                     if name == "memory":
@@ -219,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "bare":
         import uvicorn
 
-        uvicorn.run(bare_app(), host="127.0.0.1", port=args.port, log_level="warning")
+        # the keep-alive of `timbal serve`, so both sides keep their connections alike
+        uvicorn.run(bare_app(), host="127.0.0.1", port=args.port, log_level="warning", timeout_keep_alive=30)
         return 0
     print(json.dumps(measure(args.requests, args.postgres), indent=2))
     return 0
