@@ -52,7 +52,13 @@ _KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "llm": {"timeout": 60, "retries": 2},
     "agent": {"timeout": 60, "retries": 2, "max_iterations": 10},
     "flow": {"memory": "shared"},
+    "map": {"as": "item"},
+    "loop": {"on_max_iterations": "fail"},
+    "input": {"schema": {"type": "string"}},
 }
+# Kinds with a body (inline `steps:` or `flow:` + `inputs:`), and what else their steps publish.
+_BODY_KINDS = ("map", "loop")
+_KIND_ATTRIBUTES: dict[str, tuple[str, ...]] = {"loop": ("last", "iterations")}
 _TYPE_WORDS: dict[str, str] = {
     "string": "a string",
     "integer": "an integer",
@@ -271,14 +277,27 @@ class _FlowCompiler:
         sid = step.get("id") if isinstance(step, dict) else None
         return f"step '{sid}'" if isinstance(sid, str) and sid else f"step #{i + 1}"
 
+    def innermost_step(self, path: PathKey) -> tuple[str, PathKey] | None:
+        """The step (inside bodies too) that `path` points into, named, and the path left in it."""
+        found: tuple[str, PathKey] | None = None
+        node: Any = self.data
+        k = 0
+        while k + 1 < len(path) and path[k] == "steps" and isinstance(path[k + 1], int):
+            steps = node.get("steps") if isinstance(node, dict) else None
+            node = steps[path[k + 1]] if isinstance(steps, list) and path[k + 1] < len(steps) else None
+            sid = node.get("id") if isinstance(node, dict) else None
+            name = f"step '{sid}'" if isinstance(sid, str) and sid else f"step #{path[k + 1] + 1}"
+            found, k = (name, path[k + 2:]), k + 2
+        return found
+
     def subject(self, path: PathKey, text: str) -> str:
         """`text` said about the thing at `path`: "step 'x': 'memory_window' must be ..."."""
         if not path:
             return f"the flow {text}"
-        if path[0] == "steps" and len(path) >= 2 and isinstance(path[1], int):
-            if len(path) == 2:
-                return f"{self.step_name(path[1])} {text}"
-            return f"{self.step_name(path[1])}: '{_fmt_path(path[2:])}' {text}"
+        step = self.innermost_step(path)
+        if step is not None:
+            name, rest = step
+            return f"{name} {text}" if not rest else f"{name}: '{_fmt_path(rest)}' {text}"
         if path[0] == "inputs" and len(path) >= 2:
             if len(path) == 2:
                 return f"input '{path[1]}' {text}"
@@ -289,9 +308,10 @@ class _FlowCompiler:
         """Where a key sits: "at the top level", "in step 'x'", "in 'messages[0]' of step 'x'"."""
         if not path:
             return "at the top level"
-        if path[0] == "steps" and len(path) >= 2 and isinstance(path[1], int):
-            step = self.step_name(path[1])
-            return f"in {step}" if len(path) == 2 else f"in '{_fmt_path(path[2:])}' of {step}"
+        inner = self.innermost_step(path)
+        if inner is not None:
+            step, rest = inner
+            return f"in {step}" if not rest else f"in '{_fmt_path(rest)}' of {step}"
         if path[0] == "inputs" and len(path) >= 2:
             return f"in input '{path[1]}'" if len(path) == 2 else f"in '{_fmt_path(path[2:])}' of input '{path[1]}'"
         return f"in '{_fmt_path(path)}'"
@@ -403,8 +423,9 @@ class _FlowCompiler:
             else:
                 words = _PATTERN_WORDS.get(str(last), f"must match {err.validator_value}")
                 self.error(self.subject(path, f"{words}, not '{inst}'"), path)
-        elif v in ("minimum", "exclusiveMinimum"):
-            bound = "at least" if v == "minimum" else "greater than"
+        elif v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+            bound = {"minimum": "at least", "exclusiveMinimum": "greater than",
+                     "maximum": "at most", "exclusiveMaximum": "less than"}[v]
             self.error(self.subject(path, f"must be {bound} {err.validator_value}"), path)
         elif v == "minItems" and path == ("steps",):
             self.error("the flow has no steps: 'steps' needs at least one", path)
@@ -432,7 +453,9 @@ class _FlowCompiler:
         steps_raw: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
         ids = self.collect_step_ids(steps_raw)
         self.step_ids = ids
+        self.body_ids = _body_step_ids(steps_raw)
         defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
+        self.defaults = defaults
         built: list[dict[str, Any]] = []
         valid = set(ids.values())
         for i, raw in enumerate(steps_raw):
@@ -609,7 +632,50 @@ class _FlowCompiler:
         if kind == "agent" and isinstance(raw.get("tools"), list):
             self.compile_tools(raw["tools"], base, step)
         step["config"] = config
+        if kind in _BODY_KINDS:
+            self.compile_container(step, base, ctx)
+        if kind == "input":
+            self.check_answer_schema(raw.get("schema"), base + ("schema",))
         return step
+
+    def compile_container(self, step: dict[str, Any], base: PathKey, ctx: _StepContext) -> None:
+        """A map or loop: its own keys, then its body (inline steps, or a flow file)."""
+        raw, config = step["raw"], step["config"]
+        if step["kind"] == "map" and "items" in raw:
+            config["items"] = self.render_tree(raw["items"], base + ("items",), "items", ctx)
+        names = _body_names(step["kind"], step["id"], raw)
+        alias = raw.get("as")
+        if isinstance(alias, str) and (alias in RESERVED_NAMES or alias in self.step_ids):
+            what = "a reserved name" if alias in RESERVED_NAMES else "a step of the flow"
+            self.error(self.subject(base + ("as",), f"names the item '{alias}', which is {what}"),
+                       base + ("as",))
+        scope = _BodyCompiler(self, base, ctx, names)
+        if "until" in raw:
+            config["until"] = scope.compile_when(raw["until"], ("until",), None, "until")
+        if isinstance(raw.get("inputs"), dict):
+            config["inputs"] = scope.render_tree(raw["inputs"], ("inputs",), "inputs", None)
+        if isinstance(raw.get("flow"), str):
+            child = self.subflow(raw["flow"], base + ("flow",))
+            step["subflow"] = child
+            if child is not None:
+                self.check_child_inputs(child, raw.get("inputs"), base)
+        elif isinstance(raw.get("steps"), list):
+            step["subflow"] = scope.compile_body()
+        if step["subflow"] is not None:
+            step["memory_ids"] |= step["subflow"].memory_ids
+
+    def check_answer_schema(self, schema: Any, path: PathKey) -> None:
+        """An input step's `schema` must itself be a valid JSON Schema."""
+        if not isinstance(schema, dict):
+            return  # reported by the schema
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            self.error(self.subject(path, f"is not a valid JSON Schema: {exc.message}"),
+                       path + tuple(exc.absolute_path))
 
     def render_tree(self, value: Any, path: PathKey, label: str, ctx: _StepContext | None) -> Any:
         """Compile every template string inside `value` (dicts, lists, scalars)."""
@@ -689,13 +755,18 @@ class _FlowCompiler:
             if ctx is not None and root == ctx.step_id:
                 err(f"step '{root}' reads its own result in {label}")
                 return
-            if attr is not None and attr not in STEP_ATTRIBUTES:
-                guess = did_you_mean(attr, STEP_ATTRIBUTES)
+            attributes = STEP_ATTRIBUTES + _KIND_ATTRIBUTES.get(self.step_kind(root), ())
+            if attr is not None and attr not in attributes:
+                guess = did_you_mean(attr, attributes)
                 mean = f" (did you mean '{guess}'?)" if guess else ""
                 err(f"unknown attribute '{attr}' of step '{root}' in {label}{mean}",
-                    f"a step has {', '.join(STEP_ATTRIBUTES)}")
+                    f"a step has {', '.join(attributes)}")
             if ctx is not None:
                 ctx.deps.add(root)
+        elif root in self.body_ids:
+            owner = self.body_ids[root]
+            err(f"step '{root}' is inside {self.step_kind(owner)} '{owner}' and cannot be read "
+                f"from outside it in {label}", f"read the body's result: {owner}.return")
         else:
             guess = did_you_mean(root, [*self.step_ids, "inputs", "env", "run"])
             mean = f" (did you mean '{guess}'?)" if guess else ""
@@ -705,7 +776,16 @@ class _FlowCompiler:
                 err(f"unknown name '{root}' in {label}{mean}",
                     "templates read inputs.NAME, env.NAME, run.id and STEP.return")
 
-    def compile_when(self, value: Any, path: PathKey, ctx: _StepContext) -> CompiledTemplate | None:
+    def step_kind(self, step_id: str) -> str:
+        """The kind of step `step_id` of this flow, as written (`llm` when it says none)."""
+        steps = self.data.get("steps")
+        raw = steps[self.step_ids[step_id]] if step_id in self.step_ids and isinstance(steps, list) else {}
+        kind = raw.get("type", "llm") if isinstance(raw, dict) else "llm"
+        return kind if isinstance(kind, str) else "llm"
+
+    def compile_when(
+        self, value: Any, path: PathKey, ctx: _StepContext | None, label: str = "when"
+    ) -> CompiledTemplate | None:
         if value is None:
             return None
         if isinstance(value, bool):
@@ -713,10 +793,10 @@ class _FlowCompiler:
         if not isinstance(value, str):
             return None  # reported by the schema
         if is_template(value):
-            return self.template(value, "when", ctx, lambda off: self.doc.location_in_string(path, off), path)
+            return self.template(value, label, ctx, lambda off: self.doc.location_in_string(path, off), path)
         # A bare expression (`when: inputs.flag`) is read as `{{ inputs.flag }}`.
         return self.template(
-            "{{ " + value + " }}", "when", ctx,
+            "{{ " + value + " }}", label, ctx,
             lambda off: self.doc.location_in_string(path, max(0, off - 3)), path,
         )
 
@@ -984,3 +1064,164 @@ def _find_cycle(nodes: set[str], deps: Mapping[str, set[str]], index: Mapping[st
             return path[pos[cur]:] + [cur]
         remaining -= set(path)  # a dead end: these only wait on other cycles
     return None
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def _body_names(kind: str, step_id: str, raw: Mapping[str, Any]) -> dict[str, tuple[str, ...] | None]:
+    """The names a container's body (and its `until`/`inputs`) may read besides the outer
+    flow's: name -> the attributes it has (None: any, e.g. the item)."""
+    if kind == "map":
+        alias = raw.get("as")
+        return {alias if isinstance(alias, str) else "item": None}
+    return {"loop": ("index",), step_id: _KIND_ATTRIBUTES["loop"]}
+
+
+def _body_step_ids(steps: list[Any]) -> dict[str, str]:
+    """Ids of the steps inside inline bodies (at any depth) -> the top-level step holding them."""
+    out: dict[str, str] = {}
+
+    def walk(body: Any, owner: str) -> None:
+        for raw in body if isinstance(body, list) else []:
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                out.setdefault(raw["id"], owner)
+                walk(raw.get("steps"), owner)
+
+    for raw in steps:
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            walk(raw.get("steps"), raw["id"])
+    return out
+
+
+class _BodyDocument(Document):
+    """The part of a document under `prefix` (a container step), seen as a document of its
+    own: paths are relative to the step, positions are those of the whole file."""
+
+    def __init__(self, outer: Document, prefix: PathKey) -> None:
+        data = outer.data
+        for part in prefix:
+            data = data[part]
+        super().__init__(data=data, path=outer.path, source=outer.source)
+        self.outer = outer
+        self.prefix = tuple(prefix)
+
+    def _full(self, path: PathKey) -> PathKey:
+        # A default merged into a body step is written under the flow's own `defaults:`.
+        return tuple(path) if path[:1] == ("defaults",) else self.prefix + tuple(path)
+
+    @property
+    def has_positions(self) -> bool:
+        return self.outer.has_positions
+
+    @property
+    def sources(self) -> dict[str, str]:  # type: ignore[override]
+        return self.outer.sources
+
+    def location(self, path: PathKey = (), key: bool = False) -> Location | None:
+        return self.outer.location(self._full(path), key)
+
+    def location_in_string(self, path: PathKey, offset: int) -> Location | None:
+        return self.outer.location_in_string(self._full(path), offset)
+
+
+class _BodyCompiler(_FlowCompiler):
+    """An inline body (`steps:` of a map or loop) as a nested scope, compiled like a flow.
+
+    Its steps may read the outer flow's steps (each becomes a dependency of the container
+    step), `inputs`, `env`, `run` and `names` (the item, `loop`, the loop's own `last` and
+    `iterations`). Diagnostics, files and secrets go to the outer compiler, so every error
+    is located in the file at the body's own lines.
+    """
+
+    def __init__(
+        self,
+        outer: _FlowCompiler,
+        prefix: PathKey,
+        container: _StepContext,
+        names: dict[str, tuple[str, ...] | None],
+    ) -> None:
+        super().__init__(_BodyDocument(outer.doc, prefix), outer.session, base_dir=outer.base_dir)
+        self.outer = outer
+        self.container = container
+        self.names = names
+        self.real_path = outer.real_path
+        self.diags, self.sources = outer.diags, outer.sources
+        self.files, self.env_names, self.secrets = outer.files, outer.env_names, outer.secrets
+        self.input_names = outer.input_names
+        self.defaults = outer.defaults
+        self.step_ids: dict[str, int] = {}
+        self.body_ids = {}
+
+    def reaches(self, name: str) -> bool:
+        """Whether `name` is a step or name of an enclosing scope that this body may read."""
+        outer = self.outer
+        if name in outer.step_ids:
+            return True
+        return isinstance(outer, _BodyCompiler) and (name in outer.names or outer.reaches(name))
+
+    def check_reference(
+        self,
+        root: str,
+        attr: str | None,
+        label: str,
+        ctx: _StepContext | None,
+        path: PathKey,
+        only: tuple[str, ...] | None,
+        locate: Callable[[], Location | None],
+    ) -> None:
+        if root in self.names and root not in self.step_ids and (only is None or root in only):
+            allowed = self.names[root]
+            if attr is not None and allowed is not None and attr not in allowed:
+                guess = did_you_mean(attr, allowed)
+                mean = f" (did you mean '{guess}'?)" if guess else ""
+                self.error(f"unknown attribute '{root}.{attr}' in {label}{mean}", path, at=locate(),
+                           hint=f"'{root}' has {', '.join(allowed)} here")
+            return
+        if root not in self.step_ids and self.reaches(root):
+            # An outer step: the container waits for it; the outer scope checks the attribute.
+            self.outer.check_reference(root, attr, label, self.container, path, only, locate)
+            return
+        super().check_reference(root, attr, label, ctx, path, only, locate)
+
+    def collect_step_ids(self, steps: list[Any]) -> dict[str, int]:
+        ids = super().collect_step_ids(steps)
+        for sid, i in list(ids.items()):
+            if self.reaches(sid) or sid in self.names:
+                self.error(f"step id '{sid}' is already used by the enclosing flow "
+                           "(a body's step ids must differ from the names it can read)",
+                           ("steps", i, "id"))
+                del ids[sid]
+        return ids
+
+    def compile_body(self) -> ExecutionGraph | None:
+        """The body as an ExecutionGraph (None when it has errors: they are reported)."""
+        before = len(self.diags)
+        steps_raw: list[Any] = self.data["steps"]
+        self.step_ids = self.collect_step_ids(steps_raw)
+        self.body_ids = _body_step_ids(steps_raw)
+        built: list[dict[str, Any]] = []
+        valid = set(self.step_ids.values())
+        for i, raw in enumerate(steps_raw):
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                step = self.compile_step(i, raw, self.defaults)
+                if step is not None and i in valid:
+                    built.append(step)
+        outputs = self.compile_outputs(self.data.get("outputs"))
+        order = self.link(built)
+        if len(self.diags) > before or not built:
+            return None
+        outer_graph_name = self.outer.data.get("name")
+        return ExecutionGraph(
+            name=outer_graph_name if isinstance(outer_graph_name, str) and outer_graph_name
+            else (Path(self.doc.path).stem if self.real_path else "flow"),
+            description=None,
+            path=self.real_path,
+            content_hash=_sha256(_canonical(self.data.get("steps"))),
+            inputs=(),
+            steps=tuple(self.finish_step(b) for b in built),
+            order=order,
+            outputs=freeze(outputs) if outputs is not None else None,
+            saver=None,
+            spec=freeze({"steps": steps_raw, **({"outputs": self.data["outputs"]} if "outputs" in self.data else {})}),
+        )

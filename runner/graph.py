@@ -19,7 +19,7 @@ from .templates import CompiledTemplate
 
 __all__ = ["StepSpec", "InputSpec", "SaverSpec", "ExecutionGraph", "STEP_KINDS", "freeze", "thaw"]
 
-STEP_KINDS = ("llm", "template", "python", "flow", "agent")
+STEP_KINDS = ("llm", "template", "python", "flow", "agent", "map", "loop", "input")
 
 
 def freeze(value: Any) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["ConversationStore", "MemoryView", "ForkedMemoryView", "window_messages"]
+__all__ = ["ConversationStore", "MemoryView", "ForkedMemoryView", "SnapshotMemoryView", "window_messages"]
 
 Message = dict[str, Any]
 
@@ -100,3 +100,18 @@ class ForkedMemoryView(MemoryView):
         # Only what this call wrote in this run: a fork key seen in an earlier run (the same
         # agent step and call number in the parent run) holds that run's private exchange.
         return window_messages(self.prefix + self.store.added.get(self.fork_key, []), window)
+
+
+class SnapshotMemoryView(MemoryView):
+    """The conversations `memory_ids` as they stood when the view was made, in a store of
+    its own: what is written through it never reaches `parent`'s store (one map item)."""
+
+    def __init__(self, parent: MemoryView, memory_ids: Iterable[str]) -> None:
+        super().__init__(
+            ConversationStore({parent.key(m): parent.history(m) for m in memory_ids}),
+            parent.namespace,
+        )
+        self.parent = parent
+
+    def key(self, memory_id: str) -> str:
+        return self.parent.key(memory_id)

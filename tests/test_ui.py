@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from testkit import ServeProcess, write
+from testkit import ServeProcess, edit, wait_until, write
 
 pytestmark = pytest.mark.browser
 
@@ -309,10 +309,13 @@ def test_chat_branches_from_an_earlier_turn_and_switches_branches(page, served: 
     expect(turns.nth(1)).to_contain_text("echo (4 messages): path two")
     expect(page.get_by_text("path one")).to_have_count(0)  # branches never see each other
     expect(turns.nth(1)).to_contain_text("branch 2 of 2")
-    page.get_by_role("button", name="Previous branch of turn 2").click()
+    # the switcher works from the keyboard
+    page.get_by_role("button", name="Previous branch of turn 2").focus()
+    page.keyboard.press("Enter")
     expect(page.locator("li.turn").nth(1)).to_contain_text("path one")
     expect(page.locator("li.turn").nth(1)).to_contain_text("branch 1 of 2")
-    page.get_by_role("button", name="Next branch of turn 2").click()
+    page.get_by_role("button", name="Next branch of turn 2").focus()
+    page.keyboard.press("Space")
     expect(page.locator("li.turn").nth(1)).to_contain_text("path two")
 
 
@@ -419,12 +422,23 @@ def test_run_page_follows_a_run_in_flight(page, served: ServeProcess, tmp_path: 
 def test_pages_make_no_request_outside_the_server(page, served: ServeProcess) -> None:
     seen: list[str] = []
     page.on("request", lambda request: seen.append(request.url))
-    run_id = run_flow(page, served, "chat", prompt="where do you go")
+    # markup in a run's values is shown as text, never loaded
+    hostile = '<img src="https://example.com/pixel.png"><script>fetch("https://example.com")</script>'
+    run_id = run_flow(page, served, "chat", prompt=hostile)
+    expect(page.locator("pre[data-output=reply]")).to_contain_text(hostile)
     for path in ("/", "/ui/runs", f"/ui/runs/{run_id}", "/ui/flows/pair", "/ui/flows/chat/chat"):
         page.goto(served.url + path)
         expect(page.locator("main")).not_to_contain_text("Loading…")
     outside = [url for url in seen if not url.startswith(served.url + "/")]
     assert len(seen) > 10 and not outside, outside
+
+
+def test_an_unknown_run_or_flow_shows_the_servers_message(page, served: ServeProcess) -> None:
+    page.goto(f"{served.url}/ui/runs/01NOSUCHRUN")
+    expect(page.get_by_role("alert")).to_contain_text("01NOSUCHRUN")
+    page.goto(f"{served.url}/ui/flows/nosuchflow")
+    expect(page.get_by_role("alert")).to_contain_text("nosuchflow")
+    expect(page.locator("#run-form")).to_be_hidden()
 
 
 def test_every_field_has_a_label(page, served: ServeProcess) -> None:
@@ -435,6 +449,32 @@ def test_every_field_has_a_label(page, served: ServeProcess) -> None:
             .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
             .map(e => e.id || e.name || e.outerHTML)""")
         assert unlabelled == [], (path, unlabelled)
+
+
+def test_home_page_lists_the_flows_in_its_html_and_loads_nothing_from_elsewhere(served: ServeProcess) -> None:
+    import httpx
+
+    home = httpx.get(served.url + "/")
+    assert home.status_code == 200 and home.headers["content-type"].startswith("text/html")
+    assert "A friendly echo that remembers the conversation." in home.text  # no script needed
+    assert re.search(r"default-src 'self'", home.headers["content-security-policy"])
+    assets = re.findall(r'(?:src|href)="([^"]+)"', home.text)
+    assert assets and all(a.startswith(("/", "#")) for a in assets), assets
+    for asset in (a for a in assets if a.startswith("/ui/static/")):
+        assert httpx.get(served.url + asset).status_code == 200, asset
+
+
+def test_flows_page_shows_the_located_errors_of_a_broken_edit(page, serve_ui, tmp_path: Path) -> None:
+    import httpx
+
+    flow = write(tmp_path / "chat.yaml", FLOWS["chat.yaml"])
+    server = serve_ui(tmp_path, "--reload")
+    edit(flow, "prompt: \"{{ inputs.prompt }}\"", "prompt: \"{{ inputs.promt }}\"")
+    wait_until(lambda: httpx.get(server.url + "/flows").json()[0]["errors"], what="the reload's errors")
+    page.goto(server.url + "/")
+    alert = page.locator("li.card[data-flow=chat]").get_by_role("alert")
+    expect(alert).to_contain_text("the last good version is served")
+    expect(alert).to_contain_text(re.compile(r"chat\.yaml:\d+:\d+: error: .*promt"))
 
 
 def test_no_ui_serves_only_the_api(serve_ui, tmp_path: Path) -> None:

@@ -10,7 +10,15 @@ from typing import Any
 
 import click
 
-from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, handle_errors, main, print_json
+from .base import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_WAITING,
+    handle_errors,
+    main,
+    print_json,
+)
 
 
 def read_inputs(graph: Any, assignments: tuple[str, ...], inputs_file: str | None) -> dict[str, Any]:
@@ -102,6 +110,51 @@ def print_outputs(outputs: Any, streamed: str | None = None) -> None:
         click.echo(json.dumps(outputs, indent=2, ensure_ascii=False, default=str))
 
 
+def question_text(question: dict[str, Any]) -> str:
+    """One waiting question as a person reads it: the prompt and the answer's type."""
+    kind = question["schema"].get("type", "any")
+    choices = question["schema"].get("enum")
+    expect = f"one of {', '.join(map(str, choices))}" if choices else str(kind)
+    return f"{question['prompt']} [{expect}]"
+
+
+def read_answer(question: dict[str, Any], text: str) -> Any:
+    """A typed answer from text (as `-i` values are read); InputError when it does not fit."""
+    from ..errors import Diagnostic, InputError
+    from ..inputs import answer_label, answer_spec, check_answer, coerce_text
+
+    step_id, schema = question["step_id"], question["schema"]
+    value = coerce_text(answer_spec(step_id, schema), text, answer_label(step_id))
+    problem = check_answer(step_id, schema, value)
+    if problem:
+        raise InputError([Diagnostic(problem)])
+    return value
+
+
+def ask_answers(questions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ask each question at the terminal until its answer fits: `{step_id: value}`."""
+    from ..errors import InputError
+
+    answers: dict[str, Any] = {}
+    for question in questions:
+        while True:
+            text = click.prompt(click.style(question_text(question), bold=True), err=True)
+            try:
+                answers[question["step_id"]] = read_answer(question, text)
+                break
+            except InputError as exc:
+                click.echo(exc.format(), err=True)
+    return answers
+
+
+def resume_command(graph: Any, run_id: str, questions: list[dict[str, Any]],
+                   saver_uri: str | None = None) -> str:
+    """The command that answers a waiting run: `timbal run FLOW --resume RUN_ID --answer STEP=VALUE`."""
+    answers = " ".join(f"--answer {q['step_id']}=VALUE" for q in questions)
+    saver_arg = f" --saver {shlex.quote(saver_uri)}" if saver_uri else ""
+    return f"timbal run {shlex.quote(str(graph.path))} --resume {run_id} {answers}{saver_arg}"
+
+
 async def run_interruptibly(coro: Any) -> Any:
     """Await `coro`; SIGINT / SIGTERM cancel it (the engine then records 'interrupted')."""
     import asyncio
@@ -138,16 +191,30 @@ def execute_once(
     as_json: bool,
     stream_tty: bool,
     saver_uri: str | None = None,
+    answers: dict[str, Any] | None = None,
+    ask: bool = False,
+    progress_tty: bool = False,
 ) -> int:
-    """Run once, print the outcome; the exit code."""
+    """Run once, print the outcome; the exit code. A run that waits for answers is asked
+    them at the terminal (`ask`) and goes on; otherwise the command to answer it is shown.
+    `progress_tty`: show the steps' progress on stderr (a terminal) when the output does
+    not stream."""
     import asyncio  # here, not at the top: `timbal validate` and friends never need it
+    from contextlib import nullcontext
 
     graph = runnable.graph
     out_step = graph.output_step
     streaming = stream_tty and not as_json and out_step is not None
+    progress: Any = None
+    if progress_tty and not streaming:
+        from .progress import RunProgress  # rich costs start-up time: only at a terminal
+
+        progress = RunProgress()
     state: dict[str, Any] = {"run_id": None, "streamed": None}
 
     def listener(event: Any) -> None:
+        if progress is not None:
+            progress(event)
         if event.type == "run_started":
             state["run_id"] = event.run_id
         elif event.type == "step_chunk" and event.step_id == out_step:
@@ -158,11 +225,25 @@ def execute_once(
 
     stream = frozenset({out_step}) if streaming and out_step else False
     try:
-        result = asyncio.run(
-            run_interruptibly(
-                runnable.run(values, parent_id=parent, resume=resume, listener=listener, stream=stream)
+        with progress if progress is not None else nullcontext():
+            result = asyncio.run(
+                run_interruptibly(
+                    runnable.run(values, parent_id=parent, resume=resume, listener=listener,
+                                 stream=stream, answers=answers)
+                )
             )
-        )
+        while result.status == "waiting" and ask:
+            if state["streamed"]:
+                click.echo("")
+                state["streamed"] = None
+            given = ask_answers(result.waiting)  # the progress display is stopped meanwhile
+            with progress if progress is not None else nullcontext():
+                result = asyncio.run(
+                    run_interruptibly(
+                        runnable.run(None, resume=result.run_id, listener=listener, stream=stream,
+                                     answers=given)
+                    )
+                )
     except (asyncio.CancelledError, KeyboardInterrupt):
         if state["streamed"]:
             click.echo("")
@@ -181,6 +262,18 @@ def execute_once(
     elif state["streamed"]:
         click.echo("")
     sys.stdout.flush()  # the output before the summary, when both go to one terminal
+    if result.status == "waiting":
+        click.echo(_summary(result), err=True)
+        for question in result.waiting:
+            click.echo(f"waiting for {question['step_id']}: {question_text(question)}", err=True)
+        click.echo("answer with:", err=True)
+        click.echo(f"  {resume_command(graph, result.run_id, result.waiting, saver_uri)}", err=True)
+        from ..savers import InMemorySaver
+
+        if isinstance(getattr(runnable, "saver", None), InMemorySaver):
+            click.echo("note: the in_memory saver keeps nothing after this process: give the flow "
+                       "a state_saver (or --saver) to answer it later", err=True)
+        return EXIT_WAITING
     if not result.ok:
         click.echo(f"error: {result.error}", err=True)
     click.echo(_summary(result), err=True)
@@ -194,13 +287,17 @@ def execute_once(
 @click.option("--inputs", "inputs_file", metavar="FILE", help="Inputs from a JSON or YAML file ('-' for stdin).")
 @click.option("--parent", metavar="RUN_ID", help="Start from this run's memory (continue, rewind or branch).")
 @click.option("--continue", "-c", "cont", is_flag=True, help="Continue the latest run of this flow.")
-@click.option("--resume", metavar="RUN_ID", help="Re-run a failed or interrupted run; succeeded steps are kept.")
+@click.option("--resume", metavar="RUN_ID",
+              help="Re-run a failed, interrupted or waiting run; succeeded steps are kept.")
+@click.option("--answer", "answer_pairs", multiple=True, metavar="STEP=VALUE",
+              help="With --resume: answer a waiting run's input step (read as its schema's type; repeatable).")
 @click.option("--saver", "saver_uri", metavar="URI",
               help="Override the file's state_saver: jsonl:PATH, sqlite:PATH, postgresql://…, memory.")
 @click.option("--json", "as_json", is_flag=True, help="Print {run_id, parent_id, status, outputs, usage, error} as JSON.")
 @click.option("--watch", is_flag=True, help="Re-compile and run again whenever the flow or a file it uses changes.")
 @click.option("--no-cache", is_flag=True, help="With --watch: never reuse earlier step results.")
 @click.option("--dry-run", is_flag=True, help="Show the order in which the steps would run, and stop.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display on stderr (the run's summary line stays).")
 @handle_errors
 def run_command(
     flow: Path,
@@ -209,11 +306,13 @@ def run_command(
     parent: str | None,
     cont: bool,
     resume: str | None,
+    answer_pairs: tuple[str, ...],
     saver_uri: str | None,
     as_json: bool,
     watch: bool,
     no_cache: bool,
     dry_run: bool,
+    quiet: bool,
 ) -> None:
     """Run FLOW once and print its output."""
     from ..compiler import compile_file
@@ -221,6 +320,8 @@ def run_command(
 
     if sum(bool(x) for x in (parent, cont, resume)) > 1:
         raise click.UsageError("--parent, --continue and --resume exclude each other")
+    if answer_pairs and not resume:
+        raise click.UsageError("--answer answers a waiting run: give it with --resume RUN_ID")
     if watch and (parent or cont or resume):
         raise click.UsageError("--watch starts every run afresh: it does not take --parent, --continue or --resume")
     if watch:  # the watcher compiles the flow itself, and again on every change
@@ -249,7 +350,17 @@ def run_command(
         prepare_inputs(graph, values)  # input errors exit 2 before any run is recorded
     runnable = RunnableFlow(graph, saver)
     try:
-        code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(), saver_uri)
+        answers = None
+        if answer_pairs:
+            from ..history import waiting_questions
+            from ..inputs import parse_answers
+
+            questions = waiting_questions(saver.get_run(saver.resolve(resume or "")))
+            answers = parse_answers(questions, list(answer_pairs))
+        at_terminal = sys.stdin.isatty() and sys.stdout.isatty() and not as_json
+        code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(),
+                            saver_uri, answers, ask=at_terminal,
+                            progress_tty=not quiet and sys.stderr.isatty())
     finally:
         saver.close()
     sys.exit(code)

@@ -2,6 +2,9 @@
 
 - ``echo``: built in, offline, deterministic (models/echo.py); never imports litellm.
 - ``local/smollm2`` and ``local/PATH.gguf``: llama.cpp in-process (models/local.py).
+- ``openai/…``: our httpx client of the OpenAI protocol (models/openai_http.py), for OpenAI
+  and every OpenAI-compatible server; ``TIMBAL_OPENAI_CLIENT=litellm`` sends them to
+  litellm instead.
 - anything else: litellm (models/litellm_adapter.py), imported lazily.
 
 Retries with exponential backoff and jitter live here, once, for every backend.
@@ -10,6 +13,7 @@ Retries with exponential backoff and jitter live here, once, for every backend.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +21,10 @@ from typing import Any
 
 from ..errors import ProviderError
 
-__all__ = ["ModelRequest", "ModelReply", "complete", "backend_for"]
+__all__ = ["ModelRequest", "ModelReply", "complete", "backend_for", "OPENAI_CLIENT_VAR"]
+
+# `litellm` sends openai/… models through litellm instead of our own client.
+OPENAI_CLIENT_VAR = "TIMBAL_OPENAI_CLIENT"
 
 
 @dataclass
@@ -64,6 +71,10 @@ def backend_for(model: str) -> Backend:
         from .local import complete as local_complete
 
         return local_complete
+    if model.startswith("openai/") and os.environ.get(OPENAI_CLIENT_VAR, "") != "litellm":
+        from .openai_http import complete as openai_complete
+
+        return openai_complete
     from .litellm_adapter import complete as litellm_complete
 
     return litellm_complete

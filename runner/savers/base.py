@@ -22,12 +22,12 @@ from typing import Any
 from ..errors import RunNotFound, SaverError
 
 __all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "STEP_STATUSES", "encode_json",
-           "steps_delta", "join_deltas"]
+           "steps_delta", "join_deltas", "in_map_item"]
 
 _MEMORY_LOCK = threading.Lock()  # guards every saver's `remember_memory` cache
 
-RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
-STEP_STATUSES = ("succeeded", "failed", "skipped")
+RUN_STATUSES = ("running", "succeeded", "failed", "interrupted", "waiting")
+STEP_STATUSES = ("succeeded", "failed", "skipped", "waiting")
 
 
 def _json_fallback(value: Any) -> Any:
@@ -121,10 +121,19 @@ _STEP_FIELDS = tuple(StepRecord.__dataclass_fields__)
 _RUN_FIELDS = tuple(f for f in RunRecord.__dataclass_fields__ if f != "steps")
 
 
+def in_map_item(step_id: str) -> bool:
+    """Whether a step record belongs to one item of a map (`STEP[i]/child`): what an item
+    adds to a conversation stays in its records and never joins the run's memory."""
+    return "[" in step_id  # step ids and tool names never hold '['
+
+
 def steps_delta(steps: Iterable[StepRecord]) -> dict[str, list[dict[str, Any]]]:
-    """The messages some step records added, per memory id (succeeded steps, in seq order)."""
+    """The messages some step records added, per memory id (succeeded steps, in seq order;
+    map items' steps left out)."""
     ordered = sorted(steps, key=lambda s: (s.seq, s.step_id))
-    return join_deltas(s.messages for s in ordered if s.status == "succeeded")
+    return join_deltas(
+        s.messages for s in ordered if s.status == "succeeded" and not in_map_item(s.step_id)
+    )
 
 
 def join_deltas(
