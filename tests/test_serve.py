@@ -520,3 +520,56 @@ def test_two_servers_on_postgres_serve_the_same_conversations(
     finally:
         first.close()
         second.close()
+
+
+# -- input steps: waiting runs and their answers ---------------------------------------------------
+APPROVE_FLOW = """
+    version: 1
+    name: approve
+    inputs:
+      draft: {type: string}
+    steps:
+      - id: ok
+        type: input
+        prompt: "Publish {{ inputs.draft }}?"
+        schema: {type: boolean}
+      - id: done
+        type: template
+        text: "published={{ ok.return }}"
+    state_saver: {type: sqlite, path: approve.db}
+"""
+
+
+def test_a_waiting_run_is_answered_over_http_even_after_a_restart(tmp_path: Path) -> None:
+    write(tmp_path / "approve.yaml", APPROVE_FLOW)
+    first = ServeProcess("approve.yaml", cwd=tmp_path)
+    try:
+        run = httpx.post(f"{first.url}/flows/approve/runs", json={"inputs": {"draft": "the post"}}).json()
+        assert run["status"] == "waiting"
+        assert run["waiting"] == [{"step_id": "ok", "prompt": "Publish the post?", "schema": {"type": "boolean"}}]
+        with httpx.stream("POST", f"{first.url}/flows/approve/runs", json={"inputs": {"draft": "x"}},
+                          headers={"accept": "text/event-stream"}) as response:
+            streamed = response.headers["x-timbal-run-id"]
+            live = [e for e in sse_events(response.read().decode()) if "id" in e]
+        assert [e["event"] for e in live[-2:]] == ["run_waiting", "run_finished"]
+        assert json.loads(live[-2]["data"])["data"]["waiting"][0]["step_id"] == "ok"
+        assert json.loads(live[-1]["data"])["data"]["status"] == "waiting"
+    finally:
+        first.close()  # kill -9: the waiting run was saved when it started waiting
+    second = ServeProcess("approve.yaml", cwd=tmp_path)
+    try:
+        # rebuilt from the store, the events and their ids are those the first server sent live
+        replayed = sse_events(httpx.get(f"{second.url}/runs/{streamed}/events").text)
+        assert [(e["id"], e["event"]) for e in replayed] == [(e["id"], e["event"]) for e in live]
+        url = f"{second.url}/runs/{run['run_id']}"
+        wrong = httpx.post(f"{url}/resume", json={"answers": {"ok": "maybe"}})
+        assert wrong.status_code == 400 and "ok" in wrong.json()["detail"]
+        assert httpx.get(url).json()["status"] == "waiting"
+        answered = httpx.post(f"{url}/resume", json={"answers": {"ok": True}}).json()
+        assert answered["status"] == "succeeded" and answered["outputs"] == {"done": "published=True"}
+        assert httpx.post(f"{url}/resume", json={"answers": {"ok": True}}).status_code == 409
+        again = httpx.post(f"{second.url}/flows/approve/runs",
+                           json={"inputs": {"draft": "b"}, "answers": {"ok": False}}).json()
+        assert again["status"] == "succeeded" and again["outputs"] == {"done": "published=False"}
+    finally:
+        second.close()
