@@ -220,6 +220,17 @@ def test_delete_refuses_a_run_with_branches_unless_recursive(served: ServeProces
     assert httpx.get(f"{url}/runs/{root}").status_code == 404
 
 
+def test_malformed_json_and_bad_queries_are_4xx_with_a_detail(served: ServeProcess) -> None:
+    broken = httpx.post(f"{served.url}/flows/typed/runs", content=b'{"inputs": ',
+                        headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "JSON" in broken.json()["detail"]
+    assert httpx.get(f"{served.url}/runs", params={"limit": -1}).status_code == 400
+    assert httpx.get(f"{served.url}/runs/nope").status_code == 404
+    assert httpx.post(f"{served.url}/flows/nope/runs", json={}).json()["code"] == "flow_not_found"
+    bad_id = httpx.get(f"{served.url}/runs/nope/events", headers={"last-event-id": "x"})
+    assert bad_id.status_code == 404
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
@@ -336,6 +347,23 @@ GATES = """
         while not Path(path).exists():
             await asyncio.sleep(0.01)
         return Path(path).read_text()
+
+
+    def boom(text: str) -> str:
+        \"\"\"Fail, saying `text`.\"\"\"
+        raise RuntimeError(text)
+"""
+
+FAILING_FLOW = """
+    version: 1
+    name: failing
+    inputs:
+      prompt: {type: string}
+    steps:
+      - id: explode
+        type: python
+        function: gates:boom
+        args: {text: "{{ inputs.prompt }}"}
 """
 
 
@@ -344,8 +372,9 @@ def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     """A server on the `slow` flow, whose first step waits until a file exists."""
     tmp_path = tmp_path_factory.mktemp("gated")
     write(tmp_path / "slow.yaml", SLOW_FLOW)
+    write(tmp_path / "failing.yaml", FAILING_FLOW)
     write(tmp_path / "gates.py", GATES)
-    server = ServeProcess("slow.yaml", cwd=tmp_path)
+    server = ServeProcess("slow.yaml", "failing.yaml", cwd=tmp_path)
     yield server
     server.close()
 
@@ -416,6 +445,32 @@ def test_a_streaming_client_that_goes_away_cancels_its_run(gated: ServeProcess, 
     wait_until(lambda: run_status(gated, run_id) == "interrupted", what="the run to be interrupted")
     gate.open()
     assert httpx.post(f"{gated.url}/runs/{run_id}/resume", json={}).json()["status"] == "succeeded"
+
+
+def test_a_streaming_chat_client_that_goes_away_cancels_its_run(gated: ServeProcess, tmp_path: Path) -> None:
+    gate = Gate(tmp_path, "chat-gone")
+    with httpx.stream("POST", f"{gated.url}/v1/chat/completions", timeout=30, json={
+            "model": "slow", "stream": True, "messages": [{"role": "user", "content": str(gate.path)}]}) as response:
+        run_id = response.headers["x-timbal-run-id"]
+        wait_until(lambda: gate.entered, what="the run to reach its gate")
+    wait_until(lambda: run_status(gated, run_id) == "interrupted", what="the run to be interrupted")
+
+
+def test_a_failed_run_is_a_502_that_names_the_run(gated: ServeProcess) -> None:
+    client = openai.OpenAI(base_url=f"{gated.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="failing", messages=[{"role": "user", "content": "kaput"}])
+    assert caught.value.status_code == 502
+    run_id = caught.value.response.headers["x-timbal-run-id"]
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "run_failed" and "kaput" in body["message"]
+    assert run_status(gated, run_id) == "failed"
+    stream = client.chat.completions.create(model="failing", stream=True,
+                                            messages=[{"role": "user", "content": "kaput again"}])
+    with pytest.raises(openai.APIError, match="kaput again"):
+        list(stream)
+    native = httpx.post(f"{gated.url}/flows/failing/runs", json={"inputs": {"prompt": "x"}}).json()
+    assert native["status"] == "failed" and "x" in native["error"]
 
 
 def test_sigterm_lets_a_run_in_flight_finish(tmp_path: Path) -> None:
