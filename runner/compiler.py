@@ -290,6 +290,18 @@ class _FlowCompiler:
             found, k = (name, path[k + 2:]), k + 2
         return found
 
+    def check_model(self, model: Any, step: PathKey, where: PathKey) -> None:
+        """An llm or agent step needs a model some backend can serve (never a silent echo)."""
+        if model is None:
+            self.error(self.subject(step, "has no model: set `model:` on the step or in "
+                                          "`defaults:` (`model: echo` runs offline)"), step, key=True)
+        elif isinstance(model, str) and not is_template(model):
+            from .models.names import model_problem
+
+            problem = model_problem(model)
+            if problem is not None:
+                self.error(f"{self.subject(step, '').rstrip()}: {problem}", where)
+
     def subject(self, path: PathKey, text: str) -> str:
         """`text` said about the thing at `path`: "step 'x': 'memory_window' must be ..."."""
         if not path:
@@ -620,6 +632,8 @@ class _FlowCompiler:
             if isinstance(config.get(key), str) and is_template(config[key]):
                 self.error(self.subject(base + (key,), "is a fixed name, not a template"),
                            origin.get(key, base + (key,)))
+        if kind in _LLM_KINDS:
+            self.check_model(config.get("model"), base, origin.get("model", base + ("model",)))
         if kind == "python" and isinstance(raw.get("function"), str):
             self.python_module(raw["function"])
         if kind == "flow" and isinstance(raw.get("flow"), str):

@@ -53,7 +53,7 @@ def validate(flows: tuple[str, ...], as_json: bool) -> None:
             continue
         results.append({"file": flow, "valid": True, "steps": len(graph.steps), "errors": []})
         if not as_json:
-            click.echo(f"ok: {flow} ({len(graph.steps)} steps)")  # the documented shape, even for 1
+            click.echo(f"ok: {flow} ({_steps(len(graph.steps))})")
     if as_json:
         print_json(results)
     if invalid:
@@ -70,7 +70,7 @@ def render_graph(graph: ExecutionGraph, fmt: str = "text") -> str:
         name = json.dumps(graph.name)
         lines = [f"digraph {name} {{", "    rankdir=TB;", "    node [shape=box];"]
         return "\n".join([*lines, *_dot(graph, "", "    "), "}"])
-    return "\n".join([f"flow {graph.name} ({len(graph.steps)} steps)", *_text(graph, "  ")])
+    return "\n".join([f"flow {graph.name} ({_steps(len(graph.steps))})", *_text(graph, "  ")])
 
 
 def _body(step: StepSpec) -> ExecutionGraph | None:
@@ -134,7 +134,7 @@ def _text(graph: ExecutionGraph, indent: str) -> list[str]:
         lines.append(f"{indent}{s.id:<{width}}  {s.kind:<8}{mem}{after}".rstrip())
         body = _body(s)
         if body is not None:
-            lines.append(f"{indent}  ┌ {_about(s)}: {len(body.steps)} step{'' if len(body.steps) == 1 else 's'}")
+            lines.append(f"{indent}  ┌ {_about(s)}: {_steps(len(body.steps))}")
             lines.extend(f"{indent}  │{line[len(indent) - 1:]}" for line in _text(body, indent + "  "))
             lines.append(f"{indent}  └")
     return lines
@@ -267,3 +267,8 @@ def init(name: str, force: bool, as_json: bool) -> None:
         return
     click.echo(f"created: {target}")
     click.echo(f"next: timbal run {target} -i prompt='Hello'", err=True)
+
+
+def _steps(count: int) -> str:
+    """`1 step`, `3 steps`."""
+    return f"{count} step{'' if count == 1 else 's'}"
