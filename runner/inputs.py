@@ -72,8 +72,11 @@ def _unknown(name: str, specs: Mapping[str, InputSpec]) -> InputError:
     return _error(f"unknown input '{name}'{suffix}")
 
 
-def prepare_inputs(graph: ExecutionGraph, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Check names, apply defaults and validate values against each input's schema."""
+def prepare_inputs(
+    graph: ExecutionGraph, given: Mapping[str, Any] | None, require: bool = True
+) -> dict[str, Any]:
+    """Check names, apply defaults and validate values against each input's schema.
+    `require=False` (a dry run, where nothing runs): a missing required input is no error."""
     specs = {i.name: i for i in graph.inputs}
     given = dict(given or {})
     problems: list[Diagnostic] = []
@@ -87,7 +90,7 @@ def prepare_inputs(graph: ExecutionGraph, given: Mapping[str, Any] | None) -> di
             values[spec.name] = given[spec.name]
         elif "default" in spec.schema:
             values[spec.name] = spec.default
-        elif spec.required:
+        elif spec.required and require:
             problems.append(Diagnostic(f"missing required input '{spec.name}'", spec.location))
         else:
             absent.append(spec.name)

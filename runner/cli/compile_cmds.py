@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import FlowError
+from ..errors import FlowError, InputError
 from .base import EXIT_INVALID, handle_errors, main, print_json, use_color
 
 if TYPE_CHECKING:
@@ -257,6 +257,11 @@ outputs:
 def init(name: str, force: bool, as_json: bool) -> None:
     """Create NAME.yaml: a small flow that runs offline (model: echo)."""
     target = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", target.stem):
+        # A file name a shell needs quotes for is a flow name every later command needs them for.
+        suggestion = re.sub(r"[^A-Za-z0-9_.-]+", "-", target.stem).strip("-") or "flow"
+        raise InputError(f"invalid flow name {target.stem!r}: use letters, digits, '-', '_' and '.' "
+                         f"(e.g. timbal init {target.with_name(suggestion).with_suffix('')})")
     if target.exists() and not force:
         click.echo(f"error: {target} already exists (use --force to overwrite)", err=True)
         sys.exit(EXIT_INVALID)

@@ -32,13 +32,15 @@ def read_inputs(graph: Any, assignments: tuple[str, ...], inputs_file: str | Non
 
     values: dict[str, Any] = {}
     if inputs_file:
-        import yaml
+        from ..loader import load_bytes
 
         try:
-            text = sys.stdin.read() if inputs_file == "-" else Path(inputs_file).read_text("utf-8")
-            data = yaml.safe_load(text)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise InputError([Diagnostic(f"--inputs {inputs_file}: {exc}")]) from None
+            raw = sys.stdin.buffer.read() if inputs_file == "-" else Path(inputs_file).read_bytes()
+        except OSError as exc:
+            raise InputError([Diagnostic(f"--inputs {inputs_file}: {exc.strerror or exc}")]) from None
+        # Read as flow files are (YAML 1.2, JSON too): errors are located, `file:line:col`.
+        label = "<stdin>" if inputs_file == "-" else inputs_file
+        data = load_bytes(raw, label, mapping=False).data if raw.strip() else {}
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -388,7 +390,7 @@ def run_command(
     if dry_run:
         from ..inputs import prepare_inputs
 
-        prepare_inputs(graph, values)
+        prepare_inputs(graph, values, require=False)  # the values given must fit; none is needed
         if as_json:
             print_json({"waves": dry_run_order(graph)})
             return
