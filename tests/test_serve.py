@@ -628,3 +628,26 @@ def test_a_waiting_run_is_answered_over_http_even_after_a_restart(tmp_path: Path
         assert again["status"] == "succeeded" and again["outputs"] == {"done": "published=False"}
     finally:
         second.close()
+
+
+def test_reload_lets_a_run_in_flight_finish_on_the_flow_it_started_with(tmp_path: Path) -> None:
+    flow = write(tmp_path / "slow.yaml", SLOW_FLOW)
+    write(tmp_path / "gates.py", GATES)
+    server = ServeProcess("slow.yaml", "--reload", cwd=tmp_path)
+    try:
+        gate = Gate(tmp_path, "old")
+        run_id = start_slow(server, gate)
+        flow.write_text(flow.read_text().replace('"after {{', '"later {{'))
+        ready = Gate(tmp_path, "new")
+        ready.open("go")
+
+        def new_reply() -> str:
+            run = httpx.post(f"{server.url}/flows/slow/runs", json={"inputs": {"gate": str(ready.path)}}).json()
+            return str(run["outputs"]["response"])
+
+        wait_until(lambda: new_reply() == "echo (1 message): later go", what="new runs on the new flow")
+        gate.open("go")
+        assert "run_finished" in httpx.get(f"{server.url}/runs/{run_id}/events").text  # follows it to its end
+        assert httpx.get(f"{server.url}/runs/{run_id}").json()["outputs"] == {"response": "echo (1 message): after go"}
+    finally:
+        server.close()
