@@ -81,6 +81,10 @@ class ServerState:
                 continue
         raise RunNotFound(f"no run with id {run_id!r}")
 
+    async def locate(self, run_id: str) -> tuple[Saver, str]:
+        """`find_run` off the event loop (a store may answer slowly)."""
+        return await run_in_threadpool(self.find_run, run_id)
+
     def flow_of(self, flow_name: str) -> ServedFlow:
         """The served flow of a saved run (to resume it); 404 when it is not served."""
         try:
@@ -331,32 +335,36 @@ def create_app(
     @app.get("/runs/{run_id}", tags=["runs"], summary="One run: steps, usage, memory",
              response_class=DataResponse)
     async def get_run(run_id: str) -> Response:
-        saver, full = state.find_run(run_id)
+        saver, full = await state.locate(run_id)
         return DataResponse(await run_in_threadpool(history.run_detail, saver, full))
 
     @app.get("/runs/{run_id}/tree", tags=["runs"], summary="The branch tree holding a run",
              response_class=DataResponse)
     async def get_tree(run_id: str) -> Response:
-        saver, full = state.find_run(run_id)
+        saver, full = await state.locate(run_id)
         return DataResponse(await run_in_threadpool(history.run_tree, saver, full))
 
     @app.delete("/runs/{run_id}", tags=["runs"], summary="Delete a run (its branches too with ?recursive=true)")
     async def delete_run(run_id: str, recursive: bool = False) -> dict[str, Any]:
-        saver, full = state.find_run(run_id)
-        try:
-            order = await run_in_threadpool(history.delete_plan, saver, [full], recursive)
-        except InputError as exc:
-            raise ApiError(409, str(exc), "has_children") from None
-        for rid in order:
-            if state.live.running.get(rid) is not None or saver.get_run(rid).status == "running":
-                raise ApiError(409, f"run {rid} is still running; cancel it first", "run_in_flight")
-        await run_in_threadpool(history.delete_runs, saver, order, recursive)
+        saver, full = await state.locate(run_id)
+
+        def delete() -> list[str]:
+            try:
+                order = history.delete_plan(saver, [full], recursive)
+            except InputError as exc:
+                raise ApiError(409, str(exc), "has_children") from None
+            for rid in order:
+                if state.live.running.get(rid) is not None or saver.get_run(rid).status == "running":
+                    raise ApiError(409, f"run {rid} is still running; cancel it first", "run_in_flight")
+            return history.delete_runs(saver, order, recursive)
+
+        order = await run_in_threadpool(delete)
         return {"deleted": order}
 
     @app.get("/runs/{run_id}/events", tags=["runs"], summary="A run's events (server-sent), from Last-Event-ID on",
              response_class=EventSourceResponse)
     async def run_events(run_id: str, request: Request) -> Response:
-        saver, full = state.find_run(run_id)
+        saver, full = await state.locate(run_id)
         after = _last_event_id(request)
         live = state.live.get(full)
         source = _follow_live(live, after, False) if live is not None else _follow_store(saver, full, after)
@@ -366,7 +374,7 @@ def create_app(
               responses=_EVENTS_DOC)
     async def resume_run(run_id: str, request: Request, body: ResumeRequest | None = None) -> Response:
         body = body or ResumeRequest.model_validate({})
-        saver, full = state.find_run(run_id)
+        saver, full = await state.locate(run_id)
         record = await run_in_threadpool(saver.get_run, full)
         if state.live.running.get(full) is not None or record.status not in RESUMABLE:
             raise ApiError(409, f"run {full} is {record.status}: only a failed, interrupted or waiting "
@@ -379,7 +387,7 @@ def create_app(
     @app.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a run (it becomes interrupted)",
               response_class=DataResponse)
     async def cancel_run(run_id: str) -> Response:
-        saver, full = state.find_run(run_id)
+        saver, full = await state.locate(run_id)
         if not await state.live.cancel(full):
             record = await run_in_threadpool(saver.get_run, full)
             if record.status not in ("running", "waiting"):
@@ -400,7 +408,7 @@ def create_app(
         served = catalog.get(body.model)
         parent = body.parent_run_id
         if parent is not None:
-            _, parent = state.find_run(parent)
+            _, parent = await state.locate(parent)
         req = chat_request(served.graph, body.messages, parent, body.inputs)
         graph = served.graph
         out_step = graph.output_step
