@@ -168,6 +168,16 @@ def test_a_huge_body_is_refused_with_413(served: ServeProcess) -> None:
                           headers={"content-type": "application/json"}, timeout=30)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the size is only known while reading
+        yield b'{"inputs": {"prompt": "'
+        for _ in range(11):
+            yield b"x" * (1024 * 1024)
+        yield b'"}}'
+
+    chunked = httpx.post(f"{served.url}/flows/chat/runs", content=chunks(),
+                         headers={"content-type": "application/json"}, timeout=30)
+    assert chunked.status_code == 413 and chunked.json()["code"] == "body_too_large"
     assert httpx.get(f"{served.url}/health").status_code == 200
 
 
