@@ -276,8 +276,7 @@ def delete_runs(saver: Saver, run_ids: list[str], recursive: bool = False) -> li
 
 
 def latest_finished(saver: Saver, flow: str) -> RunRecord | None:
-    """The newest run of `flow` that is over (a run in flight is never a parent), or None."""
-    for run in saver.list_runs(flow=flow):
-        if run.status in FINISHED_STATUSES:
-            return run
-    return None
+    """The newest run of `flow` that is over (a run in flight is never a parent), or None.
+    Reads the newest run of each finished status, not every run of the flow."""
+    newest = [r for status in FINISHED_STATUSES for r in saver.list_runs(flow=flow, status=status, limit=1)]
+    return max(newest, key=lambda r: (r.started_at, r.run_id), default=None)
