@@ -540,6 +540,13 @@ def test_reload_serves_the_new_flow_and_keeps_the_last_good_one_on_a_broken_edit
         write(tmp_path / "typed.yaml", TYPED_FLOW)  # a new flow file in the served folder
         wait_until(lambda: "typed" in [m["id"] for m in httpx.get(f"{server.url}/v1/models").json()["data"]],
                    what="the new flow to be served")
+        write(tmp_path / "broken.yaml", "version: 1\nname: broken\nsteps:\n  - id: a\n    type: nope\n")
+
+        def broken() -> list[dict[str, Any]]:
+            return [f for f in httpx.get(f"{server.url}/flows").json() if f["path"].endswith("broken.yaml")]
+
+        (entry,) = wait_until(broken, what="the broken new file to be listed")
+        assert entry["name"] is None and entry["errors"][0]["line"] == 5
     finally:
         server.close()
 
