@@ -356,7 +356,7 @@ def create_app(
             for rid in order:
                 if state.live.running.get(rid) is not None or saver.get_run(rid).status == "running":
                     raise ApiError(409, f"run {rid} is still running; cancel it first", "run_in_flight")
-            return history.delete_runs(saver, order, recursive)
+            return history.delete_runs(saver, [full], recursive)
 
         order = await run_in_threadpool(delete)
         return {"deleted": order}
