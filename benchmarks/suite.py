@@ -843,7 +843,7 @@ SERVE = Bench(
     "serve",
     "Serving over HTTP",
     "`benchmarks/bench_serve.py` (`measure()`): real server processes on loopback, one at a "
-    "time, each uvicorn with one worker, driven by httpx from the benchmark process at 50 "
+    "time, each uvicorn with one worker, driven by aiohttp from the benchmark process at 50 "
     "concurrent clients: `timbal serve` on a one-step echo flow (`POST /flows/echo/runs`) with "
     "the in-memory and the PostgreSQL saver, beside a bare FastAPI route that answers the same "
     "text (the stack's own limit). Streaming: one client at a time, the time to the first byte "
