@@ -265,9 +265,11 @@ def delete_plan(saver: Saver, run_ids: list[str], recursive: bool = False) -> li
                 "(over HTTP: ?recursive=true)"
             )
         order.extend([rid, *below])
-    # `descendants` lists each parent before its children: reversed, children come first,
-    # so an interrupted delete never leaves orphans (and no run's ancestry is walked).
-    return list(reversed(list(dict.fromkeys(order))))
+    # `descendants` lists each parent before its children, and a run named after one of its
+    # ancestors is listed again under it: read backwards, each run's last place comes first,
+    # so children come before their parents and an interrupted delete never leaves orphans
+    # (and no run's ancestry is walked).
+    return list(dict.fromkeys(reversed(order)))
 
 
 def delete_runs(saver: Saver, run_ids: list[str], recursive: bool = False) -> list[str]:
