@@ -16,7 +16,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
@@ -24,33 +24,22 @@ from .errors import StepError
 from .events import Event
 from .graph import ExecutionGraph, StepSpec
 from .ids import new_run_id
-from .memory import ConversationStore, MemoryView
-from .savers.base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
+from .memory import ConversationStore, MemoryView, join_deltas, steps_delta
+from .registry import step_kinds
+from .savers.base import RunRecord, Saver, StepRecord, encode_json
 from .secrets import Redactor
+from .steps.base import StepOutcome, add_usage
 from .templates import TemplateRenderError, render_value
 
 if TYPE_CHECKING:
     from .cache import StepCache
 
-__all__ = ["Engine", "RunResult", "StepOutcome", "StepContext", "DEFAULT_MAX_CONCURRENCY"]
+__all__ = ["Engine", "RunResult", "StepOutcome", "EngineStepContext", "DEFAULT_MAX_CONCURRENCY"]
 
 DEFAULT_MAX_CONCURRENCY = 64
 _FALSE_TEXT = {"", "false", "no", "0", "off", "none", "null"}
-# Step kinds that hold a concurrency slot while they run (containers don't, or they'd deadlock).
-_LEAF_KINDS = {"llm", "template", "python"}
 
 Listener = Callable[[Event], None]
-
-
-@dataclass
-class StepOutcome:
-    """What a step executor returns. `messages` maps memory_id -> messages to append."""
-
-    return_value: Any = None
-    usage: dict[str, Any] = field(default_factory=dict)
-    model: str | None = None
-    attempts: int = 1
-    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -85,13 +74,6 @@ class RunResult:
             "usage": self.usage,
             "error": self.error,
         }
-
-
-def add_usage(total: dict[str, Any], usage: Mapping[str, Any]) -> None:
-    """Sum numeric usage fields (tokens, cost) into `total`."""
-    for key, value in usage.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            total[key] = total.get(key, 0) + value
 
 
 def is_true(value: Any) -> bool:
@@ -209,8 +191,8 @@ def environ_view() -> Mapping[str, str]:
     return _ENVIRON
 
 
-class StepContext:
-    """What a step executor sees: its spec, rendering, its memory, streaming, sub-flows."""
+class EngineStepContext:
+    """The engine's `runner.steps.base.StepContext`: a step's spec, rendering, memory, sub-flows."""
 
     def __init__(self, engine: Engine, scope: _Scope, spec: StepSpec) -> None:
         self.engine = engine
@@ -290,7 +272,6 @@ class StepContext:
         return self.engine._outputs(child)
 
 
-Executor = Callable[[StepContext], Any]  # async (ctx) -> StepOutcome
 
 
 def _resumable(succeeded: dict[str, StepRecord]) -> dict[str, StepRecord]:
@@ -304,20 +285,6 @@ def _resumable(succeeded: dict[str, StepRecord]) -> dict[str, StepRecord]:
         if all(owner in succeeded for owner in owners):
             kept[path] = record
     return kept
-
-
-_EXECUTORS: dict[str, Executor] = {}
-
-
-def executor_for(kind: str) -> Executor:
-    """The async function that runs steps of `kind`."""
-    fn = _EXECUTORS.get(kind)
-    if fn is None:
-        from importlib import import_module
-
-        module = import_module(f"runner.steps.{kind}")
-        fn = _EXECUTORS[kind] = module.execute
-    return fn
 
 
 class Engine:
@@ -448,7 +415,7 @@ class Engine:
             return "succeeded"
         if "skipped" in dep_status and not spec.config.get("allow_skipped"):
             return self._skip(scope, spec, "a step it needs was skipped")
-        ctx = StepContext(self, scope, spec)
+        ctx = EngineStepContext(self, scope, spec)
         started = time.time()
         try:
             if spec.when is not None and not is_true(ctx.render(spec.when)):
@@ -457,15 +424,15 @@ class Engine:
             if cached is not None:
                 outcome: StepOutcome = cached
             else:
-                executor = executor_for(spec.kind)
-                if spec.kind in _LEAF_KINDS:
+                kind = step_kinds[spec.kind]
+                if kind.leaf:
                     async with run.slots:  # a step starts when it has a slot, not before
                         started = time.time()
                         run.emit(ev.STEP_STARTED, path, kind=spec.kind)
-                        outcome = await executor(ctx)
-                else:
+                        outcome = await kind.execute(ctx)
+                else:  # containers hold no slot, or nested flows would deadlock
                     run.emit(ev.STEP_STARTED, path, kind=spec.kind)
-                    outcome = await executor(ctx)
+                    outcome = await kind.execute(ctx)
         except asyncio.CancelledError:
             raise
         except TemplateRenderError as exc:

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .status import ExitCode
+
 __all__ = [
     "Location",
     "Diagnostic",
@@ -58,13 +60,13 @@ class Diagnostic:
 class TimbalError(Exception):
     """Base class of every error the runner raises on purpose."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class FlowError(TimbalError):
     """A flow file (or builder spec) is invalid. Carries every diagnostic found, in order."""
 
-    exit_code = 2
+    exit_code: int = ExitCode.INVALID
 
     def __init__(
         self,
@@ -95,7 +97,7 @@ class InputError(FlowError):
 class RunError(TimbalError):
     """A run could not be carried out (failed step, missing parent run, ...)."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class StepError(RunError):
@@ -125,13 +127,13 @@ class ProviderError(StepError):
 class SaverError(TimbalError):
     """The state saver cannot read or write its store."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class RunNotFound(SaverError):
     """No run with that id (or unique id prefix) exists in the saver."""
 
-    exit_code = 2
+    exit_code: int = ExitCode.INVALID
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:

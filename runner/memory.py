@@ -9,11 +9,25 @@ kept apart under ``step_path:memory_id`` keys and never mix with the parent's.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["ConversationStore", "MemoryView", "ForkedMemoryView", "window_messages"]
+__all__ = [
+    "ConversationStore", "MemoryView", "ForkedMemoryView", "window_messages", "steps_delta", "join_deltas",
+]
 
 Message = dict[str, Any]
+Delta = dict[str, list[Message]]
+
+
+class DeltaRecord(Protocol):
+    """What `steps_delta` reads of a step record (`runner.savers.base.StepRecord`)."""
+
+    seq: int
+    step_id: str
+    status: str
+    messages: Delta
+
+
 
 
 def window_messages(history: list[Message], window: int | None) -> list[Message]:
@@ -100,3 +114,21 @@ class ForkedMemoryView(MemoryView):
         # Only what this call wrote in this run: a fork key seen in an earlier run (the same
         # agent step and call number in the parent run) holds that run's private exchange.
         return window_messages(self.prefix + self.store.added.get(self.fork_key, []), window)
+
+
+# -- the delta algebra: a run's memory = its ancestors' deltas, then its own, in order
+
+
+def steps_delta(steps: Iterable[DeltaRecord]) -> Delta:
+    """The messages some step records added, per memory id (succeeded steps, in seq order)."""
+    ordered = sorted(steps, key=lambda s: (s.seq, s.step_id))
+    return join_deltas(s.messages for s in ordered if s.status == "succeeded")
+
+
+def join_deltas(deltas: Iterable[Delta]) -> Delta:
+    """Memory deltas one after another (oldest first), per memory id, in new lists."""
+    memory: Delta = {}
+    for delta in deltas:
+        for mid, msgs in delta.items():
+            memory.setdefault(mid, []).extend(msgs)
+    return memory

@@ -11,17 +11,15 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from ..errors import FlowError
+from ..graph_views import GRAPH_FORMATS
 from .base import EXIT_INVALID, handle_errors, main, print_json, use_color
 
-if TYPE_CHECKING:
-    from ..graph import ExecutionGraph
-
-__all__ = ["validate", "graph", "schema", "init", "render_graph", "init_text"]
+__all__ = ["validate", "graph", "schema", "init", "init_text"]
 
 
 def _diag_json(exc: FlowError) -> list[dict[str, Any]]:
@@ -68,79 +66,10 @@ def validate(flows: tuple[str, ...], as_json: bool) -> None:
         sys.exit(EXIT_INVALID)
 
 
-def render_graph(graph: ExecutionGraph, fmt: str = "text") -> str:
-    """The execution graph as text, Mermaid or Graphviz dot: steps, kinds, memory ids, edges."""
-    edges = _edges(graph)
-    if fmt == "mermaid":
-        lines = ["flowchart TD"]
-        for s in graph.steps:
-            mem = f"<br/>memory: {', '.join(sorted(s.memory_ids))}" if s.memory_ids else ""
-            lines.append(f'    {s.id}["{s.id}<br/>{s.kind}{mem}"]')
-        for e in edges:
-            arrow = "-->" if e["kind"] == "data" else "-.->"
-            label = "" if e["kind"] == "data" else f"|{e['memory_id']}|"
-            lines.append(f"    {e['from']} {arrow}{label} {e['to']}")
-        return "\n".join(lines)
-    if fmt == "dot":
-        name = json.dumps(graph.name)
-        lines = [f"digraph {name} {{", "    rankdir=TB;", "    node [shape=box];"]
-        for s in graph.steps:
-            mem = f"\\nmemory: {', '.join(sorted(s.memory_ids))}" if s.memory_ids else ""
-            lines.append(f'    {s.id} [label="{s.id}\\n{s.kind}{mem}"];')
-        for e in edges:
-            style = "" if e["kind"] == "data" else f' [style=dashed, label="{e["memory_id"]}"]'
-            lines.append(f"    {e['from']} -> {e['to']}{style};")
-        lines.append("}")
-        return "\n".join(lines)
-    width = max((len(s.id) for s in graph.steps), default=0)
-    lines = [f"flow {graph.name} ({len(graph.steps)} steps)"]
-    for sid in graph.order:
-        s = graph.step(sid)
-        mem = f"  memory: {', '.join(sorted(s.memory_ids))}" if s.memory_ids else ""
-        after = f"  after: {', '.join(sorted(s.deps, key=lambda d: graph.step(d).index))}" if s.deps else ""
-        lines.append(f"  {s.id:<{width}}  {s.kind:<8}{mem}{after}".rstrip())
-    return "\n".join(lines)
-
-
-def _edges(graph: ExecutionGraph) -> list[dict[str, Any]]:
-    """Edges `from` -> `to` (to runs after from): data references, then memory order."""
-    out: list[dict[str, Any]] = []
-    for s in graph.steps:
-        for dep in sorted(s.deps, key=lambda d: graph.step(d).index):
-            if dep in s.data_deps:
-                out.append({"from": dep, "to": s.id, "kind": "data"})
-            else:
-                shared = sorted(s.memory_ids & graph.step(dep).memory_ids)
-                out.append({"from": dep, "to": s.id, "kind": "memory",
-                            "memory_id": shared[0] if shared else None})
-    return out
-
-
-def graph_json(graph: ExecutionGraph) -> dict[str, Any]:
-    """The execution graph as plain data (for --json)."""
-    return {
-        "name": graph.name,
-        "path": str(graph.path) if graph.path else None,
-        "order": list(graph.order),
-        "steps": [
-            {
-                "id": s.id,
-                "kind": s.kind,
-                "memory_id": s.memory_id,
-                "memory_ids": sorted(s.memory_ids),
-                "deps": sorted(s.deps),
-                "data_deps": sorted(s.data_deps),
-            }
-            for s in graph.steps
-        ],
-        "edges": _edges(graph),
-    }
-
-
 @main.command()
 @click.argument("flow", metavar="FLOW")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text",
+    "--format", "fmt", type=click.Choice(GRAPH_FORMATS), default="text",
     show_default=True, help="How to draw the graph.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON (steps and edges).")
@@ -148,6 +77,7 @@ def graph_json(graph: ExecutionGraph) -> dict[str, Any]:
 def graph(flow: str, fmt: str, as_json: bool) -> None:
     """Show a flow's execution graph: steps, kinds, memory ids and edges."""
     from ..compiler import compile_file
+    from ..graph_views import graph_json, render_graph
 
     compiled = compile_file(flow)
     if as_json:

@@ -2,189 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, handle_errors, main, print_json
-
-
-def read_inputs(graph: Any, assignments: tuple[str, ...], inputs_file: str | None) -> dict[str, Any]:
-    """Inputs from --inputs FILE (JSON or YAML), then -i NAME=VALUE, then stdin for a lone
-    required string input when stdin is not a terminal."""
-    from ..errors import Diagnostic, InputError
-    from ..inputs import parse_assignments
-
-    values: dict[str, Any] = {}
-    if inputs_file:
-        import yaml
-
-        try:
-            text = sys.stdin.read() if inputs_file == "-" else Path(inputs_file).read_text("utf-8")
-            data = yaml.safe_load(text)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise InputError([Diagnostic(f"--inputs {inputs_file}: {exc}")]) from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise InputError([Diagnostic(f"--inputs {inputs_file}: expected a mapping of inputs")])
-        values.update(data)
-    values.update(parse_assignments(graph, list(assignments)))
-    required = [i for i in graph.inputs if i.required and "default" not in i.schema]
-    missing = [i for i in required if i.name not in values]
-    if (
-        len(missing) == 1
-        and len(required) == 1
-        and missing[0].type in (None, "string")
-        and inputs_file != "-"
-        and not sys.stdin.isatty()
-    ):
-        text = sys.stdin.read()
-        if text:
-            values[missing[0].name] = text[:-1] if text.endswith("\n") else text
-    return values
-
-
-def open_saver(graph: Any, saver_uri: str | None) -> Any:
-    """--saver URI when given, else the flow file's own state_saver."""
-    if saver_uri:
-        from ..savers import saver_from_uri
-
-        return saver_from_uri(saver_uri)
-    from ..flow import saver_for_graph
-
-    return saver_for_graph(graph)
-
-
-def dry_run_order(graph: Any) -> list[list[str]]:
-    """Steps grouped in waves: every step of a wave may run at the same time."""
-    level: dict[str, int] = {}
-    for sid in graph.order:
-        deps = graph.by_id[sid].deps
-        level[sid] = 1 + max((level[d] for d in deps), default=-1)
-    waves: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
-    for spec in graph.steps:
-        waves[level[spec.id]].append(spec.id)
-    return waves
-
-
-def _summary(result: Any) -> str:
-    usage = result.usage or {}
-    count = len(result.steps)
-    parts = [f"{count} step{'' if count == 1 else 's'}"]
-    if usage.get("total_tokens"):
-        parts.append(f"{usage['total_tokens']} tokens")
-    if usage.get("cost"):
-        parts.append(f"${usage['cost']:.4f}")
-    parts.append(f"{result.duration:.2f}s")
-    return f"run {result.run_id} {result.status} ({', '.join(parts)})"
-
-
-def print_outputs(outputs: Any, streamed: str | None = None) -> None:
-    """One string output: the text alone; anything else: JSON."""
-    from ..tools import single_text_output
-
-    text = single_text_output(outputs)
-    if text is not None:
-        if streamed is not None and streamed == text:
-            click.echo("")
-        else:
-            if streamed:
-                click.echo("")
-            click.echo(text)
-    else:
-        if streamed:
-            click.echo("")
-        click.echo(json.dumps(outputs, indent=2, ensure_ascii=False, default=str))
-
-
-async def run_interruptibly(coro: Any) -> Any:
-    """Await `coro`; SIGINT / SIGTERM cancel it (the engine then records 'interrupted')."""
-    import asyncio
-    import signal
-
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(coro)
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            previous[sig] = signal.getsignal(sig)
-            loop.add_signal_handler(sig, task.cancel)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
-    try:
-        return await task
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-                if previous.get(sig) is not None:
-                    # remove_signal_handler leaves SIG_DFL: put back the caller's handler
-                    # (the --watch loop turns SIGTERM into a clean exit 130)
-                    signal.signal(sig, previous[sig])
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-
-
-def execute_once(
-    runnable: Any,
-    values: dict[str, Any],
-    parent: str | None,
-    resume: str | None,
-    as_json: bool,
-    stream_tty: bool,
-    saver_uri: str | None = None,
-) -> int:
-    """Run once, print the outcome; the exit code."""
-    import asyncio  # here, not at the top: `timbal validate` and friends never need it
-
-    graph = runnable.graph
-    out_step = graph.output_step
-    streaming = stream_tty and not as_json and out_step is not None
-    state: dict[str, Any] = {"run_id": None, "streamed": None}
-
-    def listener(event: Any) -> None:
-        if event.type == "run_started":
-            state["run_id"] = event.run_id
-        elif event.type == "step_chunk" and event.step_id == out_step:
-            text = event.data.get("text", "")
-            state["streamed"] = (state["streamed"] or "") + text
-            sys.stdout.write(text)
-            sys.stdout.flush()
-
-    stream = frozenset({out_step}) if streaming and out_step else False
-    try:
-        result = asyncio.run(
-            run_interruptibly(
-                runnable.run(values, parent_id=parent, resume=resume, listener=listener, stream=stream)
-            )
-        )
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        if state["streamed"]:
-            click.echo("")
-        rid = state["run_id"]
-        saver_arg = f" --saver {shlex.quote(saver_uri)}" if saver_uri else ""
-        from ..savers import InMemorySaver
-
-        resumable = rid and not isinstance(getattr(runnable, "saver", None), InMemorySaver)
-        hint = f" (resume with: timbal run {shlex.quote(str(graph.path))}{saver_arg} --resume {rid})" if resumable else ""
-        click.echo(f"interrupted: run {rid}{hint}", err=True)
-        return EXIT_INTERRUPTED
-    if as_json:
-        print_json(result.to_dict())
-    elif result.ok:
-        print_outputs(result.outputs, state["streamed"])
-    elif state["streamed"]:
-        click.echo("")
-    sys.stdout.flush()  # the output before the summary, when both go to one terminal
-    if not result.ok:
-        click.echo(f"error: {result.error}", err=True)
-    click.echo(_summary(result), err=True)
-    return EXIT_OK if result.ok else EXIT_FAILED
+from .base import handle_errors, main, print_json
+from .running import execute_once
 
 
 @main.command("run")
@@ -217,35 +41,33 @@ def run_command(
 ) -> None:
     """Run FLOW once and print its output."""
     from ..compiler import compile_file
-    from ..flow import RunnableFlow
+    from ..inputs import prepare_inputs, read_inputs
+    from ..runnable import RunnableFlow
+    from ..savers import open_saver
 
     if sum(bool(x) for x in (parent, cont, resume)) > 1:
         raise click.UsageError("--parent, --continue and --resume exclude each other")
     if watch and (parent or cont or resume):
         raise click.UsageError("--watch starts every run afresh: it does not take --parent, --continue or --resume")
     if watch:  # the watcher compiles the flow itself, and again on every change
-        from ..watch import watch_and_run
+        from .watch import watch_and_run
 
         sys.exit(watch_and_run(flow, assignments, inputs_file, saver_uri, as_json, not no_cache))
     graph = compile_file(flow)
     values = read_inputs(graph, assignments, inputs_file)
     if dry_run:
-        from ..inputs import prepare_inputs
-
         prepare_inputs(graph, values)
         if as_json:
-            print_json({"waves": dry_run_order(graph)})
+            print_json({"waves": graph.waves()})
             return
-        for n, wave in enumerate(dry_run_order(graph), 1):
+        for n, wave in enumerate(graph.waves(), 1):
             click.echo(f"{n}. {', '.join(wave)}")
         return
-    saver = open_saver(graph, saver_uri)
+    saver = open_saver(graph.saver, saver_uri)
     if cont:
         latest = saver.latest(graph.name)
         parent = latest.run_id if latest else None
     if resume is None:
-        from ..inputs import prepare_inputs
-
         prepare_inputs(graph, values)  # input errors exit 2 before any run is recorded
     runnable = RunnableFlow(graph, saver)
     try:

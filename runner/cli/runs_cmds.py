@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import click
 
 from ..errors import InputError
-from ..savers.base import RUN_STATUSES, RunRecord, Saver, StepRecord
+from ..runs import duration, dumps, run_summary, run_tree, snippet, step_data
+from ..savers.base import RunRecord, Saver
+from ..status import RUN_STATUSES
 from .base import handle_errors, main, print_json
 
-__all__ = ["runs", "open_runs_saver", "run_summary", "iso"]
-
-_SNIPPET = 60
+__all__ = ["runs", "open_runs_saver"]
 
 
 def open_runs_saver(uri: str | None) -> Saver:
@@ -45,21 +45,12 @@ def _saver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # -- formatting ---------------------------------------------------------------------------
-def iso(ts: float | None) -> str | None:
-    """A Unix time as ISO 8601 (UTC), or None."""
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat()
-
-
 def _local(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _duration(start: float | None, end: float | None) -> float | None:
-    return None if start is None or end is None else round(end - start, 3)
-
-
 def _human_duration(start: float | None, end: float | None) -> str:
-    seconds = _duration(start, end)
+    seconds = duration(start, end)
     if seconds is None:
         return "-"
     if seconds < 60:
@@ -72,58 +63,11 @@ def _short(run_id: str | None) -> str:
     return "-" if run_id is None else run_id[:12]
 
 
-def _snippet(value: Any, width: int = _SNIPPET) -> str:
-    text = value if isinstance(value, str) else _dumps(value)
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def _dumps(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def run_summary(run: RunRecord) -> dict[str, Any]:
-    """A run as JSON-friendly data, without its steps (ISO 8601 times)."""
-    return {
-        "run_id": run.run_id,
-        "parent_id": run.parent_id,
-        "flow": run.flow_name,
-        "flow_path": run.flow_path,
-        "flow_hash": run.flow_hash,
-        "status": run.status,
-        "started_at": iso(run.started_at),
-        "ended_at": iso(run.ended_at),
-        "duration": _duration(run.started_at, run.ended_at),
-        "inputs": run.inputs,
-        "outputs": run.outputs,
-        "error": run.error,
-        "usage": run.usage,
-    }
-
-
-def _step_data(step: StepRecord) -> dict[str, Any]:
-    data = step.to_dict()
-    data["started_at"], data["ended_at"] = iso(step.started_at), iso(step.ended_at)
-    data["duration"] = _duration(step.started_at, step.ended_at)
-    data["return"] = data.pop("return_value")
-    return data
-
-
 def _console() -> Any:
     from rich.console import Console
 
     # Piped output keeps whole run ids on one line instead of wrapping at 80 columns.
     return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
-def _first_user_message(delta: dict[str, list[dict[str, Any]]]) -> str | None:
-    for messages in delta.values():
-        for message in messages:
-            if message.get("role") == "user" and message.get("content"):
-                return _snippet(message["content"])
-    return None
 
 
 # -- commands -----------------------------------------------------------------------------
@@ -183,7 +127,7 @@ def show_cmd(run_id: str, saver_uri: str | None, as_json: bool) -> None:
     added = run.memory_delta()
     if as_json:
         data = run_summary(run)
-        data["steps"] = [_step_data(s) for s in run.steps]
+        data["steps"] = [step_data(s) for s in run.steps]
         data["memory"] = memory
         data["memory_added"] = added
         print_json(data)
@@ -210,12 +154,12 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
         head.append(f"{label:<9}", style="bold")
         head.append(f"{value}\n", style=_status_text(value).style if label == "status" else "")
     if run.inputs:
-        head.append(f"{'inputs':<9}", style="bold").append(_dumps(run.inputs) + "\n")
-    head.append(f"{'outputs':<9}", style="bold").append(_dumps(run.outputs) + "\n")
+        head.append(f"{'inputs':<9}", style="bold").append(dumps(run.inputs) + "\n")
+    head.append(f"{'outputs':<9}", style="bold").append(dumps(run.outputs) + "\n")
     if run.error:
         head.append(f"{'error':<9}", style="bold").append(run.error + "\n", style="red")
     if run.usage:
-        head.append(f"{'usage':<9}", style="bold").append(_dumps(run.usage) + "\n")
+        head.append(f"{'usage':<9}", style="bold").append(dumps(run.usage) + "\n")
     console.print(head, end="")
 
     if run.steps:
@@ -224,7 +168,7 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
             table.add_column(name, no_wrap=name != "RETURN / ERROR")
         for s in run.steps:
             tokens = s.usage.get("total_tokens") if s.usage else None
-            result = Text(_snippet(s.error), style="red") if s.error else Text(_snippet(s.return_value))
+            result = Text(snippet(s.error), style="red") if s.error else Text(snippet(s.return_value))
             table.add_row(Text(s.step_id), _status_text(s.status), Text(s.model or "-"),
                           str(s.attempts), _human_duration(s.started_at, s.ended_at),
                           "-" if tokens is None else str(tokens), result)
@@ -242,7 +186,7 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
             line.append(f"{message.get('role', '?')}: ", style="bold")
             content = message.get("content")
             if not isinstance(content, str):  # e.g. an assistant message that only calls tools
-                content = _dumps(content if content is not None else message.get("tool_calls"))
+                content = dumps(content if content is not None else message.get("tool_calls"))
             line.append(content)
             console.print(line)
 
@@ -254,31 +198,8 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
 def tree_cmd(run_id: str | None, saver_uri: str | None, as_json: bool) -> None:
     """Draw the parent/branch tree of runs (all of them, or the tree holding RUN_ID)."""
     with open_runs_saver(saver_uri) as saver:
-        all_runs = {r.run_id: r for r in saver.list_runs()}
-        kids: dict[str | None, list[str]] = {}
-        for r in sorted(all_runs.values(), key=lambda r: (r.started_at, r.run_id)):
-            parent = r.parent_id if r.parent_id in all_runs else None  # orphans show as roots
-            kids.setdefault(parent, []).append(r.run_id)
-        focus = None
-        roots = kids.get(None, [])
-        if run_id is not None:
-            focus = saver.resolve(run_id)
-            root = focus
-            while all_runs[root].parent_id in all_runs:
-                root = all_runs[root].parent_id  # type: ignore[assignment]
-            roots = [root]
-
-        def node(rid: str) -> dict[str, Any]:
-            r = all_runs[rid]
-            _, delta = saver.memory_delta(rid)
-            return {
-                "run_id": rid, "parent_id": r.parent_id, "flow": r.flow_name, "status": r.status,
-                "started_at": iso(r.started_at), "message": _first_user_message(delta)
-                or _snippet_inputs(r.inputs),
-                "children": [node(c) for c in kids.get(rid, [])],
-            }
-
-        trees = [node(r) for r in roots]
+        focus = saver.resolve(run_id) if run_id is not None else None
+        trees = run_tree(saver, focus)
     if as_json:
         print_json(trees)
         return
@@ -288,13 +209,6 @@ def tree_cmd(run_id: str | None, saver_uri: str | None, as_json: bool) -> None:
     for tree in trees:
         for line in _draw(tree, focus):
             click.echo(line)
-
-
-def _snippet_inputs(inputs: dict[str, Any]) -> str | None:
-    for value in inputs.values():
-        if isinstance(value, str) and value.strip():
-            return _snippet(value)
-    return None
 
 
 def _draw(tree: dict[str, Any], focus: str | None, prefix: str = "", tail: str = "") -> list[str]:
@@ -321,22 +235,7 @@ def delete_cmd(run_ids: tuple[str, ...], recursive: bool, saver_uri: str | None,
                as_json: bool) -> None:
     """Delete runs (refused for a run with children unless --recursive)."""
     with open_runs_saver(saver_uri) as saver:
-        targets = list(dict.fromkeys(saver.resolve(r) for r in run_ids))
-        order: list[str] = []
-        for rid in targets:  # check every run before deleting any
-            below = list(saver.descendants(rid))
-            if below and not recursive and not set(below) <= set(targets):
-                raise InputError(
-                    f"run {rid} has {len(below)} descendant run(s) ({', '.join(below[:3])}"
-                    f"{', …' if len(below) > 3 else ''}); use --recursive to delete them too"
-                )
-            order.extend([rid, *below])
-        order = list(dict.fromkeys(order))
-        # Children before parents, so an interrupted delete never leaves orphans.
-        depth = {rid: sum(1 for _ in saver.ancestry(rid)) for rid in order}
-        order.sort(key=lambda rid: -depth[rid])
-        for rid in order:
-            saver.delete_run(rid)
+        order = saver.delete_runs(run_ids, recursive)
     if as_json:
         print_json({"deleted": order})
         return

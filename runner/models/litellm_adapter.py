@@ -24,9 +24,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ProviderError
+from ..registry import ModelBackend
 from . import ChunkCallback, ModelReply, ModelRequest
 
-__all__ = ["complete", "load_litellm"]
+__all__ = ["MODEL_BACKEND", "complete", "load_litellm"]
 
 # Providers that speak the OpenAI protocol and accept any key on a self-hosted api_base.
 _OPENAI_COMPATIBLE = {"openai", "custom_openai", "openai_like", "text-completion-openai"}
@@ -391,3 +392,6 @@ def _retry_after(exc: BaseException) -> float | None:
                 continue
             return max(0.0, when.timestamp() - time.time())
     return None
+
+
+MODEL_BACKEND = ModelBackend(name="litellm", complete=complete, fallback=True)

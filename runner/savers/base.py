@@ -19,15 +19,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RunNotFound, SaverError
+import os
+from pathlib import Path
+
+from ..errors import FlowError, InputError, RunNotFound, SaverError
+from ..memory import join_deltas, steps_delta
+from ..status import RUN_STATUSES, STEP_STATUSES
 
 __all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "STEP_STATUSES", "encode_json",
-           "steps_delta", "join_deltas"]
+           "config_option", "saver_file", "uri_path"]
 
 _MEMORY_LOCK = threading.Lock()  # guards every saver's `remember_memory` cache
 
-RUN_STATUSES = ("running", "succeeded", "failed", "interrupted")
-STEP_STATUSES = ("succeeded", "failed", "skipped")
 
 
 def _json_fallback(value: Any) -> Any:
@@ -121,23 +124,6 @@ _STEP_FIELDS = tuple(StepRecord.__dataclass_fields__)
 _RUN_FIELDS = tuple(f for f in RunRecord.__dataclass_fields__ if f != "steps")
 
 
-def steps_delta(steps: Iterable[StepRecord]) -> dict[str, list[dict[str, Any]]]:
-    """The messages some step records added, per memory id (succeeded steps, in seq order)."""
-    ordered = sorted(steps, key=lambda s: (s.seq, s.step_id))
-    return join_deltas(s.messages for s in ordered if s.status == "succeeded")
-
-
-def join_deltas(
-    deltas: Iterable[dict[str, list[dict[str, Any]]]],
-) -> dict[str, list[dict[str, Any]]]:
-    """Memory deltas one after another (oldest first), per memory id, in new lists."""
-    memory: dict[str, list[dict[str, Any]]] = {}
-    for delta in deltas:
-        for mid, msgs in delta.items():
-            memory.setdefault(mid, []).extend(msgs)
-    return memory
-
-
 class Saver(ABC):
     """Where runs are kept. Sync methods; each write is durable when it returns."""
 
@@ -166,8 +152,9 @@ class Saver(ABC):
         """Record the end of a run."""
 
     @abstractmethod
-    def delete_run(self, run_id: str) -> None:
-        """Forget a run and its steps (callers check for children first)."""
+    def _delete_run(self, run_id: str) -> None:
+        """Forget one run and its steps (RunNotFound if unknown). `delete_runs` checks
+        children and calls this deepest first; never call it directly."""
 
     # -- reading -------------------------------------------------------------------------
     @abstractmethod
@@ -289,6 +276,32 @@ class Saver(ABC):
             yield current
             stack.extend(reversed(self.children(current)))
 
+    def delete_run(self, run_id: str, recursive: bool = False) -> list[str]:
+        """Forget a run (and, with `recursive`, the runs below it); the ids deleted."""
+        return self.delete_runs([run_id], recursive)
+
+    def delete_runs(self, run_ids: Iterable[str], recursive: bool = False) -> list[str]:
+        """Forget runs, checked before any is deleted: a run with descendants that are not
+        deleted too is refused (InputError) unless `recursive`, so no run is ever left
+        without its parent. Children go before parents, so an interrupted delete leaves no
+        orphan either. Ids may be prefixes. The ids deleted, in the order deleted."""
+        targets = list(dict.fromkeys(self.resolve(r) for r in run_ids))
+        order: list[str] = []
+        for rid in targets:
+            below = list(self.descendants(rid))
+            if below and not recursive and not set(below) <= set(targets):
+                raise InputError(
+                    f"run {rid} has {len(below)} descendant run(s) ({', '.join(below[:3])}"
+                    f"{', …' if len(below) > 3 else ''}); use --recursive to delete them too"
+                )
+            order.extend([rid, *below])
+        order = list(dict.fromkeys(order))
+        depth = {rid: sum(1 for _ in self.ancestry(rid)) for rid in order}
+        order.sort(key=lambda rid: -depth[rid])
+        for rid in order:
+            self._delete_run(rid)
+        return order
+
     def close(self) -> None:  # noqa: B027 - most savers hold nothing to release
         """Release files and connections."""
 
@@ -297,3 +310,36 @@ class Saver(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- helpers for a saver's `SaverType` (how it is built from a URI or a `state_saver` block)
+
+
+def config_option(options: Any, key: str, type_name: str) -> str:
+    """The non-empty string option `key` of a `state_saver` block (FlowError if missing)."""
+    value = options.get(key)
+    if not isinstance(value, str) or not value:
+        raise FlowError(f"state_saver of type {type_name!r} needs a {key!r}")
+    return value
+
+
+def saver_file(text: str, base_dir: Path | None, type_name: str) -> Path:
+    """A saver's file: `~` expanded, relative to `base_dir`; InputError for a directory."""
+    path = Path(os.path.expanduser(text))
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if path.is_dir():
+        raise InputError(f"saver path {path} is a directory, not a {type_name} file")
+    return path
+
+
+def uri_path(uri: str, base_dir: Path | None, type_name: str) -> Path:
+    """The file a `SCHEME:PATH` URI (or a bare path) names; `SCHEME://PATH` reads the same."""
+    scheme, sep, rest = uri.strip().partition(":")
+    if not sep or "/" in scheme or "." in scheme:  # a bare path such as runs.db
+        rest = uri.strip()
+    elif rest.startswith("//"):  # jsonl://rel/path, sqlite:///abs/path
+        rest = rest[2:]
+    if not rest:
+        raise InputError(f"saver {uri!r} names no file: expected {type_name}:PATH")
+    return saver_file(rest, base_dir, type_name)

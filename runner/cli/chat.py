@@ -30,14 +30,15 @@ from typing import Any
 
 import click
 
-from .errors import Diagnostic, InputError, TimbalError
-from .graph import ExecutionGraph
-from .savers.base import Saver
+from ..errors import Diagnostic, InputError, TimbalError
+from ..status import ExitCode
+from ..graph import ExecutionGraph
+from ..savers.base import Saver
 from .watch import FileStamps, describe_paths, recompile, say
 
 __all__ = ["ChatSession", "Turn", "chat", "line_input_name"]
 
-EXIT_OK, EXIT_INTERRUPTED = 0, 130
+EXIT_OK, EXIT_INTERRUPTED = ExitCode.OK, ExitCode.INTERRUPTED
 _LINE_INPUT_NAMES = ("prompt", "message")
 HELP = "/history  /rewind [N]  /reset  /help  /quit"
 
@@ -76,7 +77,7 @@ def line_input_name(graph: ExecutionGraph) -> str:
 
 def reply_text(outputs: Any) -> str:
     """A run's outputs as one reply: the text of a single string output, else compact JSON."""
-    from .tools import single_text_output
+    from ..tools import single_text_output
 
     text = single_text_output(outputs)
     if text is not None:
@@ -97,9 +98,9 @@ class ChatSession:
         interactive: bool = False,
         stream: bool = False,
     ) -> None:
-        from .cache import StepCache
-        from .cli.run_cmds import open_saver
-        from .compiler import compile_file
+        from ..cache import StepCache
+        from ..savers import open_saver
+        from ..compiler import compile_file
 
         self.flow = flow
         self.assignments = assignments
@@ -113,7 +114,7 @@ class ChatSession:
         self.line_input = line_input_name(self.graph)
         self._check_inputs(self.graph, "")  # bad -i values: exit 2 before the first turn
         # Opened last: nothing after it can fail, so the caller always gets it to close.
-        self.saver: Saver = open_saver(self.graph, saver_uri)
+        self.saver: Saver = open_saver(self.graph.saver, saver_uri)
         self.turns: list[Turn] = []
 
     # -- the branch ----------------------------------------------------------------------
@@ -166,7 +167,7 @@ class ChatSession:
 
     # -- one turn ------------------------------------------------------------------------
     def _check_inputs(self, graph: ExecutionGraph, text: str) -> dict[str, Any]:
-        from .inputs import parse_assignments, prepare_inputs
+        from ..inputs import parse_assignments, prepare_inputs
 
         values = {**parse_assignments(graph, list(self.assignments)), self.line_input: text}
         prepare_inputs(graph, values)
@@ -177,8 +178,8 @@ class ChatSession:
 
         Raises KeyboardInterrupt when the run was interrupted (it is recorded as such).
         """
-        from .cli.run_cmds import print_outputs, run_interruptibly
-        from .flow import RunnableFlow
+        from .running import print_outputs, run_interruptibly
+        from ..runnable import RunnableFlow
 
         self.reload_if_changed()
         graph = self.graph
@@ -235,7 +236,7 @@ class ChatSession:
 
     def _status(self, line: str) -> None:
         """A status line on stderr, dimmed at a terminal so replies stand out."""
-        from .cli.base import use_color
+        from .base import use_color
 
         say(click.style(line, dim=True) if self.interactive and use_color() else line)
 

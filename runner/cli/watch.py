@@ -32,9 +32,10 @@ from typing import Any
 
 import click
 
-from .errors import FlowError, InputError, TimbalError
-from .graph import ExecutionGraph
-from .steps.python import file_stamp
+from ..errors import FlowError, InputError, TimbalError
+from ..graph import ExecutionGraph
+from ..status import ExitCode
+from ..steps.python import file_stamp
 
 __all__ = [
     "FileStamps",
@@ -116,8 +117,8 @@ def recompile(
     stamps to compare against from now on: those of the new flow's files (plus `extra`),
     taken before compiling, so an edit made while compiling still counts as a change.
     """
-    from .cli.base import use_color
-    from .compiler import compile_file
+    from .base import use_color
+    from ..compiler import compile_file
 
     forget_bytecode(stamps.changed())
     before = FileStamps(stamps.paths)
@@ -141,10 +142,11 @@ class WatchSession:
         as_json: bool,
         use_cache: bool,
     ) -> None:
-        from .cache import StepCache
-        from .cli.run_cmds import open_saver, read_inputs
-        from .compiler import compile_file
-        from .inputs import prepare_inputs
+        from ..cache import StepCache
+        from ..inputs import read_inputs
+        from ..savers import open_saver
+        from ..compiler import compile_file
+        from ..inputs import prepare_inputs
 
         self.flow = flow
         self.base = Path(os.path.realpath(flow)).parent
@@ -164,7 +166,7 @@ class WatchSession:
         prepare_inputs(self.graph, first)  # invalid from the start: exit 2, as `run` does
         self.values = first
         self.saver_uri = saver_uri
-        self.saver = open_saver(self.graph, saver_uri)
+        self.saver = open_saver(self.graph.saver, saver_uri)
 
     # -- files ---------------------------------------------------------------------------
     def _watched(self, graph: ExecutionGraph | None) -> frozenset[Path]:
@@ -179,9 +181,9 @@ class WatchSession:
     def reload(self) -> bool:
         """Compile again after a change; keep the last good flow on errors. True when the
         new flow compiled and its inputs are valid (so it should run)."""
-        from .cli.base import use_color
-        from .cli.run_cmds import read_inputs
-        from .inputs import prepare_inputs
+        from .base import use_color
+        from ..inputs import read_inputs
+        from ..inputs import prepare_inputs
 
         graph, self.stamps = recompile(self.flow, self.stamps, self._watched(None))
         if graph is None:
@@ -199,9 +201,9 @@ class WatchSession:
 
     def run_once(self) -> int:
         """Run the current flow with the session's inputs; the exit code of that run."""
-        from .cli.base import report_error
-        from .cli.run_cmds import execute_once
-        from .flow import RunnableFlow
+        from .base import report_error
+        from .running import execute_once
+        from ..runnable import RunnableFlow
 
         self.runs += 1
         if self.cache is not None:
@@ -256,10 +258,10 @@ class WatchSession:
                     f"{SEPARATOR} change detected: {describe_paths(changed, self.base)}"
                     f" — run {self.runs + 1}"
                 )
-                if self.reload() and self.run_once() == 130:
-                    return 130
+                if self.reload() and self.run_once() == ExitCode.INTERRUPTED:
+                    return ExitCode.INTERRUPTED
         except KeyboardInterrupt:
-            return 130
+            return ExitCode.INTERRUPTED
         finally:
             if events is not None:
                 events.close()  # type: ignore[attr-defined]
@@ -269,8 +271,8 @@ class WatchSession:
             f"{SEPARATOR} watching {describe_paths(sorted(self.stamps.paths), self.base)}"
             f" (Ctrl-C to stop) — run 1"
         )
-        if self.run_once() == 130:
-            return 130
+        if self.run_once() == ExitCode.INTERRUPTED:
+            return ExitCode.INTERRUPTED
         return None
 
 
@@ -298,11 +300,11 @@ def watch_and_run(
         try:
             code = session.loop()
         except KeyboardInterrupt:
-            code = 130
+            code = ExitCode.INTERRUPTED
         finally:
             session.saver.close()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if code == 130:
+    if code == ExitCode.INTERRUPTED:
         say(f"{SEPARATOR} stopped after {session.runs} run(s)")
     return code

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .engine import Engine, RunResult, environ_view, resolve_run_id
+from .engine import Engine, RunResult, resolve_run_id
 from .errors import FlowError
 from .events import Event
 from .graph import ExecutionGraph
 from .inputs import prepare_inputs
+from .savers import open_saver
 from .savers.base import Saver
-from .templates import TemplateRenderError, render_value
 
 if TYPE_CHECKING:
     from .cache import StepCache
@@ -30,16 +30,7 @@ __all__ = ["RunnableFlow", "RunResult", "load_flow", "saver_for_graph"]
 
 def saver_for_graph(graph: ExecutionGraph) -> Saver:
     """The saver a flow file's `state_saver` block names (in_memory when there is none)."""
-    from .savers import saver_from_config
-
-    spec = graph.saver
-    if spec is None:
-        return saver_from_config("in_memory", {})
-    try:
-        options = render_value(dict(spec.options), {"env": environ_view(), "inputs": {}})
-    except TemplateRenderError as exc:  # e.g. `dsn: "{{ env.DATABASE_URL }}"` with it unset
-        raise FlowError(f"state_saver: {exc}") from None
-    return saver_from_config(spec.type, options, spec.base_dir)
+    return open_saver(graph.saver)
 
 
 class RunnableFlow:
