@@ -22,7 +22,6 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
-from importlib.metadata import entry_points
 from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -137,7 +136,7 @@ class Registry(Generic[T]):
     """Descriptors by name: the built-ins of one package, then entry points of one group."""
 
     def __init__(self, kind: type[T], package: str, attribute: str, group: str) -> None:
-        self.kind = kind
+        self.kind: type[T] = kind
         self.package = package
         self.attribute = attribute
         self.group = group
@@ -171,6 +170,8 @@ class Registry(Generic[T]):
                 item = getattr(module, self.attribute, None)
                 if item is not None:
                     self.register(item, builtin=True)
+            from importlib.metadata import entry_points  # slow to import: only when loading
+
             for point in entry_points(group=self.group):
                 loaded = point.load()
                 item = getattr(loaded, self.attribute, None) if isinstance(loaded, ModuleType) else loaded

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .engine import Engine, RunResult, resolve_run_id
-from .errors import FlowError
 from .events import Event
 from .graph import ExecutionGraph
 from .inputs import prepare_inputs

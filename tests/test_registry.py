@@ -9,12 +9,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from testkit import child_env
 
 from runner.models import backend_for
-from runner.registry import ModelBackend, Registry, RegistryError, StepKind, model_backends, saver_types, step_kinds
+from runner.registry import (
+    ModelBackend,
+    Registry,
+    RegistryError,
+    StepKind,
+    model_backends,
+    saver_types,
+    step_kinds,
+)
 from runner.schema import load_schema
 from runner.steps.base import StepOutcome
-from testkit import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "runner"

@@ -31,9 +31,9 @@ from typing import Any
 import click
 
 from ..errors import Diagnostic, InputError, TimbalError
-from ..status import ExitCode
 from ..graph import ExecutionGraph
 from ..savers.base import Saver
+from ..status import ExitCode
 from .watch import FileStamps, describe_paths, recompile, say
 
 __all__ = ["ChatSession", "Turn", "chat", "line_input_name"]
@@ -99,8 +99,8 @@ class ChatSession:
         stream: bool = False,
     ) -> None:
         from ..cache import StepCache
-        from ..savers import open_saver
         from ..compiler import compile_file
+        from ..savers import open_saver
 
         self.flow = flow
         self.assignments = assignments
@@ -178,8 +178,8 @@ class ChatSession:
 
         Raises KeyboardInterrupt when the run was interrupted (it is recorded as such).
         """
-        from .running import print_outputs, run_interruptibly
         from ..runnable import RunnableFlow
+        from .running import print_outputs, run_interruptibly
 
         self.reload_if_changed()
         graph = self.graph

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..runs import duration, dumps, run_summary, run_tree, snippet, step_data
+from ..runs import dumps, duration, run_summary, run_tree, snippet, step_data
 from ..savers.base import RunRecord, Saver
 from ..status import RUN_STATUSES
 from .base import handle_errors, main, print_json

@@ -117,8 +117,8 @@ def recompile(
     stamps to compare against from now on: those of the new flow's files (plus `extra`),
     taken before compiling, so an edit made while compiling still counts as a change.
     """
-    from .base import use_color
     from ..compiler import compile_file
+    from .base import use_color
 
     forget_bytecode(stamps.changed())
     before = FileStamps(stamps.paths)
@@ -143,10 +143,9 @@ class WatchSession:
         use_cache: bool,
     ) -> None:
         from ..cache import StepCache
-        from ..inputs import read_inputs
-        from ..savers import open_saver
         from ..compiler import compile_file
-        from ..inputs import prepare_inputs
+        from ..inputs import prepare_inputs, read_inputs
+        from ..savers import open_saver
 
         self.flow = flow
         self.base = Path(os.path.realpath(flow)).parent
@@ -181,9 +180,8 @@ class WatchSession:
     def reload(self) -> bool:
         """Compile again after a change; keep the last good flow on errors. True when the
         new flow compiled and its inputs are valid (so it should run)."""
+        from ..inputs import prepare_inputs, read_inputs
         from .base import use_color
-        from ..inputs import read_inputs
-        from ..inputs import prepare_inputs
 
         graph, self.stamps = recompile(self.flow, self.stamps, self._watched(None))
         if graph is None:
@@ -201,9 +199,9 @@ class WatchSession:
 
     def run_once(self) -> int:
         """Run the current flow with the session's inputs; the exit code of that run."""
+        from ..runnable import RunnableFlow
         from .base import report_error
         from .running import execute_once
-        from ..runnable import RunnableFlow
 
         self.runs += 1
         if self.cache is not None:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FlowError, InputError
-from ..graph import SaverSpec, freeze
-from ..loader import load_document
-from ..registry import SaverType, saver_types
-from ..secrets import redact_dsn
-from ..templates import TemplateRenderError, compile_template, is_template, render_value
 from .base import RunRecord, Saver, StepRecord
+
+if TYPE_CHECKING:
+    from ..graph import SaverSpec
+    from ..registry import SaverType
+
+# The registry, loader and templates are imported where they are used: `import runner.savers`
+# (and the `timbal` command's start-up) stays light.
 
 __all__ = [
     "Saver",
@@ -40,6 +42,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # The saver classes (`runner.savers.SQLiteSaver`, ...) come from the registry.
+    from ..registry import saver_types
+
     for kind in saver_types:
         if kind.cls is not None and kind.cls.__name__ == name:
             globals()[name] = kind.cls
@@ -48,12 +52,16 @@ def __getattr__(name: str) -> Any:
 
 
 def _uri_help() -> str:
+    from ..registry import saver_types
+
     forms = [k.uri_help for k in saver_types if k.uri_help]
     return "expected " + (", ".join(forms[:-1]) + " or " + forms[-1] if len(forms) > 1 else "".join(forms))
 
 
 def saver_type(name: str) -> SaverType | None:
     """The saver type a `state_saver.type` (or one of its aliases) names."""
+    from ..registry import saver_types
+
     for kind in saver_types:
         if name == kind.name or name in kind.aliases:
             return kind
@@ -66,6 +74,9 @@ def saver_from_uri(uri: str, base_dir: Path | None = None) -> Saver:
     of that saver. Relative paths are relative to `base_dir` (default: the working
     directory). Raises InputError (exit 2) for anything else.
     """
+    from ..registry import saver_types
+    from ..secrets import redact_dsn
+
     text = uri.strip()
     scheme, sep, _ = text.partition(":")
     scheme = (scheme if sep else text).lower()
@@ -87,6 +98,8 @@ def saver_from_config(type: str, options: Mapping[str, Any], base_dir: Path | No
     """
     kind = saver_type(type)
     if kind is None:
+        from ..registry import saver_types
+
         names = ", ".join(k.name for k in saver_types)
         raise FlowError(f"unknown state_saver type {type!r} (expected one of {names})")
     return kind.from_config(options, base_dir)
@@ -96,6 +109,8 @@ def open_saver(spec: SaverSpec | None, uri: str | None = None) -> Saver:
     """The saver a run uses: `uri` (`--saver`) when given, else the flow's `state_saver`
     block `spec` (in memory when there is none), its templates (`dsn: "{{ env.DSN }}"`)
     rendered from the environment. The one place a `state_saver` block becomes a saver."""
+    from ..templates import TemplateRenderError, render_value
+
     if uri:
         return saver_from_uri(uri)
     if spec is None:
@@ -115,6 +130,10 @@ def saver_from_flow_file(path: str | os.PathLike[str]) -> Saver:
     without the block keeps its runs in memory only, so there is nothing to inspect:
     InputError.
     """
+    from ..graph import SaverSpec, freeze
+    from ..loader import load_document
+    from ..templates import compile_template, is_template
+
     flow_path = Path(path)
     document = load_document(os.fspath(flow_path))
     block = document.data.get("state_saver") if isinstance(document.data, dict) else None

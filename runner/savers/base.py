@@ -11,16 +11,15 @@ Every saver passes the one conformance suite in tests/test_saver_conformance.py.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import FlowError, InputError, RunNotFound, SaverError
 from ..memory import join_deltas, steps_delta

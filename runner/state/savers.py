@@ -5,10 +5,16 @@ The names come from `runner.savers` (and so from the saver registry), plugins' i
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import savers as _savers
 from ..savers.base import Saver
+
+if TYPE_CHECKING:
+    from ..savers.in_memory import InMemorySaver
+    from ..savers.jsonl import JSONLSaver
+    from ..savers.postgres import PostgresSaver
+    from ..savers.sqlite import SQLiteSaver
 
 __all__ = ["Saver", "InMemorySaver", "JSONLSaver", "SQLiteSaver", "PostgresSaver"]
 

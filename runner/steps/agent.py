@@ -48,10 +48,10 @@ from typing import Any
 
 from ..errors import StepError, did_you_mean
 from ..models import DEFAULT_RETRIES, DEFAULT_TIMEOUT, ModelReply, complete
-from ..tools import Tool, check_arguments, convert_arguments, result_text, tools_for_step
 from ..registry import StepKind
-from .llm import MODEL_STEP_RENDERED, make_request, parse_reply, prompt_messages, stored_reply
+from ..tools import Tool, check_arguments, convert_arguments, result_text, tools_for_step
 from .base import StepContext, StepOutcome, add_usage
+from .llm import MODEL_STEP_RENDERED, make_request, parse_reply, prompt_messages, stored_reply
 from .python import call_function
 
 __all__ = ["STEP_KIND", "execute", "DEFAULT_MAX_ITERATIONS"]

@@ -8,6 +8,7 @@ from ..errors import InputError, StepError
 from ..registry import StepKind
 from .base import StepContext, StepOutcome
 
+
 async def execute(ctx: StepContext) -> StepOutcome:
     """Run the compiled sub-flow inside this run, sharing memory unless `memory: isolated`."""
     child = ctx.spec.subflow

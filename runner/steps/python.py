@@ -28,10 +28,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..registry import StepKind
-from .base import StepContext, StepOutcome
 from ..errors import StepError, did_you_mean
+from ..registry import StepKind
 from ..savers.base import encode_json
+from .base import StepContext, StepOutcome
 
 __all__ = [
     "STEP_KIND",
