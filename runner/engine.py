@@ -311,12 +311,15 @@ class Engine:
         resume_id: str | None = None,
         listener: Listener | None = None,
         stream: bool | frozenset[str] = False,
+        history: dict[str, list[dict[str, Any]]] | None = None,
     ) -> RunResult:
         """Run the flow once. `inputs` must already be prepared (see runner.inputs).
 
         With `resume_id`, the run of that id is carried on: its succeeded steps are kept
-        (not run again) and the rest run. Raises asyncio.CancelledError after recording
-        the run as interrupted.
+        (not run again) and the rest run. `history` (memory id -> messages) starts a new
+        run's conversations with messages from outside (an OpenAI request's earlier
+        messages); they are saved with the run, so runs that continue it see them too.
+        Raises asyncio.CancelledError after recording the run as interrupted.
         """
         saver = self.saver
         redactor = Redactor(self.graph.secrets)
@@ -348,6 +351,8 @@ class Engine:
         run = _RunState(
             run_id, parent_id, saver, redactor, listener, stream, self.max_concurrency, prior, seq
         )
+        if history and resume_id is None:
+            self._seed_history(run, store, history)
         run.emit(ev.RUN_STARTED, parent_id=parent_id, flow=self.graph.name, resumed=bool(resume_id))
         scope = _Scope(self.graph, dict(inputs), store.view(), "", run)
         outputs: Any = None
@@ -373,6 +378,20 @@ class Engine:
         return RunResult(
             run_id, parent_id, status, outputs, error, run.usage, steps, record.started_at, ended
         )
+
+    def _seed_history(
+        self, run: _RunState, store: ConversationStore, history: dict[str, list[dict[str, Any]]]
+    ) -> None:
+        """Save `history` as the run's first record (HISTORY_STEP) and start its memory with it."""
+        from .history import HISTORY_STEP
+
+        now = time.time()
+        record = StepRecord(step_id=HISTORY_STEP, status="succeeded", seq=run.next_seq(),
+                            started_at=now, ended_at=now, attempts=0,
+                            messages={mid: list(msgs) for mid, msgs in history.items()})
+        self._save(run, record)
+        for mid, msgs in record.messages.items():
+            store.append(mid, msgs)
 
     # -- scheduling ---------------------------------------------------------------------
     async def _execute_scope(self, scope: _Scope) -> None:

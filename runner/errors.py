@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .status import ExitCode
 
@@ -55,6 +56,16 @@ class Diagnostic:
     def headline(self) -> str:
         where = f"{self.location}: " if self.location else ""
         return f"{where}{self.severity}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON data (`timbal validate --json`, `GET /flows`): file, line, col, message."""
+        loc = self.location
+        return {
+            "file": loc.path if loc else None,
+            "line": loc.line if loc else None,
+            "col": loc.col if loc else None,
+            "message": self.message,
+        }
 
 
 class TimbalError(Exception):

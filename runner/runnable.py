@@ -24,12 +24,7 @@ from .savers.base import Saver
 if TYPE_CHECKING:
     from .cache import StepCache
 
-__all__ = ["RunnableFlow", "RunResult", "load_flow", "saver_for_graph"]
-
-
-def saver_for_graph(graph: ExecutionGraph) -> Saver:
-    """The saver a flow file's `state_saver` block names (in_memory when there is none)."""
-    return open_saver(graph.saver)
+__all__ = ["RunnableFlow", "RunResult", "load_flow"]
 
 
 class RunnableFlow:
@@ -51,7 +46,7 @@ class RunnableFlow:
     def saver(self) -> Saver:
         """The default saver: the one given, else the flow file's `state_saver` (opened once)."""
         if self._saver is None:
-            self._saver = saver_for_graph(self.graph)
+            self._saver = open_saver(self.graph.saver)
         return self._saver
 
     async def run(
@@ -64,9 +59,12 @@ class RunnableFlow:
         listener: Any = None,
         stream: bool | frozenset[str] = False,
         max_concurrency: int | None = None,
+        history: dict[str, list[dict[str, Any]]] | None = None,
     ) -> RunResult:
         """Run once. `parent_id` continues (or branches from) that run's memory;
-        `resume` carries on a failed or interrupted run. Raises InputError for bad inputs."""
+        `resume` carries on a failed or interrupted run; `history` (memory id -> messages)
+        starts a new run's conversations with messages from outside (saved with the run).
+        Raises InputError for bad inputs."""
         saver = saver or self.saver
         engine = Engine(self.graph, saver, max_concurrency, cache=self._cache)
         parent = resolve_run_id(saver, parent_id)
@@ -75,7 +73,9 @@ class RunnableFlow:
             values = prepare_inputs(self.graph, inputs) if inputs else {}
             return await engine.execute(values, resume_id=resume_id, listener=listener, stream=stream)
         values = prepare_inputs(self.graph, inputs)
-        return await engine.execute(values, parent_id=parent, listener=listener, stream=stream)
+        return await engine.execute(
+            values, parent_id=parent, listener=listener, stream=stream, history=history
+        )
 
     def run_sync(self, inputs: dict[str, Any] | None = None, **kwargs: Any) -> RunResult:
         """`run` for code without an event loop."""

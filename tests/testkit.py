@@ -12,11 +12,13 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from runner.testing import FakeOpenAIServer
 
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 TIMBAL = [PYTHON, "-m", "runner.cli"]
@@ -149,3 +151,57 @@ class LiveProcess:
 def overlapped(records) -> bool:
     """Whether the steps behind these records ran at the same time (all started before any ended)."""
     return max(r.started_at for r in records) < min(r.ended_at for r in records)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on 127.0.0.1)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServeProcess(LiveProcess):
+    """`timbal serve ARGS` on a free loopback port, ready (GET /health answers) once built."""
+
+    def __init__(self, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.cwd = cwd or ROOT
+        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__("serve", *args, "--port", str(self.port), cwd=cwd, env=env)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Poll GET /health until it answers; fail with the server's stderr if it exits."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"timbal serve exited {self.proc.returncode}:\n{self.stderr_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)  # polling interval of a readiness check, not a synchronisation
+        raise AssertionError(f"timbal serve not ready within {timeout}s:\n{self.stderr_text()}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM; the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+
+def wait_until(condition: Callable[[], T], timeout: float = WAIT, what: str = "condition") -> T:
+    """Poll `condition()` until it returns something truthy (returned); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)  # polling interval of the wait, not a synchronisation

@@ -13,6 +13,7 @@ from . import chat_cmds as _chat_cmds  # noqa: F401  chat
 from . import compile_cmds as _compile_cmds  # noqa: F401  validate, graph, schema, init
 from . import run_cmds as _run_cmds  # noqa: F401  run
 from . import runs_cmds as _runs_cmds  # noqa: F401  runs list|show|tree|delete
+from . import serve_cmds as _serve_cmds  # noqa: F401  serve
 from .base import main
 
 __all__ = ["main"]

@@ -30,16 +30,17 @@ from typing import Any
 
 import click
 
-from ..errors import Diagnostic, InputError, TimbalError
+from ..errors import InputError, TimbalError
 from ..graph import ExecutionGraph
+from ..openai_chat import line_input_name, reply_text
+from ..reload import FileStamps
 from ..savers.base import Saver
 from ..status import ExitCode
-from .watch import FileStamps, describe_paths, recompile, say
+from .watch import describe_paths, recompile, say
 
-__all__ = ["ChatSession", "Turn", "chat", "line_input_name"]
+__all__ = ["ChatSession", "Turn", "chat"]
 
 EXIT_OK, EXIT_INTERRUPTED = ExitCode.OK, ExitCode.INTERRUPTED
-_LINE_INPUT_NAMES = ("prompt", "message")
 HELP = "/history  /rewind [N]  /reset  /help  /quit"
 
 
@@ -50,39 +51,6 @@ class Turn:
     run_id: str
     text: str
     reply: str
-
-
-def line_input_name(graph: ExecutionGraph) -> str:
-    """The input each chat line goes to: the flow's single required string input, else an
-    input named `prompt` or `message`. InputError when there is none."""
-    required = [
-        i for i in graph.inputs
-        if i.required and "default" not in i.schema and i.type in (None, "string")
-    ]
-    if len(required) == 1:
-        return required[0].name
-    names = {i.name for i in graph.inputs}
-    for name in _LINE_INPUT_NAMES:
-        if name in names:
-            return name
-    raise InputError(
-        [
-            Diagnostic(
-                f"flow '{graph.name}' has no input for chat lines: it needs one required "
-                "string input, or an input named 'prompt' or 'message'"
-            )
-        ]
-    )
-
-
-def reply_text(outputs: Any) -> str:
-    """A run's outputs as one reply: the text of a single string output, else compact JSON."""
-    from ..tools import single_text_output
-
-    text = single_text_output(outputs)
-    if text is not None:
-        return text
-    return json.dumps(outputs, ensure_ascii=False, default=str)
 
 
 class ChatSession:

@@ -23,15 +23,7 @@ __all__ = ["validate", "graph", "schema", "init", "init_text"]
 
 
 def _diag_json(exc: FlowError) -> list[dict[str, Any]]:
-    return [
-        {
-            "file": d.location.path if d.location else None,
-            "line": d.location.line if d.location else None,
-            "col": d.location.col if d.location else None,
-            "message": d.message,
-        }
-        for d in exc.diagnostics
-    ]
+    return [d.to_dict() for d in exc.diagnostics]
 
 
 @main.command()

@@ -14,12 +14,13 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..runs import dumps, duration, run_summary, run_tree, snippet, step_data
+from ..history import duration, iso, run_detail, run_summary, run_tree
+from ..history import snippet as _snippet
 from ..savers.base import RunRecord, Saver
 from ..status import RUN_STATUSES
 from .base import handle_errors, main, print_json
 
-__all__ = ["runs", "open_runs_saver"]
+__all__ = ["runs", "open_runs_saver", "run_summary", "iso"]
 
 
 def open_runs_saver(uri: str | None) -> Saver:
@@ -61,6 +62,12 @@ def _human_duration(start: float | None, end: float | None) -> str:
 
 def _short(run_id: str | None) -> str:
     return "-" if run_id is None else run_id[:12]
+
+
+def _dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _console() -> Any:
@@ -122,16 +129,12 @@ def _status_text(status: str) -> Any:
 def show_cmd(run_id: str, saver_uri: str | None, as_json: bool) -> None:
     """Show one run: its steps, outputs, usage and memory."""
     with open_runs_saver(saver_uri) as saver:
+        if as_json:
+            print_json(run_detail(saver, run_id))
+            return
         run = saver.get_run(saver.resolve(run_id))
         memory = saver.load_memory(run.run_id)
     added = run.memory_delta()
-    if as_json:
-        data = run_summary(run)
-        data["steps"] = [step_data(s) for s in run.steps]
-        data["memory"] = memory
-        data["memory_added"] = added
-        print_json(data)
-        return
     _print_run(run, memory, added)
 
 
@@ -154,12 +157,12 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
         head.append(f"{label:<9}", style="bold")
         head.append(f"{value}\n", style=_status_text(value).style if label == "status" else "")
     if run.inputs:
-        head.append(f"{'inputs':<9}", style="bold").append(dumps(run.inputs) + "\n")
-    head.append(f"{'outputs':<9}", style="bold").append(dumps(run.outputs) + "\n")
+        head.append(f"{'inputs':<9}", style="bold").append(_dumps(run.inputs) + "\n")
+    head.append(f"{'outputs':<9}", style="bold").append(_dumps(run.outputs) + "\n")
     if run.error:
         head.append(f"{'error':<9}", style="bold").append(run.error + "\n", style="red")
     if run.usage:
-        head.append(f"{'usage':<9}", style="bold").append(dumps(run.usage) + "\n")
+        head.append(f"{'usage':<9}", style="bold").append(_dumps(run.usage) + "\n")
     console.print(head, end="")
 
     if run.steps:
@@ -168,7 +171,7 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
             table.add_column(name, no_wrap=name != "RETURN / ERROR")
         for s in run.steps:
             tokens = s.usage.get("total_tokens") if s.usage else None
-            result = Text(snippet(s.error), style="red") if s.error else Text(snippet(s.return_value))
+            result = Text(_snippet(s.error), style="red") if s.error else Text(_snippet(s.return_value))
             table.add_row(Text(s.step_id), _status_text(s.status), Text(s.model or "-"),
                           str(s.attempts), _human_duration(s.started_at, s.ended_at),
                           "-" if tokens is None else str(tokens), result)
@@ -186,7 +189,7 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
             line.append(f"{message.get('role', '?')}: ", style="bold")
             content = message.get("content")
             if not isinstance(content, str):  # e.g. an assistant message that only calls tools
-                content = dumps(content if content is not None else message.get("tool_calls"))
+                content = _dumps(content if content is not None else message.get("tool_calls"))
             line.append(content)
             console.print(line)
 
@@ -198,8 +201,8 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
 def tree_cmd(run_id: str | None, saver_uri: str | None, as_json: bool) -> None:
     """Draw the parent/branch tree of runs (all of them, or the tree holding RUN_ID)."""
     with open_runs_saver(saver_uri) as saver:
+        trees = run_tree(saver, run_id)
         focus = saver.resolve(run_id) if run_id is not None else None
-        trees = run_tree(saver, focus)
     if as_json:
         print_json(trees)
         return

@@ -279,24 +279,31 @@ class Saver(ABC):
         """Forget a run (and, with `recursive`, the runs below it); the ids deleted."""
         return self.delete_runs([run_id], recursive)
 
-    def delete_runs(self, run_ids: Iterable[str], recursive: bool = False) -> list[str]:
-        """Forget runs, checked before any is deleted: a run with descendants that are not
-        deleted too is refused (InputError) unless `recursive`, so no run is ever left
-        without its parent. Children go before parents, so an interrupted delete leaves no
-        orphan either. Ids may be prefixes. The ids deleted, in the order deleted."""
+    def delete_plan(self, run_ids: Iterable[str], recursive: bool = False) -> list[str]:
+        """The full ids of the runs `delete_runs` would remove, children before parents.
+        A run with descendants that are not deleted too is refused (InputError) unless
+        `recursive`, so no run is ever left without its parent. Ids may be prefixes."""
         targets = list(dict.fromkeys(self.resolve(r) for r in run_ids))
         order: list[str] = []
-        for rid in targets:
+        for rid in targets:  # check every run before deleting any
             below = list(self.descendants(rid))
             if below and not recursive and not set(below) <= set(targets):
                 raise InputError(
                     f"run {rid} has {len(below)} descendant run(s) ({', '.join(below[:3])}"
-                    f"{', …' if len(below) > 3 else ''}); use --recursive to delete them too"
+                    f"{', …' if len(below) > 3 else ''}); delete them too with --recursive "
+                    "(over HTTP: ?recursive=true)"
                 )
             order.extend([rid, *below])
         order = list(dict.fromkeys(order))
+        # Children before parents, so an interrupted delete never leaves orphans.
         depth = {rid: sum(1 for _ in self.ancestry(rid)) for rid in order}
         order.sort(key=lambda rid: -depth[rid])
+        return order
+
+    def delete_runs(self, run_ids: Iterable[str], recursive: bool = False) -> list[str]:
+        """Forget runs, checked (`delete_plan`) before any is deleted; the ids deleted, in
+        the order deleted."""
+        order = self.delete_plan(run_ids, recursive)
         for rid in order:
             self._delete_run(rid)
         return order

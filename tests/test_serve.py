@@ -1,0 +1,305 @@
+"""`timbal serve` (SPEC §8): a real server process on a free loopback port, driven with the
+official `openai` package and with httpx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from testkit import ServeProcess, child_env, timbal, write
+
+CHAT_FLOW = """
+    version: 1
+    name: chat
+    description: A one-step chat on echo.
+    inputs:
+      prompt: {type: string}
+    steps:
+      - id: reply
+        model: echo
+        memory_id: conversation
+        system: "Be brief."
+        prompt: "{{ inputs.prompt }}"
+    outputs:
+      response: "{{ reply.return }}"
+    state_saver: {type: sqlite, path: state.db}
+"""
+
+TYPED_FLOW = """
+    version: 1
+    name: typed
+    inputs:
+      count: {type: integer}
+    steps:
+      - id: say
+        type: template
+        text: "count={{ inputs.count }}"
+"""
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """Server-sent events in a response body: [{event, id, data}], comments skipped."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, Any] = {}
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value[1:] if value.startswith(" ") else value
+        if "data" in fields:
+            events.append(fields)
+    return events
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """A server on two flows: `chat` (echo, SQLite) and `typed` (an integer input), shared
+    by the tests of this file (starting one costs seconds on a busy machine)."""
+    tmp_path = tmp_path_factory.mktemp("served")
+    write(tmp_path / "chat.yaml", CHAT_FLOW)
+    write(tmp_path / "typed.yaml", TYPED_FLOW)
+    server = ServeProcess(str(tmp_path), cwd=tmp_path)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def client(served: ServeProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{served.url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+# -- OpenAI-compatible ----------------------------------------------------------------------
+def test_models_lists_every_flow(client: openai.OpenAI) -> None:
+    models = {m.id: m for m in client.models.list()}
+    assert set(models) == {"chat", "typed"}
+    assert models["chat"].owned_by == "timbal" and models["chat"].object == "model"
+
+
+def test_chat_completion_runs_the_flow_and_names_the_run(client: openai.OpenAI, served: ServeProcess) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "Hello there"}]
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "echo (2 messages): Hello there"
+    assert reply.choices[0].finish_reason == "stop"
+    assert raw.headers["x-timbal-run-id"] == reply.id
+    assert reply.usage is not None and reply.usage.total_tokens > 0
+    run = httpx.get(f"{served.url}/runs/{reply.id}").json()
+    assert run["status"] == "succeeded" and run["flow"] == "chat"
+    assert run["usage"]["total_tokens"] == reply.usage.total_tokens
+
+
+def test_earlier_messages_become_the_output_steps_history(client: openai.OpenAI, served: ServeProcess) -> None:
+    reply = client.chat.completions.create(model="chat", messages=[
+        {"role": "system", "content": "ignored: the flow says its own system prompt"},
+        {"role": "user", "content": "My name is Ada"},
+        {"role": "assistant", "content": "Hi Ada"},
+        {"role": "user", "content": "What is my name?"},
+    ])
+    # the step's system message + 2 history messages + the new user message
+    assert reply.choices[0].message.content == "echo (4 messages): What is my name?"
+    memory = httpx.get(f"{served.url}/runs/{reply.id}").json()["memory"]["conversation"]
+    assert [m["content"] for m in memory[:2]] == ["My name is Ada", "Hi Ada"]
+
+
+def test_parent_run_id_continues_a_saved_conversation(client: openai.OpenAI) -> None:
+    first = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "one"}])
+    second = client.chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": "ignored"}, {"role": "user", "content": "two"}],
+        extra_body={"parent_run_id": first.id},
+    )
+    # the parent's 2 messages, not the request's earlier one
+    assert second.choices[0].message.content == "echo (4 messages): two"
+
+
+def test_streaming_sends_chunks_then_usage_then_done(client: openai.OpenAI, served: ServeProcess) -> None:
+    stream = client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "stream these four words"}],
+        stream=True, stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "echo (2 messages): stream these four words"
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 2  # really streamed
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    assert all(c.id == chunks[0].id for c in chunks)
+    with httpx.stream("POST", f"{served.url}/v1/chat/completions", json={
+        "model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as response:
+        body = response.read().decode()
+    assert sse_events(body)[-1]["data"] == "[DONE]"
+
+
+def test_unknown_model_is_a_404_in_openais_shape(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    error = caught.value.body
+    assert isinstance(error, dict) and error["code"] == "model_not_found" and "nope" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b"{not json", "JSON"),
+        (b'{"model": "chat"}', "messages"),
+        (b'{"model": "chat", "messages": [{"role": "assistant", "content": "x"}]}', "no user message"),
+        (b'{"model": "chat", "messages": "hello"}', "messages"),
+    ],
+)
+def test_bad_chat_requests_are_400_in_openais_shape(served: ServeProcess, body: bytes, needle: str) -> None:
+    response = httpx.post(f"{served.url}/v1/chat/completions", content=body,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "code"} and error["type"] == "invalid_request_error"
+    assert needle.lower() in error["message"].lower()
+    assert "Traceback" not in response.text
+
+
+def test_a_huge_body_is_refused_with_413(served: ServeProcess) -> None:
+    big = json.dumps({"model": "chat", "messages": [{"role": "user", "content": "x" * (11 * 1024 * 1024)}]})
+    response = httpx.post(f"{served.url}/v1/chat/completions", content=big,
+                          headers={"content-type": "application/json"}, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "body_too_large"
+    assert httpx.get(f"{served.url}/health").status_code == 200
+
+
+# -- native API -----------------------------------------------------------------------------
+def test_flows_describe_their_inputs_and_outputs(served: ServeProcess) -> None:
+    flows = {f["name"]: f for f in httpx.get(f"{served.url}/flows").json()}
+    assert flows["chat"]["inputs"] == {
+        "type": "object", "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]}
+    assert flows["chat"]["outputs"] == ["response"] and flows["chat"]["errors"] == []
+    assert flows["chat"]["description"] == "A one-step chat on echo."
+    one = httpx.get(f"{served.url}/flows/chat").json()
+    assert [s["id"] for s in one["graph"]["steps"]] == ["reply"]
+    assert httpx.get(f"{served.url}/flows/nope").status_code == 404
+
+
+def test_a_run_answers_with_the_same_json_as_the_cli(served: ServeProcess) -> None:
+    response = httpx.post(f"{served.url}/flows/chat/runs", json={"inputs": {"prompt": "Hi"}})
+    assert response.status_code == 200
+    run = response.json()
+    assert set(run) == {"run_id", "parent_id", "status", "outputs", "usage", "error"}
+    assert run["status"] == "succeeded" and run["outputs"] == {"response": "echo (2 messages): Hi"}
+    assert response.headers["x-timbal-run-id"] == run["run_id"]
+    cli = timbal("runs", "show", run["run_id"], "--saver", f"sqlite:{Path(served.cwd) / 'state.db'}", "--json")
+    shown = httpx.get(f"{served.url}/runs/{run['run_id']}").json()
+    assert json.loads(cli.stdout) == shown
+
+
+def test_continue_and_parent_build_a_branch_tree(served: ServeProcess) -> None:
+    url = served.url
+    root = httpx.post(f"{url}/flows/chat/runs", json={"inputs": {"prompt": "a"}}).json()
+    cont = httpx.post(f"{url}/flows/chat/runs", json={"inputs": {"prompt": "b"}, "continue": True}).json()
+    branch = httpx.post(f"{url}/flows/chat/runs", json={"inputs": {"prompt": "c"}, "parent_id": root["run_id"]}).json()
+    assert cont["parent_id"] == root["run_id"] and branch["parent_id"] == root["run_id"]
+    assert cont["outputs"]["response"] == "echo (4 messages): b"
+    (tree,) = httpx.get(f"{url}/runs/{branch['run_id']}/tree").json()
+    assert tree["run_id"] == root["run_id"]
+    assert {c["run_id"] for c in tree["children"]} == {cont["run_id"], branch["run_id"]}
+    listed = httpx.get(f"{url}/runs", params={"flow": "chat", "limit": 2}).json()
+    assert [r["run_id"] for r in listed] == [branch["run_id"], cont["run_id"]]
+
+
+def test_delete_refuses_a_run_with_branches_unless_recursive(served: ServeProcess) -> None:
+    url = served.url
+    root = httpx.post(f"{url}/flows/chat/runs", json={"inputs": {"prompt": "a"}}).json()["run_id"]
+    child = httpx.post(f"{url}/flows/chat/runs", json={"inputs": {"prompt": "b"}, "parent_id": root}).json()["run_id"]
+    refused = httpx.delete(f"{url}/runs/{root}")
+    assert refused.status_code == 409 and child in refused.json()["detail"]
+    deleted = httpx.delete(f"{url}/runs/{root}", params={"recursive": "true"}).json()["deleted"]
+    assert deleted == [child, root]
+    assert httpx.get(f"{url}/runs/{root}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"inputs": {"count": "many"}}, 400),  # wrong input type
+        ({"inputs": {}}, 400),  # missing input
+        ({"inputs": {"count": 1}, "bogus": 1}, 400),  # unknown field
+        ({"inputs": {"count": 1}, "continue": True}, 400),  # nothing to continue
+    ],
+)
+def test_bad_run_requests_are_4xx_with_a_detail(served: ServeProcess, body: dict[str, Any], status: int) -> None:
+    response = httpx.post(f"{served.url}/flows/typed/runs", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"] and "Traceback" not in response.text
+
+
+def test_events_stream_live_and_replay_from_last_event_id(served: ServeProcess) -> None:
+    url = served.url
+    with httpx.stream("POST", f"{url}/flows/chat/runs", json={"inputs": {"prompt": "one two three"}},
+                      headers={"accept": "text/event-stream"}) as response:
+        live = sse_events(response.read().decode())
+    kinds = [e["event"] for e in live]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished" and "step_chunk" in kinds
+    run_id = json.loads(live[0]["data"])["run_id"]
+    assert json.loads(live[-1]["data"])["data"]["status"] == "succeeded"
+    numbered = [e for e in live if "id" in e]
+    assert [e["event"] for e in live if "id" not in e] == ["step_chunk"] * (len(live) - len(numbered))
+    assert [int(e["id"]) for e in numbered] == list(range(1, len(numbered) + 1))
+    replay = [e for e in sse_events(httpx.get(f"{url}/runs/{run_id}/events").text) if "id" in e]
+    assert [(e["id"], e["event"]) for e in replay] == [(e["id"], e["event"]) for e in numbered]
+    after = sse_events(httpx.get(f"{url}/runs/{run_id}/events", headers={"last-event-id": numbered[1]["id"]}).text)
+    assert [e["id"] for e in after if "id" in e] == [e["id"] for e in numbered[2:]]
+    assert {e["event"] for e in after if "id" not in e} == {"step_chunk"}  # the reply's chunks again
+
+
+def test_openapi_describes_every_route(served: ServeProcess) -> None:
+    paths = httpx.get(f"{served.url}/openapi.json").json()["paths"]
+    for path in ("/health", "/flows", "/flows/{name}", "/flows/{name}/runs", "/runs", "/runs/{run_id}",
+                 "/runs/{run_id}/tree", "/runs/{run_id}/events", "/runs/{run_id}/resume",
+                 "/runs/{run_id}/cancel", "/v1/models", "/v1/chat/completions"):
+        assert path in paths, path
+    assert "delete" in paths["/runs/{run_id}"]
+
+
+# -- auth and listening -----------------------------------------------------------------------
+def test_a_key_is_needed_for_everything_but_health(tmp_path: Path) -> None:
+    write(tmp_path / "chat.yaml", CHAT_FLOW)
+    server = ServeProcess("chat.yaml", "--api-key-env", "SERVE_KEY", cwd=tmp_path,
+                          env=child_env(SERVE_KEY="s3cret-key"))
+    try:
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        assert httpx.get(f"{server.url}/flows").status_code == 401
+        wrong = httpx.get(f"{server.url}/v1/models", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0).models.list()
+        good = openai.OpenAI(base_url=f"{server.url}/v1", api_key="s3cret-key", max_retries=0)
+        assert [m.id for m in good.models.list()] == ["chat"]
+    finally:
+        server.close()
+
+
+def test_refuses_a_public_address_without_a_key(tmp_path: Path) -> None:
+    write(tmp_path / "chat.yaml", CHAT_FLOW)
+    refused = timbal("serve", "chat.yaml", "--host", "0.0.0.0", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "--api-key-env" in refused.stderr and "--no-auth" in refused.stderr
+    unset = timbal("serve", "chat.yaml", "--api-key-env", "NO_SUCH_VAR_HERE", cwd=tmp_path)
+    assert unset.returncode == 2 and "NO_SUCH_VAR_HERE" in unset.stderr
+
+
+def test_two_flows_with_one_name_are_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", CHAT_FLOW)
+    write(tmp_path / "b.yaml", CHAT_FLOW)
+    result = timbal("serve", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "two flows are named 'chat'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_broken_flow_stops_the_server_from_starting_with_located_errors(tmp_path: Path) -> None:
+    write(tmp_path / "chat.yaml", CHAT_FLOW.replace("{{ inputs.prompt }}", "{{ inputs.promt }}"))
+    result = timbal("serve", "chat.yaml", cwd=tmp_path)
+    assert result.returncode == 2 and "chat.yaml:" in result.stderr and "promt" in result.stderr
+
