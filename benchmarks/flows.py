@@ -27,6 +27,19 @@ outputs: {response: "{{ a.return }}"}
 """
 
 
+MAP = """\
+version: 1
+name: map
+inputs: {items: {type: array}}
+steps:
+  - id: each
+    type: map
+    items: "{{ inputs.items }}"
+    steps:
+      - {id: say, model: echo, prompt: "{{ item }}"}
+"""
+
+
 def fan(width: int = 20, delay: float = 0.2) -> str:
     """`width` independent echo steps that each take `delay` seconds."""
     steps = "\n".join(

@@ -210,6 +210,13 @@ def hot_reload(params: dict[str, Any]) -> dict[str, Any]:
     return measure(edits=params["edits"])
 
 
+def batch_scale(params: dict[str, Any]) -> dict[str, Any]:
+    """`timbal batch` throughput, memory and workers: `bench_batch.measure`."""
+    from .bench_batch import measure
+
+    return measure(rows=params["rows"], small=params["small"], queue_rows=params["queue_rows"])
+
+
 def once(params: dict[str, Any]) -> dict[str, Any]:
     """Load the 3-step flow and run it once (the start-up figure times the whole process)."""
     from runner import load_flow
@@ -221,6 +228,49 @@ def once(params: dict[str, Any]) -> dict[str, Any]:
     return {"answer": _answer(result)}
 
 
+def _items(n: int) -> list[str]:
+    return [f"item {i}" for i in range(n)]
+
+
+async def map_items(params: dict[str, Any]) -> dict[str, Any]:
+    """A `map` over `items` items of one echo step, in-memory saver: wall time per item
+    (median over `runs` runs, after a warm-up) and the memory the runs added at their peak."""
+    from runner import load_flow
+
+    n = params["items"]
+    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
+        flow = load_flow(flows.write(tmp, "map", flows.MAP))
+        warm = await flow.run({"items": _items(10)})
+        if warm.status != "succeeded" or warm.outputs["each"][9] != "echo (1 message): item 9":
+            raise RuntimeError(f"map run {warm.status}: {warm.error}")
+        base = rss_mb()
+        seconds = await timed_async(lambda: flow.run({"items": _items(n)}), 0, params["runs"])
+        peak = peak_rss_mb()
+    return {"per_item_us": summarize(seconds)["median_us"] / n, "added_mb": peak - base}
+
+
+async def gather_items(params: dict[str, Any]) -> dict[str, Any]:
+    """The same `items` echo calls as `map_items`, with a plain `asyncio.gather` (no engine,
+    no records): wall time per item and the memory added at the peak, measured the same way."""
+    from runner.models import ModelRequest, complete
+
+    n = params["items"]
+
+    async def once(count: int) -> list[str]:
+        replies = await asyncio.gather(*(
+            complete(ModelRequest("echo", [{"role": "user", "content": text}]))
+            for text in _items(count)
+        ))
+        return [reply.text for reply in replies]
+
+    if (await once(10))[9] != "echo (1 message): item 9":
+        raise RuntimeError("unexpected echo reply")
+    base = rss_mb()
+    seconds = await timed_async(lambda: once(n), 0, params["runs"])
+    peak = peak_rss_mb()
+    return {"per_item_us": summarize(seconds)["median_us"] / n, "added_mb": peak - base}
+
+
 TASKS = {
     "engine3": engine3,
     "durable3": durable3,
@@ -230,5 +280,8 @@ TASKS = {
     "sequential_litellm": sequential_litellm,
     "compile": compile_time,
     "hot_reload": hot_reload,
+    "batch": batch_scale,
     "once": once,
+    "map_items": map_items,
+    "gather_items": gather_items,
 }

@@ -633,4 +633,83 @@ HOT_RELOAD = Bench(
 )
 
 
-BENCHES = [ENGINE, DURABLE, CONVERSATION, CONCURRENCY, LITELLM, STARTUP, COMPILE, HOT_RELOAD]
+# -- map ----------------------------------------------------------------------------------------------
+
+
+def _map_jobs(ctx: Context) -> list[Job]:
+    params = {"items": ctx.pick(1000, 200), "runs": ctx.pick(5, 2), "tmp": ctx.tmp}
+    return [
+        Job("ours.map", "ours", "map_items", params),
+        Job("ours.gather", "ours", "gather_items", params),
+    ]
+
+
+def _map_rows(r: Results, ctx: Context) -> list[Row]:
+    items = ctx.pick("1,000", "200")
+    ours, plain = r.get("ours.map", "per_item_us", "us"), r.get("ours.gather", "per_item_us", "us")
+    engine = Val(None, "us", err=ours.err or plain.err)
+    if ours.num is not None and plain.num is not None:
+        engine = Val(ours.num - plain.num, "us")
+    return [
+        Row(f"map over {items} items of an echo step: time per item", ours, plain,
+            "asyncio.gather of the same calls"),
+        Row("map: engine cost per item (map minus gather)", engine),
+        Row(f"map over {items} items: memory added at the peak",
+            r.get("ours.map", "added_mb", "MiB"), r.get("ours.gather", "added_mb", "MiB"),
+            "asyncio.gather of the same calls"),
+    ]
+
+
+MAP = Bench(
+    "map",
+    "Map over many items",
+    "One `type: map` step over 1,000 items (200 with --quick) whose body is one echo step, "
+    "in-memory saver, default concurrency: wall time of a run divided by the items (median "
+    "over runs, after a warm-up), beside a plain `asyncio.gather` of the same 1,000 echo "
+    "calls (`runner.models.complete`, no engine, no records, no memory snapshots). The "
+    "difference is what the engine spends per item: rendering, a scope, a step record. "
+    "Memory: the peak resident set size of the process minus its size before the timed runs.",
+    (5, 2),
+    _map_jobs,
+    _map_rows,
+)
+
+
+# -- batches --------------------------------------------------------------------------------------
+
+
+def _batch_jobs(ctx: Context) -> list[Job]:
+    params = {"rows": ctx.pick(10_000, 2_000), "small": ctx.pick(1_000, 500), "queue_rows": ctx.pick(2_000, 400)}
+    return [Job("ours.batch", "ours", "batch", params)]
+
+
+def _batch_rows(r: Results, ctx: Context) -> list[Row]:
+    rows, small = ctx.pick(10_000, 2_000), ctx.pick(1_000, 500)
+    return [
+        Row(f"batch of {rows:,} one-step echo rows (50 ms each), concurrency 200: wall time",
+            r.get("ours.batch", "wall_s", "s"), r.get("ours.batch", "ideal_s", "s"), "ideal (rows × 50 ms / 200)",
+            target=Target("ratio", 2.0)),
+        Row("batch throughput", r.get("ours.batch", "rows_per_s", "rows/s")),
+        Row(f"batch peak memory: {rows:,} rows against {small:,}", r.get("ours.batch", f"peak_rss_mb@{rows}", "MB"),
+            r.get("ours.batch", f"peak_rss_mb@{small}", "MB"), f"{small:,} rows", target=Target("ratio", 1.3)),
+        Row("queued batch drained by two workers against one (PostgreSQL)",
+            r.get("ours.batch", "two_workers_s", "s"), r.get("ours.batch", "one_worker_s", "s"), "one worker",
+            target=Target("ratio", 0.8)),
+    ]
+
+
+BATCH = Bench(
+    "batch",
+    "Batches and workers",
+    "`benchmarks/bench_batch.py` (`measure()`): the real `timbal batch` CLI on a one-step echo "
+    "flow with `params: {delay: 0.05}`. Throughput: wall time of the whole process against the "
+    "ideal rows × 50 ms / 200. Memory: peak RSS of the batch process (`wait4`) at two sizes; "
+    "flat reads about 1. Workers: rows queued with `--queue` on PostgreSQL, drained by one "
+    "`timbal worker --burst --concurrency 50`, then (fresh schema) by two at once.",
+    (1, 1),
+    _batch_jobs,
+    _batch_rows,
+)
+
+
+BENCHES = [ENGINE, DURABLE, CONVERSATION, CONCURRENCY, LITELLM, STARTUP, COMPILE, HOT_RELOAD, BATCH, MAP]

@@ -1,4 +1,5 @@
-"""Python functions used by flows/python_step.yaml (found next to the flow file)."""
+"""Python functions used by flows/python_step.yaml and flows/refine_loop.yaml (found next to
+the flow file)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,13 @@ async def shout(word: str, times: int = 1) -> str:
     """Upper-case `word`, `times` times (async: awaited by the runner)."""
     await asyncio.sleep(0)
     return " ".join([word.upper()] * times)
+
+
+def score_draft(draft: str) -> dict[str, object]:
+    """Score a draft from 1 to 10 (offline stand-in for a reviewer: more rounds of editing,
+    which the echo model shows as more messages, score higher)."""
+    import re
+
+    match = re.search(r"\((\d+) messages?\)", draft)
+    rounds = (int(match.group(1)) + 1) // 2 if match else 1
+    return {"draft": draft, "score": min(10, 2 + 3 * rounds)}

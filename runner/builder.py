@@ -70,6 +70,21 @@ def _tool_entry(tool: Any) -> dict[str, Any]:
     return {"python": function_reference(tool)}
 
 
+def _body_keys(
+    body: Flow | list[Mapping[str, Any]] | None,
+    flow: str | os.PathLike[str] | None,
+    inputs: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A map's or loop's body keys: inline `steps` (+ `outputs`), or `flow` + `inputs`."""
+    if isinstance(body, Flow):
+        spec = body.to_spec()
+        return {"steps": spec["steps"], "outputs": spec.get("outputs")}
+    if body is not None:
+        return {"steps": [dict(step) for step in body]}
+    return {"flow": os.fspath(flow) if flow is not None else None,
+            "inputs": dict(inputs) if inputs is not None else None}
+
+
 def _drop_none(keys: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in keys.items() if v is not None}
 
@@ -245,10 +260,57 @@ class Flow:
             schema["default"] = default
         return self.add_input(name, type, **schema).set_data_map(target, f"inputs.{name}")
 
-    def add_input(self, name: str, type: str = "string", **schema: Any) -> Flow:
-        """Declare a flow input without wiring it (templates read it as ``inputs.NAME``)."""
+    def add_input(
+        self, name: str, type: str = "string", *, prompt: str | None = None, **schema: Any
+    ) -> Flow:
+        """Declare a flow input without wiring it (templates read it as ``inputs.NAME``).
+
+        With `prompt`, add an `input` step instead: the run asks a person `prompt` and waits
+        for the answer (of JSON type `type`, or `schema=` a whole JSON Schema), e.g.
+        ``add_input("approve", "boolean", prompt="Publish? {{ draft.return }}")``.
+        """
+        if prompt is not None:
+            answer = schema.pop("schema", None) or {"type": type}
+            return self.add_step(name, "input", prompt=prompt, schema=dict(answer), **schema)
         self._inputs[name] = {"type": type, **schema}
         return self
+
+    def add_map(
+        self,
+        id: str,
+        items: str | list[Any],
+        body: Flow | list[Mapping[str, Any]] | None = None,
+        *,
+        as_: str | None = None,
+        max_concurrency: int | None = None,
+        flow: str | os.PathLike[str] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        **more: Any,
+    ) -> Flow:
+        """A `map` step: `body` (a Flow whose steps and outputs are the body, or a list of
+        step dicts) or the flow file `flow` with `inputs`, once per item of `items`, in
+        parallel; the item is named `as_` (default ``item``) in templates."""
+        return self.add_step(id, "map", items=items, **{"as": as_}, max_concurrency=max_concurrency,
+                             **_body_keys(body, flow, inputs), **more)
+
+    def add_loop(
+        self,
+        id: str,
+        body: Flow | list[Mapping[str, Any]] | None = None,
+        *,
+        max_iterations: int,
+        until: str | None = None,
+        on_max_iterations: str | None = None,
+        flow: str | os.PathLike[str] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+        **more: Any,
+    ) -> Flow:
+        """A `loop` step: `body` (or the flow file `flow` with `inputs`) again and again until
+        `until` (a template reading ``ID.last``, ``loop.index``) is true, at most
+        `max_iterations` times."""
+        return self.add_step(id, "loop", max_iterations=max_iterations, until=until,
+                             on_max_iterations=on_max_iterations,
+                             **_body_keys(body, flow, inputs), **more)
 
     def set_output(self, source: str, name: str) -> Flow:
         """Name an output: ``set_output("chat.return", "response")`` gives

@@ -16,35 +16,36 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from .errors import StepError
+from .errors import InputError, StepError, WaitingForAnswer
 from .events import Event
-from .graph import ExecutionGraph, StepSpec
+from .graph import ExecutionGraph, StepSpec, thaw
 from .ids import new_run_id
-from .memory import ConversationStore, MemoryView, join_deltas, steps_delta
+from .memory import ConversationStore, MemoryView, SnapshotMemoryView, join_deltas, steps_delta
 from .registry import step_kinds
 from .savers.base import RunRecord, Saver, StepRecord, encode_json
 from .secrets import Redactor
-from .steps.base import StepOutcome, add_usage
+from .steps.base import StepOutcome, add_usage, is_true
 from .templates import TemplateRenderError, render_value
 
 if TYPE_CHECKING:
     from .cache import StepCache
 
-__all__ = ["Engine", "RunResult", "StepOutcome", "EngineStepContext", "DEFAULT_MAX_CONCURRENCY"]
+__all__ = ["Engine", "RunResult", "StepOutcome", "EngineStepContext", "DEFAULT_MAX_CONCURRENCY",
+           "check_answers"]
 
 DEFAULT_MAX_CONCURRENCY = 64
-_FALSE_TEXT = {"", "false", "no", "0", "off", "none", "null"}
 
 Listener = Callable[[Event], None]
 
 
 @dataclass
 class RunResult:
-    """The end of a run: its id, status (succeeded, failed, interrupted), outputs and usage."""
+    """The end of a run: its id, status (succeeded, failed, interrupted, waiting), outputs
+    and usage. A waiting run lists the questions it waits on in `waiting`."""
 
     run_id: str
     parent_id: str | None
@@ -55,6 +56,7 @@ class RunResult:
     steps: dict[str, StepRecord]
     started_at: float
     ended_at: float
+    waiting: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -65,8 +67,8 @@ class RunResult:
         return self.ended_at - self.started_at
 
     def to_dict(self) -> dict[str, Any]:
-        """The shape `timbal run --json` prints."""
-        return {
+        """The shape `timbal run --json` prints (a waiting run adds its questions)."""
+        data = {
             "run_id": self.run_id,
             "parent_id": self.parent_id,
             "status": self.status,
@@ -74,13 +76,9 @@ class RunResult:
             "usage": self.usage,
             "error": self.error,
         }
-
-
-def is_true(value: Any) -> bool:
-    """Truth of a rendered `when`: text such as 'false' or '0' counts as false."""
-    if isinstance(value, str):
-        return value.strip().lower() not in _FALSE_TEXT
-    return bool(value)
+        if self.status == "waiting":
+            data["waiting"] = self.waiting
+        return data
 
 
 class _RunState:
@@ -97,6 +95,7 @@ class _RunState:
         max_concurrency: int,
         prior: dict[str, StepRecord],
         seq: int,
+        answers: Mapping[str, Any] | None = None,
     ) -> None:
         self.run_id = run_id
         self.parent_id = parent_id
@@ -111,6 +110,8 @@ class _RunState:
         self.usage: dict[str, Any] = {}
         self.records: dict[str, StepRecord] = {}
         self.saved: dict[str, StepRecord] = {}  # what the saver was given (redacted)
+        self.answers: Mapping[str, Any] = answers or {}
+        self.waiting: list[dict[str, Any]] = []  # the questions of input steps left waiting
 
     def emit(self, type_: str, step_id: str | None = None, **data: Any) -> None:
         if self.listener is not None:
@@ -136,6 +137,7 @@ class _Scope:
         run: _RunState,
         boundary: _Scope | None = None,
         contained: bool = False,
+        names: Mapping[str, Any] | None = None,
     ) -> None:
         self.graph = graph
         self.memory = memory
@@ -145,11 +147,13 @@ class _Scope:
         # stop the rest of it and fail the call, not the run. Nested scopes report to it.
         self.failed: str | None = None
         self.boundary: _Scope | None = self if contained else boundary
-        self.context: dict[str, Any] = {
-            "inputs": inputs,
-            "env": environ_view(),
-            "run": {"id": run.run_id, "parent_id": run.parent_id, "flow": graph.name},
-        }
+        # `names`: an inline body's view of the outer scope (its steps, the item, `loop`).
+        self.context: dict[str, Any] = dict(names or {})
+        self.context.update(
+            inputs=inputs,
+            env=environ_view(),
+            run={"id": run.run_id, "parent_id": run.parent_id, "flow": graph.name},
+        )
         self.status: dict[str, str] = {}
 
     def path(self, step_id: str) -> str:
@@ -207,9 +211,11 @@ class EngineStepContext:
     def config(self) -> Mapping[str, Any]:
         return self.spec.config
 
-    def render(self, value: Any) -> Any:
-        """Render templates inside `value` with the run's context (inputs, env, run, steps)."""
-        return render_value(value, self.scope.context)
+    def render(self, value: Any, names: Mapping[str, Any] | None = None) -> Any:
+        """Render templates inside `value` with the run's context (inputs, env, run, steps),
+        plus `names` (a map's item, a loop's `loop` and `STEP.last`) when given."""
+        context = {**self.scope.context, **names} if names else self.scope.context
+        return render_value(value, context)
 
     @property
     def on_chunk(self) -> Callable[[str], None] | None:
@@ -222,6 +228,11 @@ class EngineStepContext:
     def add_secret(self, value: Any) -> None:
         """Keep `value` (an api key passed in params, ...) out of everything saved."""
         self._run.redact.add(value)
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many steps of the run may run at once."""
+        return self.engine.max_concurrency
 
     @property
     def slots(self) -> asyncio.Semaphore:
@@ -269,22 +280,90 @@ class EngineStepContext:
             raise StepError(
                 f"sub-flow {graph.name!r} failed at step '{(failed or ['?'])[0]}'{detail}"
             )
+        if "waiting" in child.status.values():
+            raise WaitingForAnswer()
         return self.engine._outputs(child)
 
+    @property
+    def answer(self) -> tuple[bool, Any]:
+        """(True, value) when the person's answer to this step was given, else (False, None)."""
+        answers = self._run.answers
+        return (True, answers[self.path]) if self.path in answers else (False, None)
+
+    async def run_body(
+        self,
+        body: ExecutionGraph,
+        label: str,
+        names: Mapping[str, Any],
+        memory: MemoryView,
+        inputs: dict[str, Any] | None = None,
+    ) -> Any:
+        """Run this step's body once (a map item, a loop iteration), filed as `this_step{label}/`.
+
+        An inline body (`inputs` None) sees the outer scope plus `names` (the item, `loop`,
+        the loop's own `last`); a `flow:` body sees only its `inputs`. Its failures stay in
+        it and raise StepError; a step in it left waiting raises WaitingForAnswer. Returns the
+        body's result: its `outputs` if it declares them, else the last step's return (a
+        `flow:` body: the child's outputs, as a `flow` step returns them).
+        """
+        from .inputs import prepare_inputs
+
+        outer = self.scope
+        if inputs is None:
+            values, context = outer.context["inputs"], {**outer.context, **names}
+        else:
+            try:
+                values, context = prepare_inputs(body, inputs), {}
+            except InputError as exc:  # inputs that fail the child's declared types
+                problems = "; ".join(d.message for d in exc.diagnostics)
+                raise StepError(f"inputs of flow '{body.name}': {problems}", self.spec.id) from None
+        child = _Scope(body, values, memory, f"{self.path}{label}/", self._run,
+                       boundary=outer.boundary, contained=True, names=context)
+        await self.engine._execute_scope(child)
+        if child.failed:
+            raise StepError(child.failed)
+        if child.halted or "not_run" in child.status.values():
+            raise StepError(f"{self.path}{label} did not finish: the run stopped")
+        if "waiting" in child.status.values():
+            raise WaitingForAnswer()
+        if inputs is None and body.outputs is None:
+            return child.context[body.steps[-1].id]["return"]
+        return self.engine._outputs(child)
+
+    def snapshot_memory(self) -> MemoryView:
+        """This step's conversations as they stand now, in a store of their own (a map item:
+        it starts from them, and what it adds never reaches the run's memory)."""
+        return SnapshotMemoryView(self.memory, self.spec.memory_ids)
 
 
 
-def _resumable(succeeded: dict[str, StepRecord]) -> dict[str, StepRecord]:
+
+def _resumable(graph: ExecutionGraph, succeeded: dict[str, StepRecord]) -> dict[str, StepRecord]:
     """The succeeded records a resume keeps: all but those of an agent's tool calls
     (`agent/tool#N/...`) whose agent step did not succeed. That agent runs again from its
-    start, and its model may ask for other calls, so their old results would be stale."""
+    start, and its model may ask for other calls, so their old results would be stale.
+    (A loop's iterations, `loop#N/...`, are kept: the loop replays them from their records.)"""
     kept: dict[str, StepRecord] = {}
     for path, record in succeeded.items():
         parts = path.split("/")
-        owners = ["/".join(parts[:i]) for i, part in enumerate(parts) if "#" in part]
+        owners = ["/".join(parts[:i]) for i in _tool_call_parts(graph, parts)]
         if all(owner in succeeded for owner in owners):
             kept[path] = record
     return kept
+
+
+def _tool_call_parts(graph: ExecutionGraph, parts: list[str]) -> Iterator[int]:
+    """The positions in a record path (split at '/') that name an agent's tool call."""
+    current: ExecutionGraph | None = graph
+    owner: StepSpec | None = None
+    for i, part in enumerate(parts):
+        name = part.split("#", 1)[0].split("[", 1)[0]
+        if owner is not None and owner.kind == "agent" and name in owner.tool_flows:
+            yield i
+            current, owner = owner.tool_flows[name], None
+            continue
+        owner = current.by_id.get(name) if current is not None else None
+        current = owner.subflow if owner is not None else None
 
 
 class Engine:
@@ -311,14 +390,17 @@ class Engine:
         resume_id: str | None = None,
         listener: Listener | None = None,
         stream: bool | frozenset[str] = False,
+        answers: Mapping[str, Any] | None = None,
         history: dict[str, list[dict[str, Any]]] | None = None,
     ) -> RunResult:
         """Run the flow once. `inputs` must already be prepared (see runner.inputs).
 
         With `resume_id`, the run of that id is carried on: its succeeded steps are kept
-        (not run again) and the rest run. `history` (memory id -> messages) starts a new
-        run's conversations with messages from outside (an OpenAI request's earlier
-        messages); they are saved with the run, so runs that continue it see them too.
+        (not run again) and the rest run; `answers` ({input step path: value}) answer the
+        questions it waits on (InputError, before anything changes, when one does not fit).
+        `history` (memory id -> messages) starts a new run's conversations with messages
+        from outside (an OpenAI request's earlier messages); they are saved with the run, so
+        runs that continue it see them too.
         Raises asyncio.CancelledError after recording the run as interrupted.
         """
         saver = self.saver
@@ -327,13 +409,17 @@ class Engine:
         seq = 0
         if resume_id is not None:
             old = saver.get_run(resume_id)
+            check_answers(old, answers or {})
             run_id, parent_id = old.run_id, old.parent_id
             inputs = old.inputs if not inputs else inputs
-            prior = _resumable({s.step_id: s for s in old.steps if s.status == "succeeded"})
+            prior = _resumable(
+                self.graph, {s.step_id: s for s in old.steps if s.status == "succeeded"}
+            )
             seq = max((s.seq for s in old.steps), default=0)
             record = old
             record.status, record.ended_at, record.error = "running", None, None
         else:
+            check_early_answers(self.graph, answers or {})
             run_id = new_run_id()
             record = RunRecord(
                 run_id=run_id,
@@ -349,7 +435,8 @@ class Engine:
             store.append(mid, msgs)
         saver.start_run(record)
         run = _RunState(
-            run_id, parent_id, saver, redactor, listener, stream, self.max_concurrency, prior, seq
+            run_id, parent_id, saver, redactor, listener, stream, self.max_concurrency, prior, seq,
+            answers,
         )
         if history and resume_id is None:
             self._seed_history(run, store, history)
@@ -358,12 +445,13 @@ class Engine:
         outputs: Any = None
         try:
             await self._execute_scope(scope)
-            if run.failed is None:
+            waiting = "waiting" in scope.status.values()
+            if run.failed is None and not waiting:
                 try:
                     outputs = self._outputs(scope)
                 except TemplateRenderError as exc:
                     run.failed = f"outputs: {exc}"
-            status = "failed" if run.failed else "succeeded"
+            status = "failed" if run.failed else "waiting" if waiting else "succeeded"
         except (asyncio.CancelledError, KeyboardInterrupt):
             saver.finish_run(run_id, "interrupted", None, "interrupted", run.usage, time.time())
             run.emit(ev.RUN_FINISHED, status="interrupted", outputs=None, error="interrupted")
@@ -373,10 +461,13 @@ class Engine:
         saver.finish_run(run_id, status, redactor(outputs), error, run.usage, ended)
         if status == "succeeded":
             saver.remember_memory(run_id, _final_memory(base, {**prior, **run.saved}))
+        if status == "waiting":
+            run.emit(ev.RUN_WAITING, waiting=run.waiting)
         run.emit(ev.RUN_FINISHED, status=status, outputs=outputs, error=error, usage=run.usage)
         steps = {**prior, **run.records}
         return RunResult(
-            run_id, parent_id, status, outputs, error, run.usage, steps, record.started_at, ended
+            run_id, parent_id, status, outputs, error, run.usage, steps, record.started_at, ended,
+            run.waiting if status == "waiting" else [],
         )
 
     def _seed_history(
@@ -424,9 +515,9 @@ class Engine:
         dep_status = [scope.status.get(d) for d in spec.data_deps]
         if scope.halted or "failed" in dep_status:
             return "not_run"
-        if any(scope.status.get(d) == "not_run" for d in spec.deps):  # data deps among them
-            return "not_run"
-        old = run.prior.get(path)
+        if any(scope.status.get(d) in ("not_run", "waiting") for d in spec.deps):
+            return "not_run"  # (data deps among them) a step waiting on an answer holds its users
+        old = run.prior.get(path) if not step_kinds[spec.kind].container else None
         if old is not None:
             self._publish(scope, spec, old)
             add_usage(run.usage, old.usage)  # the run's total counts the work it kept
@@ -454,6 +545,8 @@ class Engine:
                     outcome = await kind.execute(ctx)
         except asyncio.CancelledError:
             raise
+        except WaitingForAnswer as exc:
+            return self._wait(scope, spec, exc.question, started)
         except TemplateRenderError as exc:
             return self._fail(scope, spec, str(exc), started, 1)
         except StepError as exc:
@@ -476,7 +569,7 @@ class Engine:
         self._save(run, record)
         for key, msgs in record.messages.items():
             scope.memory.store.append(key, msgs)
-        self._publish(scope, spec, record)
+        self._publish(scope, spec, record, outcome.attributes)
         if cached is not None:  # nothing was spent: the run's usage leaves it out
             run.emit(ev.STEP_REUSED, path, **{"return": outcome.return_value, "reason": "cached"})
             return "succeeded"
@@ -501,14 +594,36 @@ class Engine:
         run.saver.save_step(run.run_id, saved)
         run.saved[saved.step_id] = saved
 
-    def _publish(self, scope: _Scope, spec: StepSpec, record: StepRecord) -> None:
+    def _publish(
+        self,
+        scope: _Scope,
+        spec: StepSpec,
+        record: StepRecord,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> None:
         scope.context[spec.id] = {
-            "return": record.return_value,
+            "return": record.return_value if record.status == "succeeded" else None,
             "usage": record.usage,
             "status": record.status,
             "error": record.error,
             "model": record.model,
+            **(attributes or {}),
         }
+
+    def _wait(
+        self, scope: _Scope, spec: StepSpec, question: dict[str, Any] | None, started: float
+    ) -> str:
+        """Record a step that waits on a person's answer (an input step, or a body holding one)."""
+        run = scope.run
+        path = scope.path(spec.id)
+        asked = {k: v for k, v in (question or {}).items() if k != "step_id"}
+        record = StepRecord(step_id=path, status="waiting", seq=run.next_seq(),
+                            return_value=asked or None, started_at=started, ended_at=time.time())
+        self._save(run, record)
+        self._publish(scope, spec, record)
+        if question is not None:
+            run.waiting.append(question)
+        return "waiting"
 
     def _skip(self, scope: _Scope, spec: StepSpec, reason: str) -> str:
         run = scope.run
@@ -558,6 +673,64 @@ def _final_memory(
     """A finished run's memory exactly as its saver would load it: the memory it started
     from, then what its saved step records added, through JSON as a store keeps them."""
     return join_deltas([base, json.loads(encode_json(steps_delta(saved.values())))])
+
+
+def input_step(graph: ExecutionGraph, path: str) -> StepSpec | None:
+    """The input step at record path `path` (`approve`, `review#2/verdict`), or None."""
+    spec: StepSpec | None = None
+    current: ExecutionGraph | None = graph
+    for part in path.split("/"):
+        name = part.split("#", 1)[0].split("[", 1)[0]
+        spec = current.by_id.get(name) if current is not None else None
+        if spec is None:
+            return None
+        current = spec.subflow
+    return spec if spec is not None and spec.kind == "input" else None
+
+
+def check_early_answers(graph: ExecutionGraph, answers: Mapping[str, Any]) -> None:
+    """Answers given to a new run, before it asks: each must name an input step of the flow
+    and fit its schema (InputError otherwise). The step then takes it without waiting."""
+    from .errors import Diagnostic
+    from .inputs import check_answer
+
+    problems: list[Diagnostic] = []
+    for path, value in answers.items():
+        spec = input_step(graph, path)
+        if spec is None:
+            problems.append(Diagnostic(f"flow {graph.name!r} has no input step '{path}'"))
+            continue
+        message = check_answer(path, thaw(spec.config.get("schema") or {"type": "string"}), value)
+        if message:
+            problems.append(Diagnostic(message))
+    if problems:
+        raise InputError(problems)
+
+
+def check_answers(run: RunRecord, answers: Mapping[str, Any]) -> None:
+    """InputError unless every answer is to a question `run` waits on, and fits its schema."""
+    from .errors import Diagnostic, did_you_mean
+    from .history import waiting_questions
+    from .inputs import check_answer
+
+    if not answers:
+        return
+    asked = {q["step_id"]: q for q in waiting_questions(run)}
+    problems: list[Diagnostic] = []
+    for step_id, value in answers.items():
+        question = asked.get(step_id)
+        if question is None:
+            guess = did_you_mean(step_id, asked)
+            known = f"(did you mean '{guess}'?)" if guess else (
+                f"(it waits on {', '.join(repr(a) for a in asked)})" if asked
+                else f"(its status is {run.status})")
+            problems.append(Diagnostic(f"run {run.run_id} is not waiting for an answer to '{step_id}' {known}"))
+            continue
+        message = check_answer(step_id, question["schema"], value)
+        if message:
+            problems.append(Diagnostic(message))
+    if problems:
+        raise InputError(problems)
 
 
 def resolve_run_id(saver: Saver, run_id: str | None) -> str | None:

@@ -17,6 +17,7 @@ from typing import Any
 from .status import ExitCode
 
 __all__ = [
+    "WaitingForAnswer",
     "Location",
     "Diagnostic",
     "TimbalError",
@@ -133,6 +134,18 @@ class ProviderError(StepError):
         self.retry_after = retry_after
         self.status = status
         super().__init__(message)
+
+
+class WaitingForAnswer(RunError):
+    """A step needs a person's answer: the run pauses as `waiting` (not an error of the run).
+
+    `question` is `{"step_id", "prompt", "schema"}` for an `input` step; None when the step
+    only waits because a step inside it (a map item, a loop iteration) does.
+    """
+
+    def __init__(self, question: dict[str, Any] | None = None) -> None:
+        super().__init__("waiting for an answer")
+        self.question = question
 
 
 class SaverError(TimbalError):

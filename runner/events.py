@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Event", "RUN_STARTED", "STEP_STARTED", "STEP_CHUNK", "STEP_FINISHED", "STEP_FAILED",
-           "STEP_SKIPPED", "STEP_REUSED", "RUN_FINISHED"]
+           "STEP_SKIPPED", "STEP_REUSED", "RUN_WAITING", "RUN_FINISHED"]
 
 RUN_STARTED = "run_started"
 STEP_STARTED = "step_started"
@@ -15,6 +15,7 @@ STEP_FINISHED = "step_finished"  # data: {"return": ..., "usage": {...}}
 STEP_FAILED = "step_failed"      # data: {"error": str}
 STEP_SKIPPED = "step_skipped"
 STEP_REUSED = "step_reused"      # incremental re-run reused an earlier result
+RUN_WAITING = "run_waiting"      # data: {"waiting": [{"step_id", "prompt", "schema"}]}
 RUN_FINISHED = "run_finished"    # data: {"status": str, "outputs": ..., "error": str|None}
 
 

@@ -14,6 +14,7 @@ same objects, and Python users can call them on any saver:
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,6 +34,8 @@ __all__ = [
     "latest_finished",
     "FINISHED_STATUSES",
     "HISTORY_STEP",
+    "waiting_questions",
+    "nested_steps",
 ]
 
 #: Statuses of a run that is over: it can be a parent, and its events no longer change.
@@ -89,13 +92,16 @@ def step_data(step: StepRecord) -> dict[str, Any]:
 
 
 def run_detail(saver: Saver, run_id: str) -> dict[str, Any]:
-    """One run with its steps, its whole memory and what it added (`timbal runs show --json`).
+    """One run with its steps, its whole memory and what it added (`timbal runs show --json`);
+    a waiting run also lists its questions (`waiting`).
     `run_id` may be a unique prefix; RunNotFound when there is no such run."""
     run = saver.get_run(saver.resolve(run_id))
     data = run_summary(run)
     data["steps"] = [step_data(s) for s in run.steps]
     data["memory"] = saver.load_memory(run.run_id)
     data["memory_added"] = run.memory_delta()
+    if run.status == "waiting":  # what it waits on, as `timbal run --json` shows it
+        data["waiting"] = waiting_questions(run)
     return data
 
 
@@ -147,6 +153,63 @@ def run_tree(saver: Saver, run_id: str | None = None) -> list[dict[str, Any]]:
     return [node(r) for r in roots]
 
 
+def waiting_questions(run: RunRecord) -> list[dict[str, Any]]:
+    """The questions a saved run waits on (its input steps left waiting), in the order they
+    were asked: `[{"step_id", "prompt", "schema"}]`. Empty for a run that waits on nothing."""
+    return [
+        {"step_id": s.step_id, **s.return_value}
+        for s in sorted(run.steps, key=lambda s: (s.seq, s.step_id))
+        if s.status == "waiting" and isinstance(s.return_value, dict) and "schema" in s.return_value
+    ]
+
+
+_PART = re.compile(r"^(.*?)(\[\d+\]|#\d+)?$")
+
+
+def _tree_key(step_id: str) -> tuple[str, ...]:
+    """A step path as tree levels: `summaries[0]/summary` -> (summaries, [0], summary)."""
+    levels: list[str] = []
+    for part in step_id.split("/"):
+        match = _PART.match(part)
+        name, index = (match.group(1), match.group(2)) if match else (part, None)
+        levels.extend([name, index] if index else [name])
+    return tuple(levels)
+
+
+def nested_steps(steps: list[StepRecord]) -> list[tuple[int, str, StepRecord | None]]:
+    """Step records as a tree, for `runs show`: (depth, label, record) rows, each step
+    before the steps inside it, map items (`STEP[i]`) and loop iterations (`STEP#i`) as
+    rows of their own (record None), siblings in the order they started."""
+    first: dict[tuple[str, ...], float] = {}
+    by_key: dict[tuple[str, ...], StepRecord] = {}
+    for s in steps:
+        key = _tree_key(s.step_id)
+        by_key[key] = s
+        when = s.started_at if s.started_at is not None else float(s.seq)
+        for n in range(1, len(key) + 1):
+            first[key[:n]] = min(first.get(key[:n], when), when)
+    children: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
+    for key in first:
+        children.setdefault(key[:-1], []).append(key)
+    rows: list[tuple[int, str, StepRecord | None]] = []
+
+    def walk(parent: tuple[str, ...], depth: int) -> None:
+        def order(k: tuple[str, ...]) -> tuple[Any, ...]:
+            index = k[-1]
+            number = int(index.strip("[]#")) if index[:1] in "[#" else -1
+            return (number, first[k], k) if number >= 0 else (-1, first[k], k)
+
+        for key in sorted(children.get(parent, []), key=order):
+            record = by_key.get(key)
+            label = record.step_id if record is not None else "/".join(key).replace("/[", "[").replace("/#", "#")
+            if record is not None or key[-1][:1] in "[#":  # an agent's tool name alone is no row
+                rows.append((depth, label, record))
+            walk(key, depth + 1 if record is not None or key[-1][:1] in "[#" else depth)
+
+    walk((), 0)
+    return rows
+
+
 def replay_events(run: RunRecord) -> list[Event]:
     """The events of a saved run, rebuilt from its records, in a fixed order: run_started,
     then each step (in the order they ended) as step_started + step_finished or
@@ -164,13 +227,15 @@ def replay_events(run: RunRecord) -> list[Event]:
             out.append(Event(ev.STEP_SKIPPED, rid, step.step_id, {}))
             continue
         out.append(Event(ev.STEP_STARTED, rid, step.step_id, {}))
+        if step.status == "waiting":  # asked, not answered: nothing more to replay
+            continue
         if step.status == "failed":
             out.append(Event(ev.STEP_FAILED, rid, step.step_id, {"error": step.error}))
         else:
             data = {"return": step.return_value, "usage": step.usage}
             out.append(Event(ev.STEP_FINISHED, rid, step.step_id, data))
     if run.status == "waiting":
-        out.append(Event("run_waiting", rid, None, {"waiting": getattr(run, "waiting", None) or []}))
+        out.append(Event(ev.RUN_WAITING, rid, None, {"waiting": waiting_questions(run)}))
     elif run.status in FINISHED_STATUSES:
         data = {"status": run.status, "outputs": run.outputs, "error": run.error, "usage": run.usage}
         out.append(Event(ev.RUN_FINISHED, rid, None, data))

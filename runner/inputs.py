@@ -18,7 +18,7 @@ import yaml
 from .errors import Diagnostic, InputError, did_you_mean
 from .graph import ExecutionGraph, InputSpec, thaw
 
-__all__ = ["coerce_text", "prepare_inputs", "parse_assignments", "read_inputs"]
+__all__ = ["coerce_text", "prepare_inputs", "parse_assignments", "read_inputs", "read_answer"]
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}
@@ -28,8 +28,8 @@ def _error(message: str) -> InputError:
     return InputError([Diagnostic(message)])
 
 
-def coerce_text(spec: InputSpec, text: str) -> Any:
-    """Convert a command-line string to the input's declared type."""
+def coerce_text(spec: InputSpec, text: str, label: str | None = None) -> Any:
+    """Convert a command-line string to the input's declared type (`label` names it in errors)."""
     kind = spec.type
     try:
         if kind is None or kind == "string":
@@ -50,7 +50,7 @@ def coerce_text(spec: InputSpec, text: str) -> Any:
             return json.loads(text)
     except (ValueError, json.JSONDecodeError):
         pass
-    raise _error(f"input '{spec.name}': {text!r} is not a valid {kind}")
+    raise _error(f"{label or f'input {spec.name!r}'}: {text!r} is not a valid {kind}")
 
 
 def parse_assignments(graph: ExecutionGraph, pairs: list[str]) -> dict[str, Any]:
@@ -133,18 +133,50 @@ def _unsavable(value: Any) -> str | None:
     return None
 
 
-def _check(spec: InputSpec, value: Any) -> str | None:
+def answer_spec(step_id: str, schema: Mapping[str, Any]) -> InputSpec:
+    """An input step's answer seen as an input (its schema's type converts `--answer` text)."""
+    return InputSpec(name=step_id, schema=schema, required=True)
+
+
+def answer_label(step_id: str) -> str:
+    """How errors name the answer to input step `step_id`."""
+    return f"the answer to '{step_id}'"
+
+
+def check_answer(step_id: str, schema: Mapping[str, Any], value: Any) -> str | None:
+    """A message when `value` does not fit an input step's answer `schema`, else None."""
+    return _check(answer_spec(step_id, schema), value, answer_label(step_id))
+
+
+def parse_answers(questions: list[dict[str, Any]], pairs: list[str]) -> dict[str, Any]:
+    """`STEP=VALUE` strings (from `--answer`) to values of each question's schema type."""
+    asked = {q["step_id"]: q for q in questions}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise _error(f"--answer expects STEP=VALUE, got {pair!r}")
+        step_id, _, text = pair.partition("=")
+        step_id = step_id.strip()
+        question = asked.get(step_id)
+        # An unknown step keeps its text; the engine says which questions the run waits on.
+        schema = question["schema"] if question else {"type": "string"}
+        out[step_id] = coerce_text(answer_spec(step_id, schema), text, answer_label(step_id))
+    return out
+
+
+def _check(spec: InputSpec, value: Any, label: str | None = None) -> str | None:
     """A message when `value` does not fit the input's schema, else None."""
+    name = label or f"input '{spec.name}'"
     problem = _unsavable(value)
     if problem:
-        return f"input '{spec.name}': the value {problem}"
+        return f"{name}: the value {problem}"
     kind = spec.type
     if kind in _PY_TYPES:
         ok = isinstance(value, _PY_TYPES[kind]) and not (
             kind in ("integer", "number") and isinstance(value, bool)
         )
         if not ok:
-            return f"input '{spec.name}' must be of type {kind}, got {type(value).__name__}"
+            return f"{name} must be of type {kind}, got {type(value).__name__}"
     schema = {k: v for k, v in spec.schema.items() if k not in ("description", "default")}
     if set(schema) - {"type"} == {"enum"} and isinstance(value, str) and value in schema["enum"]:
         return None  # a text choice, the usual case: no need to import jsonschema (~40 ms)
@@ -155,7 +187,7 @@ def _check(spec: InputSpec, value: Any) -> str | None:
             jsonschema.Draft202012Validator(thaw(schema)).iter_errors(value)
         )
         if error is not None:
-            return f"input '{spec.name}': {error.message}"
+            return f"{name}: {error.message}"
     return None
 
 
@@ -190,3 +222,13 @@ def read_inputs(
         if text:
             values[missing[0].name] = text[:-1] if text.endswith("\n") else text
     return values
+
+
+def read_answer(question: dict[str, Any], text: str) -> Any:
+    """A typed answer from text (as `-i` values are read); InputError when it does not fit."""
+    step_id, schema = question["step_id"], question["schema"]
+    value = coerce_text(answer_spec(step_id, schema), text, answer_label(step_id))
+    problem = check_answer(step_id, schema, value)
+    if problem:
+        raise InputError([Diagnostic(problem)])
+    return value

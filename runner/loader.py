@@ -166,8 +166,8 @@ def load_document(path: str | os.PathLike[str]) -> Document:
     return load_bytes(raw, display)
 
 
-def load_bytes(raw: bytes, path: str = "<string>") -> Document:
-    """Decode UTF-8 (pointing at the first bad byte) and parse."""
+def load_bytes(raw: bytes, path: str = "<string>", mapping: bool = True) -> Document:
+    """Decode UTF-8 (pointing at the first bad byte) and parse (`mapping`: as `load_text`)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -179,11 +179,12 @@ def load_bytes(raw: bytes, path: str = "<string>") -> Document:
         raise _error(
             f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})", path, line, col, good
         ) from None
-    return load_text(text, path)
+    return load_text(text, path, mapping)
 
 
-def load_text(text: str, path: str = "<string>") -> Document:
-    """Parse YAML text into a Document. Raises FlowError for anything but one plain mapping."""
+def load_text(text: str, path: str = "<string>", mapping: bool = True) -> Document:
+    """Parse YAML text into a Document. Raises FlowError for anything but one plain mapping
+    (any plain data with `mapping=False`, e.g. a list of test cases)."""
     if text.startswith("\ufeff"):
         text = text[1:]  # a UTF-8 byte order mark is harmless; drop it
     try:
@@ -214,7 +215,7 @@ def load_text(text: str, path: str = "<string>") -> Document:
         raise _error("the document is nested too deeply", path, 0, 0, text) from None
     if builder.diagnostics:
         raise FlowError(builder.diagnostics, sources={path: text})
-    if not isinstance(data, dict):
+    if mapping and not isinstance(data, dict):
         what = "a list" if isinstance(data, list) else "a string" if isinstance(data, str) else "a single value"
         raise _error(
             f"a flow file must be a mapping of keys (version, steps, ...), not {what}",

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 __all__ = [
-    "ConversationStore", "MemoryView", "ForkedMemoryView", "window_messages", "steps_delta", "join_deltas",
+    "ConversationStore", "MemoryView", "ForkedMemoryView", "SnapshotMemoryView", "window_messages",
+    "steps_delta", "join_deltas", "in_map_item",
 ]
 
 Message = dict[str, Any]
@@ -116,13 +117,37 @@ class ForkedMemoryView(MemoryView):
         return window_messages(self.prefix + self.store.added.get(self.fork_key, []), window)
 
 
+class SnapshotMemoryView(MemoryView):
+    """The conversations `memory_ids` as they stood when the view was made, in a store of
+    its own: what is written through it never reaches `parent`'s store (one map item)."""
+
+    def __init__(self, parent: MemoryView, memory_ids: Iterable[str]) -> None:
+        super().__init__(
+            ConversationStore({parent.key(m): parent.history(m) for m in memory_ids}),
+            parent.namespace,
+        )
+        self.parent = parent
+
+    def key(self, memory_id: str) -> str:
+        return self.parent.key(memory_id)
+
+
 # -- the delta algebra: a run's memory = its ancestors' deltas, then its own, in order
 
 
+def in_map_item(step_id: str) -> bool:
+    """Whether a step record belongs to one item of a map (`STEP[i]/child`): what an item
+    adds to a conversation stays in its records and never joins the run's memory."""
+    return "[" in step_id  # step ids and tool names never hold '['
+
+
 def steps_delta(steps: Iterable[DeltaRecord]) -> Delta:
-    """The messages some step records added, per memory id (succeeded steps, in seq order)."""
+    """The messages some step records added, per memory id (succeeded steps, in seq order;
+    map items' steps left out)."""
     ordered = sorted(steps, key=lambda s: (s.seq, s.step_id))
-    return join_deltas(s.messages for s in ordered if s.status == "succeeded")
+    return join_deltas(
+        s.messages for s in ordered if s.status == "succeeded" and not in_map_item(s.step_id)
+    )
 
 
 def join_deltas(deltas: Iterable[Delta]) -> Delta:

@@ -62,6 +62,11 @@ class StepKind:
     - `rendered`: config keys whose strings are templates, rendered at run time.
     - `defaults`: config keys filled in when the step does not set them.
     - `uses_model`: takes the flow's `defaults:` block, a fixed `model` and a `memory_id`.
+    - `attributes`: what templates may read of such a step besides `return`, `usage`,
+      `status`, `error`, `model` (a loop's `last`, `iterations`), set by `StepOutcome.attributes`.
+    - `container`: the step runs its `subflow` as a body (map, loop): drawn as a cluster,
+      and run again on resume (its body's succeeded steps are kept from their records).
+    - `about(config)`: a few words on what the step does, for graphs (`loop (max 5)`).
     - `compile(compiler, step)`: extra compile-time work (files, sub-flows, checks); the
       compiler's public helpers are documented in `runner.compiler.FlowCompiler`.
     - `schema`: the JSON Schema of the step's keys (`properties`, `required`, ...). Built-in
@@ -75,6 +80,9 @@ class StepKind:
     rendered: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=_frozen)
     uses_model: bool = False
+    attributes: tuple[str, ...] = ()
+    container: bool = False
+    about: Callable[[Mapping[str, Any]], str] | None = None
     compile: Callable[[Any, dict[str, Any]], None] | None = None
     schema: Mapping[str, Any] | None = None
     description: str = ""

@@ -59,22 +59,28 @@ class RunnableFlow:
         listener: Any = None,
         stream: bool | frozenset[str] = False,
         max_concurrency: int | None = None,
+        answers: dict[str, Any] | None = None,
         history: dict[str, list[dict[str, Any]]] | None = None,
     ) -> RunResult:
         """Run once. `parent_id` continues (or branches from) that run's memory;
-        `resume` carries on a failed or interrupted run; `history` (memory id -> messages)
-        starts a new run's conversations with messages from outside (saved with the run).
-        Raises InputError for bad inputs."""
+        `resume` carries on a failed, interrupted or waiting run, and `answers`
+        (`{STEP_ID: value}`) answer the questions of a waiting one; `history` (memory id ->
+        messages) starts a new run's conversations with messages from outside (saved with
+        the run). Raises InputError for bad inputs and for answers that don't fit their
+        question (the run then stays waiting)."""
         saver = saver or self.saver
         engine = Engine(self.graph, saver, max_concurrency, cache=self._cache)
         parent = resolve_run_id(saver, parent_id)
         if resume is not None:
             resume_id = resolve_run_id(saver, resume)
             values = prepare_inputs(self.graph, inputs) if inputs else {}
-            return await engine.execute(values, resume_id=resume_id, listener=listener, stream=stream)
+            return await engine.execute(
+                values, resume_id=resume_id, listener=listener, stream=stream, answers=answers
+            )
         values = prepare_inputs(self.graph, inputs)
         return await engine.execute(
-            values, parent_id=parent, listener=listener, stream=stream, history=history
+            values, parent_id=parent, listener=listener, stream=stream, answers=answers,
+            history=history,
         )
 
     def run_sync(self, inputs: dict[str, Any] | None = None, **kwargs: Any) -> RunResult:

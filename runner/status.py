@@ -12,11 +12,13 @@ __all__ = ["ExitCode", "RunStatus", "StepStatus", "RUN_STATUSES", "STEP_STATUSES
 
 
 class ExitCode(IntEnum):
-    """Process exit codes (SPEC): success, run failed, invalid input, interrupted."""
+    """Process exit codes (SPEC): success, run failed, invalid input, run waiting on an
+    answer, interrupted."""
 
     OK = 0
     FAILED = 1
     INVALID = 2
+    WAITING = 3
     INTERRUPTED = 130
 
 

@@ -32,7 +32,17 @@ class TemplateRenderError(Exception):
     """Rendering failed: an undefined name, a sandbox violation, or an error in an expression."""
 
 
-_env = ImmutableSandboxedEnvironment(
+class _DataEnvironment(ImmutableSandboxedEnvironment):
+    """`a.b` on a mapping reads its key `b` first: an input or output named `items`, `keys`
+    or `values` is that value, not the dict method of that name (`{{ inputs.items }}`)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+
+_env = _DataEnvironment(
     undefined=StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,

@@ -105,3 +105,66 @@ def watch(tmp_path: Path) -> Iterator[Callable[..., LiveProcess]]:
     yield start
     for live in started:
         live.close()
+
+
+# -- the web page: a real browser against a real `timbal serve` ---------------------------
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's chromium through Playwright. Skips when either is missing, except under
+    CI=true, where it fails instead (`.ci/run` installs chromium)."""
+    from uikit import CHROMIUM, CHROMIUM_ARGS, in_ci
+
+    reason = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        reason = f"playwright is not installed: {exc}"
+    if reason is None and not CHROMIUM.exists():
+        reason = f"{CHROMIUM} is missing (apt-get install -y chromium)"
+    if reason:
+        if in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser page. The test fails if the page asked anything of another host
+    than the loopback server, or if its scripts threw."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=15_000)
+    context = browser.new_context()
+    page = context.new_page()
+    requests: list[str] = []
+    errors: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    outside = [u for u in requests if not u.startswith(("http://127.0.0.1:", "about:", "data:"))]
+    assert not outside, f"the page reached outside the server: {outside}"
+    assert not errors, f"the page's scripts threw: {errors}"
+
+
+@pytest.fixture(scope="module")
+def serve_ui() -> Iterator[Callable[..., Any]]:
+    """Start `timbal serve FOLDER [ARGS…]` on a free loopback port: `serve_ui(folder, *args,
+    saver=URI)`; every server started is stopped at the end of the module."""
+    from testkit import ServeProcess
+
+    started: list[ServeProcess] = []
+
+    def start(folder: Path, *args: str, saver: str | None = None) -> ServeProcess:
+        extra = ("--saver", saver) if saver else ()
+        server = ServeProcess(str(folder), *args, *extra, cwd=folder)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()

@@ -18,6 +18,10 @@ OFFLINE = [name for name in EXAMPLES if "local/" not in (FLOWS / name).read_text
 INPUTS = {
     "agent.yaml": ["-i", 'prompt=call add {"a": 2, "b": 3}'],
 }
+# Examples that ask a person: the run waits (exit 3), then is resumed with these answers.
+ANSWERS = {
+    "approval.yaml": ["--answer", "approve=yes"],
+}
 
 
 @pytest.fixture()
@@ -29,7 +33,8 @@ def gallery(tmp_path: Path) -> Path:
 def test_the_gallery_has_the_examples_the_readme_lists():
     for name in ["quickstart.yaml", "chat.yaml", "memory.yaml", "branching.yaml", "subflows.yaml",
                  "python_step.yaml", "structured_output.yaml", "fanout.yaml", "conditions.yaml",
-                 "agent.yaml", "local_model.yaml"]:
+                 "agent.yaml", "local_model.yaml", "map_summaries.yaml", "refine_loop.yaml",
+                 "approval.yaml"]:
         assert name in EXAMPLES
 
 
@@ -51,6 +56,10 @@ def test_every_offline_example_runs(name, gallery):
         for arg in ("-i", f"{input_name}=Hello")
     ]
     proc = timbal("run", name, *args, "--json", cwd=gallery, timeout=300)
+    if name in ANSWERS:
+        assert proc.returncode == 3, proc.stderr
+        run_id = json.loads(proc.stdout)["run_id"]
+        proc = timbal("run", name, "--resume", run_id, *ANSWERS[name], "--json", cwd=gallery)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["status"] == "succeeded"

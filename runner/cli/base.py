@@ -16,8 +16,8 @@ from ..status import ExitCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = (
-    ExitCode.OK, ExitCode.FAILED, ExitCode.INVALID, ExitCode.INTERRUPTED,
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING, EXIT_INTERRUPTED = (
+    ExitCode.OK, ExitCode.FAILED, ExitCode.INVALID, ExitCode.WAITING, ExitCode.INTERRUPTED,
 )
 
 

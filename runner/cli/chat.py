@@ -24,7 +24,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,8 @@ class ChatSession:
         # Opened last: nothing after it can fail, so the caller always gets it to close.
         self.saver: Saver = open_saver(self.graph.saver, saver_uri)
         self.turns: list[Turn] = []
+        # A turn whose run waits on answers: the next lines answer its questions, in order.
+        self.pending: _PendingTurn | None = None
 
     # -- the branch ----------------------------------------------------------------------
     @property
@@ -142,19 +144,51 @@ class ChatSession:
         return values
 
     def send(self, text: str) -> bool:
-        """Run one turn with `text`; print the reply. True when the run succeeded.
+        """Run one turn with `text`; print the reply. True when the run succeeded (or waits
+        for answers: its questions are asked, and the next lines answer them).
 
         Raises KeyboardInterrupt when the run was interrupted (it is recorded as such).
         """
-        from ..runnable import RunnableFlow
-        from .running import print_outputs, run_interruptibly
-
         self.reload_if_changed()
         graph = self.graph
         try:
             values = self._check_inputs(graph, text)
         except InputError as exc:
             return self._failed(exc.format())
+        return self._run(graph, text, values, {"parent_id": self.parent_id})
+
+    def answer(self, line: str) -> bool:
+        """Take `line` as the answer to the waiting turn's next question; once all are
+        answered, the run goes on. False when the answer does not fit (it is asked again)."""
+        from ..inputs import read_answer
+
+        pending = self.pending
+        assert pending is not None
+        question = pending.questions[len(pending.answers)]
+        try:
+            pending.answers[question["step_id"]] = read_answer(question, line)
+        except InputError as exc:
+            say(exc.format())
+            self._ask(question)
+            return False
+        if len(pending.answers) < len(pending.questions):
+            self._ask(pending.questions[len(pending.answers)])
+            return True
+        self.pending = None
+        return self._run(pending.graph, pending.text, None,
+                         {"resume": pending.run_id, "answers": pending.answers})
+
+    def _ask(self, question: dict[str, Any]) -> None:
+        from .running import question_text
+
+        say(click.style(question_text(question), bold=True) if self.interactive else question_text(question))
+
+    def _run(self, graph: ExecutionGraph, text: str, values: dict[str, Any] | None,
+             how: dict[str, Any]) -> bool:
+        """Run (or resume, `how`) one turn and print what it gives."""
+        from ..runnable import RunnableFlow
+        from .running import print_outputs, run_interruptibly
+
         out_step = graph.output_step
         streamed: list[str] = []
 
@@ -172,7 +206,7 @@ class ChatSession:
         try:
             result = asyncio.run(
                 run_interruptibly(
-                    runnable.run(values, parent_id=self.parent_id, listener=listener, stream=stream)
+                    runnable.run(values, listener=listener, stream=stream, **how)
                 )
             )
         except (asyncio.CancelledError, KeyboardInterrupt):
@@ -183,6 +217,14 @@ class ChatSession:
             if streamed:
                 click.echo("")
             return self._failed(f"error: {exc}")
+        if result.status == "waiting":
+            if self.as_json:
+                click.echo(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
+            elif streamed:
+                click.echo("")
+            self.pending = _PendingTurn(result.run_id, graph, text, result.waiting)
+            self._ask(result.waiting[0])
+            return True
         if self.as_json:
             click.echo(json.dumps(result.to_dict(), ensure_ascii=False, default=str))
         elif result.ok and self.interactive:
@@ -248,6 +290,17 @@ class ChatSession:
         return True
 
 
+@dataclass
+class _PendingTurn:
+    """A turn whose run waits on answers, and the answers given so far."""
+
+    run_id: str
+    graph: ExecutionGraph
+    text: str
+    questions: list[dict[str, Any]]
+    answers: dict[str, Any] = field(default_factory=dict)
+
+
 def _lines(interactive: bool, prompt: str) -> Iterator[str]:
     """Input lines: with readline at a terminal (Ctrl-C clears the line), else stdin."""
     if not interactive:
@@ -295,6 +348,9 @@ def chat(
             if session.turns:
                 say(f"continuing from run {session.parent_id} ({len(session.turns)} turn(s))")
         for line in _lines(interactive, "> "):
+            if session.pending is not None and line.strip() not in ("/quit", "/exit", "/q"):
+                session.answer(line)
+                continue
             if not line.strip():
                 continue
             if line.startswith("/") and not line.startswith("//"):

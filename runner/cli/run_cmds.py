@@ -18,7 +18,10 @@ from .running import execute_once
 @click.option("--inputs", "inputs_file", metavar="FILE", help="Inputs from a JSON or YAML file ('-' for stdin).")
 @click.option("--parent", metavar="RUN_ID", help="Start from this run's memory (continue, rewind or branch).")
 @click.option("--continue", "-c", "cont", is_flag=True, help="Continue the latest run of this flow.")
-@click.option("--resume", metavar="RUN_ID", help="Re-run a failed or interrupted run; succeeded steps are kept.")
+@click.option("--resume", metavar="RUN_ID",
+              help="Re-run a failed, interrupted or waiting run; succeeded steps are kept.")
+@click.option("--answer", "answer_pairs", multiple=True, metavar="STEP=VALUE",
+              help="With --resume: answer a waiting run's input step (read as its schema's type; repeatable).")
 @click.option("--saver", "saver_uri", metavar="URI",
               help="Override the file's state_saver: jsonl:PATH, sqlite:PATH, postgresql://…, memory.")
 @click.option("--json", "as_json", is_flag=True, help="Print {run_id, parent_id, status, outputs, usage, error} as JSON.")
@@ -33,6 +36,7 @@ def run_command(
     parent: str | None,
     cont: bool,
     resume: str | None,
+    answer_pairs: tuple[str, ...],
     saver_uri: str | None,
     as_json: bool,
     watch: bool,
@@ -47,6 +51,8 @@ def run_command(
 
     if sum(bool(x) for x in (parent, cont, resume)) > 1:
         raise click.UsageError("--parent, --continue and --resume exclude each other")
+    if answer_pairs and not resume:
+        raise click.UsageError("--answer answers a waiting run: give it with --resume RUN_ID")
     if watch and (parent or cont or resume):
         raise click.UsageError("--watch starts every run afresh: it does not take --parent, --continue or --resume")
     if watch:  # the watcher compiles the flow itself, and again on every change
@@ -71,7 +77,16 @@ def run_command(
         prepare_inputs(graph, values)  # input errors exit 2 before any run is recorded
     runnable = RunnableFlow(graph, saver)
     try:
-        code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(), saver_uri)
+        answers = None
+        if answer_pairs:
+            from ..history import waiting_questions
+            from ..inputs import parse_answers
+
+            questions = waiting_questions(saver.get_run(saver.resolve(resume or "")))
+            answers = parse_answers(questions, list(answer_pairs))
+        at_terminal = sys.stdin.isatty() and sys.stdout.isatty() and not as_json
+        code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(),
+                            saver_uri, answers, ask=at_terminal)
     finally:
         saver.close()
     sys.exit(code)

@@ -1,6 +1,6 @@
 """Running a flow at the terminal: streaming the output step, printing outputs and the
-summary line, turning SIGINT/SIGTERM into an interrupted run. Shared by `run`, `--watch`
-and `chat`."""
+summary line, asking a waiting run's questions, turning SIGINT/SIGTERM into an interrupted
+run. Shared by `run`, `--watch` and `chat`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ from typing import Any
 
 import click
 
-from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, print_json
+from ..errors import InputError
+from ..inputs import read_answer
+from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAITING, print_json
 
-__all__ = ["execute_once", "print_outputs", "run_interruptibly"]
+__all__ = [
+    "execute_once", "print_outputs", "run_interruptibly", "question_text", "ask_answers", "resume_command",
+]
 
 
 def _summary(result: Any) -> str:
@@ -44,6 +48,36 @@ def print_outputs(outputs: Any, streamed: str | None = None) -> None:
         if streamed:
             click.echo("")
         click.echo(json.dumps(outputs, indent=2, ensure_ascii=False, default=str))
+
+
+def question_text(question: dict[str, Any]) -> str:
+    """One waiting question as a person reads it: the prompt and the answer's type."""
+    kind = question["schema"].get("type", "any")
+    choices = question["schema"].get("enum")
+    expect = f"one of {', '.join(map(str, choices))}" if choices else str(kind)
+    return f"{question['prompt']} [{expect}]"
+
+
+def ask_answers(questions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ask each question at the terminal until its answer fits: `{step_id: value}`."""
+    answers: dict[str, Any] = {}
+    for question in questions:
+        while True:
+            text = click.prompt(click.style(question_text(question), bold=True), err=True)
+            try:
+                answers[question["step_id"]] = read_answer(question, text)
+                break
+            except InputError as exc:
+                click.echo(exc.format(), err=True)
+    return answers
+
+
+def resume_command(graph: Any, run_id: str, questions: list[dict[str, Any]],
+                   saver_uri: str | None = None) -> str:
+    """The command that answers a waiting run: `timbal run FLOW --resume RUN_ID --answer STEP=VALUE`."""
+    answers = " ".join(f"--answer {q['step_id']}=VALUE" for q in questions)
+    saver_arg = f" --saver {shlex.quote(saver_uri)}" if saver_uri else ""
+    return f"timbal run {shlex.quote(str(graph.path))} --resume {run_id} {answers}{saver_arg}"
 
 
 async def run_interruptibly(coro: Any) -> Any:
@@ -82,8 +116,11 @@ def execute_once(
     as_json: bool,
     stream_tty: bool,
     saver_uri: str | None = None,
+    answers: dict[str, Any] | None = None,
+    ask: bool = False,
 ) -> int:
-    """Run once, print the outcome; the exit code."""
+    """Run once, print the outcome; the exit code. A run that waits for answers is asked
+    them at the terminal (`ask`) and goes on; otherwise the command to answer it is shown."""
     import asyncio  # here, not at the top: `timbal validate` and friends never need it
 
     graph = runnable.graph
@@ -104,9 +141,21 @@ def execute_once(
     try:
         result = asyncio.run(
             run_interruptibly(
-                runnable.run(values, parent_id=parent, resume=resume, listener=listener, stream=stream)
+                runnable.run(values, parent_id=parent, resume=resume, listener=listener,
+                             stream=stream, answers=answers)
             )
         )
+        while result.status == "waiting" and ask:
+            if state["streamed"]:
+                click.echo("")
+                state["streamed"] = None
+            given = ask_answers(result.waiting)
+            result = asyncio.run(
+                run_interruptibly(
+                    runnable.run(None, resume=result.run_id, listener=listener, stream=stream,
+                                 answers=given)
+                )
+            )
     except (asyncio.CancelledError, KeyboardInterrupt):
         if state["streamed"]:
             click.echo("")
@@ -125,6 +174,18 @@ def execute_once(
     elif state["streamed"]:
         click.echo("")
     sys.stdout.flush()  # the output before the summary, when both go to one terminal
+    if result.status == "waiting":
+        click.echo(_summary(result), err=True)
+        for question in result.waiting:
+            click.echo(f"waiting for {question['step_id']}: {question_text(question)}", err=True)
+        click.echo("answer with:", err=True)
+        click.echo(f"  {resume_command(graph, result.run_id, result.waiting, saver_uri)}", err=True)
+        from ..savers import InMemorySaver
+
+        if isinstance(getattr(runnable, "saver", None), InMemorySaver):
+            click.echo("note: the in_memory saver keeps nothing after this process: give the flow "
+                       "a state_saver (or --saver) to answer it later", err=True)
+        return EXIT_WAITING
     if not result.ok:
         click.echo(f"error: {result.error}", err=True)
     click.echo(_summary(result), err=True)

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..history import duration, iso, run_detail, run_summary, run_tree
+from ..history import duration, iso, nested_steps, run_detail, run_summary, run_tree
 from ..history import snippet as _snippet
 from ..savers.base import RunRecord, Saver
 from ..status import RUN_STATUSES
@@ -118,7 +118,7 @@ def _status_text(status: str) -> Any:
     from rich.text import Text
 
     style = {"succeeded": "green", "failed": "red", "interrupted": "yellow",
-             "running": "cyan"}.get(status, "")
+             "running": "cyan", "waiting": "magenta"}.get(status, "")
     return Text(status, style=style)
 
 
@@ -169,10 +169,14 @@ def _print_run(run: RunRecord, memory: dict[str, list[dict[str, Any]]],
         table = Table(title="steps", title_justify="left", box=None, pad_edge=False)
         for name in ("STEP", "STATUS", "MODEL", "ATTEMPTS", "DURATION", "TOKENS", "RETURN / ERROR"):
             table.add_column(name, no_wrap=name != "RETURN / ERROR")
-        for s in run.steps:
+        for depth, label, record in nested_steps(run.steps):
+            if record is None:  # a map item or loop iteration: its steps follow, indented
+                table.add_row(Text("  " * depth + label, style="bold"), "", "", "", "", "", "")
+                continue
+            s = record
             tokens = s.usage.get("total_tokens") if s.usage else None
             result = Text(_snippet(s.error), style="red") if s.error else Text(_snippet(s.return_value))
-            table.add_row(Text(s.step_id), _status_text(s.status), Text(s.model or "-"),
+            table.add_row(Text("  " * depth + s.step_id), _status_text(s.status), Text(s.model or "-"),
                           str(s.attempts), _human_duration(s.started_at, s.ended_at),
                           "-" if tokens is None else str(tokens), result)
         console.print()

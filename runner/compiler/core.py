@@ -23,7 +23,7 @@ from ..templates import CompiledTemplate, is_template
 from ..tools import flow_tool_name
 from .diagnostics import quote_list
 from .linking import Linking, canonical, sha256
-from .references import RESERVED_NAMES, References, StepReferences
+from .references import RESERVED_NAMES, References, StepReferences, body_step_ids
 from .schema_errors import TYPE_WORDS, SchemaErrors
 
 __all__ = ["FlowCompiler", "Session", "compile_file", "compile_document", "compile_spec", "STEP_ID_PATTERN"]
@@ -115,7 +115,9 @@ class FlowCompiler(SchemaErrors, References, Linking):
         steps_raw: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
         ids = self.collect_step_ids(steps_raw)
         self.step_ids = ids
+        self.body_ids = body_step_ids(steps_raw)
         defaults: dict[str, Any] = data["defaults"] if isinstance(data.get("defaults"), dict) else {}
+        self.defaults = defaults
         built: list[dict[str, Any]] = []
         valid = set(ids.values())
         for i, raw in enumerate(steps_raw):
@@ -285,6 +287,19 @@ class FlowCompiler(SchemaErrors, References, Linking):
         if kind.compile is not None:
             kind.compile(self, step)
         return step
+
+    def check_answer_schema(self, schema: Any, path: PathKey) -> None:
+        """An input step's `schema` must itself be a valid JSON Schema."""
+        if not isinstance(schema, dict):
+            return  # reported by the schema
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            self.error(self.subject(path, f"is not a valid JSON Schema: {exc.message}"),
+                       path + tuple(exc.absolute_path))
 
     def python_module(self, function: str) -> None:
         """Note the module files of `mod:fn` when they sit next to the flow (watched on reload)."""

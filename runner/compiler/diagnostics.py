@@ -47,6 +47,10 @@ class CompilerBase:
         # Set by the compiler once inputs and step ids are known (templates check against them).
         self.input_names: list[str] = []
         self.step_ids: dict[str, int] = {}
+        # Ids of steps inside inline bodies (map, loop) -> the top-level step holding them.
+        self.body_ids: dict[str, str] = {}
+        # The flow's `defaults:` block (body steps take it too).
+        self.defaults: dict[str, Any] = {}
 
     def _path_order(self) -> dict[PathKey, int]:
         """Pre-order index of every path: document order for data without positions."""
@@ -110,14 +114,27 @@ class CompilerBase:
         sid = step.get("id") if isinstance(step, dict) else None
         return f"step '{sid}'" if isinstance(sid, str) and sid else f"step #{i + 1}"
 
+    def innermost_step(self, path: PathKey) -> tuple[str, PathKey] | None:
+        """The step (inside bodies too) that `path` points into, named, and the path left in it."""
+        found: tuple[str, PathKey] | None = None
+        node: Any = self.data
+        k = 0
+        while k + 1 < len(path) and path[k] == "steps" and isinstance(path[k + 1], int):
+            steps = node.get("steps") if isinstance(node, dict) else None
+            node = steps[path[k + 1]] if isinstance(steps, list) and path[k + 1] < len(steps) else None
+            sid = node.get("id") if isinstance(node, dict) else None
+            name = f"step '{sid}'" if isinstance(sid, str) and sid else f"step #{path[k + 1] + 1}"
+            found, k = (name, path[k + 2:]), k + 2
+        return found
+
     def subject(self, path: PathKey, text: str) -> str:
         """`text` said about the thing at `path`: "step 'x': 'memory_window' must be ..."."""
         if not path:
             return f"the flow {text}"
-        if path[0] == "steps" and len(path) >= 2 and isinstance(path[1], int):
-            if len(path) == 2:
-                return f"{self.step_name(path[1])} {text}"
-            return f"{self.step_name(path[1])}: '{fmt_path(path[2:])}' {text}"
+        step = self.innermost_step(path)
+        if step is not None:
+            name, rest = step
+            return f"{name} {text}" if not rest else f"{name}: '{fmt_path(rest)}' {text}"
         if path[0] == "inputs" and len(path) >= 2:
             if len(path) == 2:
                 return f"input '{path[1]}' {text}"
@@ -128,9 +145,10 @@ class CompilerBase:
         """Where a key sits: "at the top level", "in step 'x'", "in 'messages[0]' of step 'x'"."""
         if not path:
             return "at the top level"
-        if path[0] == "steps" and len(path) >= 2 and isinstance(path[1], int):
-            step = self.step_name(path[1])
-            return f"in {step}" if len(path) == 2 else f"in '{fmt_path(path[2:])}' of {step}"
+        inner = self.innermost_step(path)
+        if inner is not None:
+            step, rest = inner
+            return f"in {step}" if not rest else f"in '{fmt_path(rest)}' of {step}"
         if path[0] == "inputs" and len(path) >= 2:
             return f"in input '{path[1]}'" if len(path) == 2 else f"in '{fmt_path(path[2:])}' of input '{path[1]}'"
         return f"in '{fmt_path(path)}'"

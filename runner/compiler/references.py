@@ -11,10 +11,11 @@ from jinja2 import TemplateSyntaxError
 
 from ..errors import Location, did_you_mean
 from ..loader import PathKey
+from ..registry import step_kinds
 from ..templates import JINJA_GLOBALS, CompiledTemplate, compile_template, is_template
 from .diagnostics import CompilerBase, quote_list
 
-__all__ = ["References", "StepReferences", "RESERVED_NAMES", "STEP_ATTRIBUTES", "RUN_ATTRIBUTES"]
+__all__ = ["References", "StepReferences", "body_step_ids", "RESERVED_NAMES", "STEP_ATTRIBUTES", "RUN_ATTRIBUTES"]
 
 #: Names a step may not take: the template context's own names and Jinja's globals.
 RESERVED_NAMES: frozenset[str] = frozenset({"inputs", "env", "run", "memory", "loop"}) | JINJA_GLOBALS
@@ -143,13 +144,19 @@ class References(CompilerBase):
             if ctx is not None and root == ctx.step_id:
                 err(f"step '{root}' reads its own result in {label}")
                 return
-            if attr is not None and attr not in STEP_ATTRIBUTES:
-                guess = did_you_mean(attr, STEP_ATTRIBUTES)
+            kind = step_kinds.get(self.step_kind(root))
+            attributes = STEP_ATTRIBUTES + (kind.attributes if kind is not None else ())
+            if attr is not None and attr not in attributes:
+                guess = did_you_mean(attr, attributes)
                 mean = f" (did you mean '{guess}'?)" if guess else ""
                 err(f"unknown attribute '{attr}' of step '{root}' in {label}{mean}",
-                    f"a step has {', '.join(STEP_ATTRIBUTES)}")
+                    f"a step has {', '.join(attributes)}")
             if ctx is not None:
                 ctx.deps.add(root)
+        elif root in self.body_ids:
+            owner = self.body_ids[root]
+            err(f"step '{root}' is inside {self.step_kind(owner)} '{owner}' and cannot be read "
+                f"from outside it in {label}", f"read the body's result: {owner}.return")
         else:
             guess = did_you_mean(root, [*self.step_ids, "inputs", "env", "run"])
             mean = f" (did you mean '{guess}'?)" if guess else ""
@@ -159,7 +166,16 @@ class References(CompilerBase):
                 err(f"unknown name '{root}' in {label}{mean}",
                     "templates read inputs.NAME, env.NAME, run.id and STEP.return")
 
-    def compile_when(self, value: Any, path: PathKey, ctx: StepReferences) -> CompiledTemplate | None:
+    def step_kind(self, step_id: str) -> str:
+        """The kind of step `step_id` of this flow, as written (`llm` when it says none)."""
+        steps = self.data.get("steps")
+        raw = steps[self.step_ids[step_id]] if step_id in self.step_ids and isinstance(steps, list) else {}
+        kind = raw.get("type", "llm") if isinstance(raw, dict) else "llm"
+        return kind if isinstance(kind, str) else "llm"
+
+    def compile_when(
+        self, value: Any, path: PathKey, ctx: StepReferences | None, label: str = "when"
+    ) -> CompiledTemplate | None:
         if value is None:
             return None
         if isinstance(value, bool):
@@ -167,10 +183,10 @@ class References(CompilerBase):
         if not isinstance(value, str):
             return None  # reported by the schema
         if is_template(value):
-            return self.template(value, "when", ctx, lambda off: self.doc.location_in_string(path, off), path)
+            return self.template(value, label, ctx, lambda off: self.doc.location_in_string(path, off), path)
         # A bare expression (`when: inputs.flag`) is read as `{{ inputs.flag }}`.
         return self.template(
-            "{{ " + value + " }}", "when", ctx,
+            "{{ " + value + " }}", label, ctx,
             lambda off: self.doc.location_in_string(path, max(0, off - 3)), path,
         )
 
@@ -196,3 +212,19 @@ class References(CompilerBase):
         if not is_template(text):
             return text, text
         return self.template(text, f"template file '{rel}'", ctx, locate, path), text
+
+
+def body_step_ids(steps: list[Any]) -> dict[str, str]:
+    """Ids of the steps inside inline bodies (at any depth) -> the top-level step holding them."""
+    out: dict[str, str] = {}
+
+    def walk(body: Any, owner: str) -> None:
+        for raw in body if isinstance(body, list) else []:
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                out.setdefault(raw["id"], owner)
+                walk(raw.get("steps"), owner)
+
+    for raw in steps:
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            walk(raw.get("steps"), raw["id"])
+    return out

@@ -154,8 +154,9 @@ class SchemaErrors(CompilerBase):
             else:
                 words = _PATTERN_WORDS.get(str(last), f"must match {err.validator_value}")
                 self.error(self.subject(path, f"{words}, not '{inst}'"), path)
-        elif v in ("minimum", "exclusiveMinimum"):
-            bound = "at least" if v == "minimum" else "greater than"
+        elif v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+            bound = {"minimum": "at least", "exclusiveMinimum": "greater than",
+                     "maximum": "at most", "exclusiveMaximum": "less than"}[v]
             self.error(self.subject(path, f"must be {bound} {err.validator_value}"), path)
         elif v == "minItems" and path == ("steps",):
             self.error("the flow has no steps: 'steps' needs at least one", path)

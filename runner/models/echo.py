@@ -5,6 +5,10 @@ reports usage (tokens counted as whitespace-separated words). When the last user
 message reads ``call NAME {json arguments}`` and a tool NAME is offered, it asks for
 that tool call; given the tool's result, it answers with that result. With a JSON
 response format it answers with JSON. ``params.delay`` (seconds) simulates latency.
+
+Asked to grade (a judge check of `timbal test`: a JSON user message
+``{"task": "grade", "criterion": …, "output": …}`` with a JSON response format), it
+answers ``{"pass": …, "reason": …}`` by a fixed rule, so judge checks run offline: see `grade`.
 """
 
 from __future__ import annotations
@@ -41,6 +45,35 @@ def _words(messages: list[dict[str, Any]]) -> int:
     return words
 
 
+# A phrase in quotes, and whether a negation ("not", "no", "never", "without") comes just before.
+_QUOTED = re.compile(r"""(?P<neg>\b(?:not|no|never|without)\b[^'"]{0,24})?(?:'(?P<a>[^']+)'|"(?P<b>[^"]+)")""",
+                     re.IGNORECASE)
+
+
+def grade(criterion: str, output: str) -> dict[str, Any]:
+    """Echo's verdict on a grading request: every phrase the criterion quotes must appear in
+    the output (case-insensitive), except a phrase after "not", "no", "never" or "without",
+    which must not. A criterion that quotes nothing passes when the output is not empty."""
+    text = output.casefold()
+    problems: list[str] = []
+    phrases = 0
+    for found in _QUOTED.finditer(criterion):
+        phrase = found.group("a") or found.group("b") or ""
+        phrases += 1
+        present = phrase.casefold() in text
+        if found.group("neg") and present:
+            problems.append(f"the output contains {phrase!r}")
+        elif not found.group("neg") and not present:
+            problems.append(f"the output does not contain {phrase!r}")
+    if problems:
+        return {"pass": False, "reason": "; ".join(problems)}
+    if phrases:
+        return {"pass": True, "reason": f"all {phrases} quoted phrase(s) as the criterion says"}
+    if output.strip():
+        return {"pass": True, "reason": "the output is not empty (echo grades quoted phrases only)"}
+    return {"pass": False, "reason": "the output is empty"}
+
+
 def _answer(request: ModelRequest) -> dict[str, Any]:
     messages = request.messages
     last = messages[-1] if messages else {}
@@ -61,10 +94,14 @@ def _answer(request: ModelRequest) -> dict[str, Any]:
     fmt = request.params.get("response_format")
     if fmt:
         try:
-            json.loads(user_text)
+            asked = json.loads(user_text)
             content = user_text.strip()
         except ValueError:
+            asked = None
             content = json.dumps({"message_count": len(messages), "echo": user_text})
+        if isinstance(asked, dict) and asked.get("task") == "grade":
+            verdict = grade(str(asked.get("criterion", "")), str(asked.get("output", "")))
+            content = json.dumps(verdict, ensure_ascii=False)
         return {"role": "assistant", "content": content}
     count = len(messages)
     content = f"echo ({count} message{'' if count == 1 else 's'}): {user_text}"

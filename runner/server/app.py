@@ -297,7 +297,8 @@ def create_app(
             if latest is None:
                 raise ApiError(400, f"no earlier run of {served.name!r} to continue", "nothing_to_continue")
             parent = latest.run_id
-        live = await start(served, stream=_wants_events(request) and not body.background,
+        # A background run streams too: whoever follows GET /runs/ID/events sees replies arrive.
+        live = await start(served, stream=_wants_events(request) or body.background,
                            inputs=body.inputs, parent_id=parent, answers=body.answers or None)
         return await answer_run(request, live, body.background)
 
@@ -357,7 +358,7 @@ def create_app(
             raise ApiError(409, f"run {full} is {record.status}: only a failed, interrupted or waiting "
                                 "run can be resumed", "not_resumable")
         served = state.flow_of(record.flow_name)
-        live = await start(served, stream=_wants_events(request) and not body.background,
+        live = await start(served, stream=_wants_events(request) or body.background,
                            resume=full, answers=body.answers or None)
         return await answer_run(request, live, body.background)
 

@@ -100,8 +100,20 @@ def flow_info(served: ServedFlow) -> dict[str, Any]:
         "inputs": input_schema(graph),
         "outputs": list(graph.outputs) if graph.outputs is not None else None,
         "output_step": graph.output_step,
+        "chat_input": chat_input(graph),
         "errors": served.errors,
     }
+
+
+def chat_input(graph: ExecutionGraph) -> str | None:
+    """The input a chat message goes to (the rule of `timbal chat` and the OpenAI route),
+    or None when the flow has no such input."""
+    from ..openai_chat import line_input_name
+
+    try:
+        return line_input_name(graph)
+    except InputError:
+        return None
 
 
 def _saver_key(graph: ExecutionGraph) -> str:
@@ -259,7 +271,7 @@ class FlowCatalog:
         """Flow files that never compiled, as `GET /flows` lists them (name unknown)."""
         return [
             {"name": None, "description": None, "path": str(p), "inputs": None, "outputs": None,
-             "output_step": None, "errors": errors}
+             "output_step": None, "chat_input": None, "errors": errors}
             for p, errors in sorted(self.broken.items())
         ]
 

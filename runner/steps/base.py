@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from ..graph import ExecutionGraph, StepSpec
     from ..memory import MemoryView
 
-__all__ = ["StepContext", "StepOutcome", "add_usage"]
+__all__ = ["StepContext", "StepOutcome", "add_usage", "is_true"]
+
+_FALSE_TEXT = {"", "false", "no", "0", "off", "none", "null"}
 
 
 @dataclass
@@ -29,6 +31,8 @@ class StepOutcome:
     model: str | None = None
     attempts: int = 1
     messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # What templates read of this step besides its return (a loop's `last`, `iterations`).
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 class StepContext(Protocol):
@@ -45,8 +49,9 @@ class StepContext(Protocol):
     def config(self) -> Mapping[str, Any]:
         """The step's compiled config (templates still unrendered)."""
 
-    def render(self, value: Any) -> Any:
-        """Render templates inside `value` with the run's context (inputs, env, run, steps)."""
+    def render(self, value: Any, names: Mapping[str, Any] | None = None) -> Any:
+        """Render templates inside `value` with the run's context (inputs, env, run, steps),
+        plus `names` (a map's item, a loop's `loop` and `STEP.last`) when given."""
 
     @property
     def on_chunk(self) -> Callable[[str], None] | None:
@@ -54,6 +59,10 @@ class StepContext(Protocol):
 
     def add_secret(self, value: Any) -> None:
         """Keep `value` (an api key passed in params, ...) out of everything saved."""
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many steps of the run may run at once."""
 
     @property
     def slots(self) -> asyncio.Semaphore:
@@ -70,9 +79,33 @@ class StepContext(Protocol):
     ) -> Any:
         """Run `graph` as part of this run (recorded as `this_step/child`); its outputs."""
 
+    @property
+    def answer(self) -> tuple[bool, Any]:
+        """(True, value) when the person's answer to this step was given, else (False, None)."""
+
+    async def run_body(
+        self,
+        body: ExecutionGraph,
+        label: str,
+        names: Mapping[str, Any],
+        memory: MemoryView,
+        inputs: dict[str, Any] | None = None,
+    ) -> Any:
+        """Run this step's body once (a map item, a loop iteration), filed as `this_step{label}/`."""
+
+    def snapshot_memory(self) -> MemoryView:
+        """This step's conversations as they stand now, in a store of their own (a map item)."""
+
 
 def add_usage(total: dict[str, Any], usage: Mapping[str, Any]) -> None:
     """Sum numeric usage fields (tokens, cost) into `total`."""
     for key, value in usage.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             total[key] = total.get(key, 0) + value
+
+
+def is_true(value: Any) -> bool:
+    """Truth of a rendered `when` / `until`: text such as 'false' or '0' counts as false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_TEXT
+    return bool(value)

@@ -1,0 +1,368 @@
+"""`timbal batch --queue` and `timbal worker`: a batch's rows on a PostgreSQL job queue.
+
+The queue is procrastinate's (https://procrastinate.readthedocs.io), in the same
+database (and schema) as the PostgreSQL saver: jobs are taken with
+``SELECT … FOR UPDATE SKIP LOCKED``, workers send heartbeats, and every worker retries
+the jobs of workers whose heartbeat stopped (a worker killed with `kill -9`), so their
+rows go back to the queue. Each job is one row.
+
+Next to procrastinate's tables, `timbal_batch_rows` holds each row's state and result
+line. It makes a row run once: a worker *claims* a row before running it (only a queued
+row, or the row its own job claimed before, can be claimed), so a duplicate job never
+runs a row twice, and a job retried after its worker died resumes the row's run (the
+steps that had succeeded are not run again). `--wait` reads the results from this table
+in row order and writes the same output file as a local batch.
+
+A batch's id is a digest of the flow, the data file and the output path, so queueing the
+same batch again (or following it with `--wait` later) adds only the rows that are not
+queued, running or done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, RunNotFound, SaverError
+from ..graph import ExecutionGraph
+from .data import Row, data_format, read_rows
+from .local import BatchProgress, run_row
+from .output import OutputWriter, done_rows, result_line, sort_output
+
+__all__ = ["QUEUE_NAME", "TASK_NAME", "QueuedBatch", "batch_id_for", "enqueue_batch", "follow_batch",
+           "run_worker", "queue_saver"]
+
+TASK_NAME = "timbal.run_row"
+QUEUE_NAME = "timbal_batch"
+_CHUNK = 500  # rows per round trip when queueing and when reading results
+_POLL_SECONDS = 0.5
+_LOCK_KEY = "timbal-queue-schema"
+
+_ROWS_TABLE = """
+CREATE TABLE IF NOT EXISTS timbal_batch_rows (
+    batch_id    TEXT NOT NULL,
+    row_number  BIGINT NOT NULL,
+    status      TEXT NOT NULL,          -- queued | running | succeeded | failed
+    job_id      BIGINT,                 -- the procrastinate job that claimed the row
+    run_id      TEXT,
+    line        JSONB,                  -- the row's output line once it is done
+    tokens      BIGINT NOT NULL DEFAULT 0,
+    cost        DOUBLE PRECISION NOT NULL DEFAULT 0,
+    claims      INTEGER NOT NULL DEFAULT 0,
+    updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (batch_id, row_number)
+)
+"""
+_QUEUE_ROWS = """
+INSERT INTO timbal_batch_rows (batch_id, row_number, status)
+SELECT %(batch)s, r, 'queued' FROM unnest(%(rows)s::bigint[]) AS r
+ON CONFLICT (batch_id, row_number) DO UPDATE
+   SET status = 'queued', job_id = NULL, run_id = NULL, line = NULL, updated_at = now()
+ WHERE timbal_batch_rows.status = 'failed'
+RETURNING row_number
+"""
+_CLAIM = """
+UPDATE timbal_batch_rows
+   SET status = 'running', job_id = %(job)s, claims = claims + 1, updated_at = now()
+ WHERE batch_id = %(batch)s AND row_number = %(row)s
+   AND (status = 'queued' OR (status = 'running' AND job_id = %(job)s))
+RETURNING run_id, claims
+"""
+_STARTED = """
+UPDATE timbal_batch_rows SET run_id = %(run_id)s, updated_at = now()
+ WHERE batch_id = %(batch)s AND row_number = %(row)s AND job_id = %(job)s
+"""
+_FINISH = """
+INSERT INTO timbal_batch_rows AS t (batch_id, row_number, status, job_id, run_id, line, tokens, cost)
+VALUES (%(batch)s, %(row)s, %(status)s, %(job)s, %(run_id)s, %(line)s, %(tokens)s, %(cost)s)
+ON CONFLICT (batch_id, row_number) DO UPDATE
+   SET status = EXCLUDED.status, run_id = EXCLUDED.run_id, line = EXCLUDED.line,
+       tokens = EXCLUDED.tokens, cost = EXCLUDED.cost, updated_at = now()
+ WHERE t.job_id IS NOT DISTINCT FROM EXCLUDED.job_id
+"""
+_RESULTS = """
+SELECT row_number, status, line FROM timbal_batch_rows
+ WHERE batch_id = %(batch)s AND row_number > %(after)s
+ ORDER BY row_number LIMIT %(limit)s
+"""
+_COUNTS = """
+SELECT status, count(*) AS n, coalesce(sum(tokens), 0) AS tokens, coalesce(sum(cost), 0) AS cost
+  FROM timbal_batch_rows WHERE batch_id = %(batch)s GROUP BY status
+"""
+
+
+def queue_saver(saver: Any) -> Any:
+    """The saver, if it is a PostgreSQL one (the queue lives in its database); else InputError."""
+    from ..savers.postgres import PostgresSaver
+
+    if not isinstance(saver, PostgresSaver):
+        raise InputError(
+            "--queue and `timbal worker` need a PostgreSQL saver: give --saver postgresql://… "
+            "or a flow whose state_saver is of type postgres"
+        )
+    return saver
+
+
+def _connection_kwargs(saver: Any) -> dict[str, Any]:
+    # The queue's tables go where the saver's go: its schema first on the search path.
+    return {"options": f"-c search_path={saver.schema}"} if saver.schema else {}
+
+
+def _app(saver: Any) -> Any:
+    import procrastinate
+
+    connector = procrastinate.PsycopgConnector(
+        conninfo=saver.dsn, kwargs=_connection_kwargs(saver), min_size=1, max_size=8,
+    )
+    return procrastinate.App(connector=connector)
+
+
+async def _ensure_schema(saver: Any) -> None:
+    """procrastinate's schema and our rows table, created once (under an advisory lock, so
+    processes starting together don't race)."""
+    import psycopg
+    from procrastinate.schema import SchemaManager
+
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            saver.dsn, autocommit=True, connect_timeout=10, **_connection_kwargs(saver)
+        ) as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_LOCK_KEY,))
+            try:
+                found = await (await conn.execute("SELECT to_regclass('procrastinate_jobs')")).fetchone()
+                if found is None or found[0] is None:
+                    await conn.execute(SchemaManager.get_schema())  # type: ignore[arg-type]
+                await conn.execute(_ROWS_TABLE)  # type: ignore[arg-type]
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOCK_KEY,))
+    except psycopg.Error as exc:
+        raise SaverError(f"{saver.describe()}: {' '.join(str(exc).split())}") from exc
+
+
+def batch_id_for(graph: ExecutionGraph, data: Path, output: Path) -> str:
+    """The batch's id: a digest of the flow's content, the data file's bytes and the output path."""
+    digest = hashlib.sha256()
+    digest.update(graph.content_hash.encode())
+    digest.update(str(output.resolve()).encode())
+    with data.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return "b" + digest.hexdigest()[:24]
+
+
+@dataclass
+class QueuedBatch:
+    """What `enqueue_batch` did: the batch's id, rows put on the queue, rows already there
+    (queued, running or done in the database), rows done in the output file."""
+
+    batch_id: str
+    queued: int = 0
+    already: int = 0
+    skipped: int = 0
+
+
+def _chunks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
+    chunk: list[Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def enqueue_batch(saver: Any, graph: ExecutionGraph, data: Path, output: Path) -> QueuedBatch:
+    """Put every row of `data` that is not done in `output` (nor queued or running already)
+    on the queue, one job per row. Rows that cannot be read are recorded failed at once."""
+    if graph.path is None:
+        raise InputError("--queue needs a flow file (workers compile it from its path)")
+    await _ensure_schema(saver)
+    batch = QueuedBatch(batch_id_for(graph, data, output))
+    done, _ = done_rows(output)
+    from_text = data_format(data) == "csv"
+    flow_path = str(Path(graph.path).resolve())
+    app = _app(saver)
+    task = app.task(name=TASK_NAME, queue=QUEUE_NAME)(_never_called)
+    async with app.open_async():
+        connector = app.connector
+        for chunk in _chunks(read_rows(data), _CHUNK):
+            todo = [r for r in chunk if r.number not in done]
+            batch.skipped += len(chunk) - len(todo)
+            if not todo:
+                continue
+            fresh = {rec["row_number"] for rec in await connector.execute_query_all_async(
+                _QUEUE_ROWS, batch=batch.batch_id, rows=[r.number for r in todo])}
+            batch.already += len(todo) - len(fresh)
+            jobs = []
+            for row in todo:
+                if row.number not in fresh:
+                    continue
+                if row.problem is not None:
+                    line = result_line(row.number, {}, None, "failed", None, row.problem)
+                    await connector.execute_query_async(
+                        _FINISH, batch=batch.batch_id, row=row.number, status="failed", job=None,
+                        run_id=None, line=line, tokens=0, cost=0.0)
+                    continue
+                jobs.append({"batch": batch.batch_id, "row": row.number, "flow": flow_path,
+                             "flow_hash": graph.content_hash, "values": row.values, "from_text": from_text})
+            if jobs:
+                await task.batch_defer_async(*jobs)
+                batch.queued += len(jobs)
+    return batch
+
+
+def _never_called(**_: Any) -> None:  # pragma: no cover - the batch side only defers
+    raise RuntimeError("rows run in `timbal worker`")
+
+
+async def follow_batch(saver: Any, batch_id: str, output: Path, skipped: int, total: int,
+                       on_progress: Callable[[BatchProgress], None] | None = None) -> BatchProgress:
+    """Write the batch's result lines to `output` in row order as workers finish them, until
+    no row is queued or running; then leave `output` in row order."""
+    done, _ = done_rows(output)
+    progress = BatchProgress(total=total, skipped=skipped)
+    app = _app(saver)
+    writer = OutputWriter(output)
+    after = 0
+    try:
+        async with app.open_async():
+            connector = app.connector
+            while True:
+                counts = await connector.execute_query_all_async(_COUNTS, batch=batch_id)
+                pending = sum(c["n"] for c in counts if c["status"] in ("queued", "running"))
+                rows = await connector.execute_query_all_async(
+                    _RESULTS, batch=batch_id, after=after, limit=_CHUNK)
+                for rec in rows:
+                    if rec["status"] not in ("succeeded", "failed"):
+                        break
+                    after = rec["row_number"]
+                    if after in done:
+                        continue
+                    writer.write(rec["line"])
+                    progress.done += 1
+                    progress.failed += rec["status"] != "succeeded"
+                progress.tokens = int(sum(c["tokens"] for c in counts))
+                progress.cost = float(sum(c["cost"] for c in counts))
+                if on_progress is not None:
+                    on_progress(progress)
+                if pending == 0 and len(rows) < _CHUNK:
+                    break
+                if len(rows) < _CHUNK:
+                    await asyncio.sleep(_POLL_SECONDS)  # polling the table: workers may be anywhere
+    finally:
+        writer.close()
+    sort_output(output)
+    return progress
+
+
+class _Worker:
+    """What a worker's jobs share: the saver and the flows compiled so far (by path)."""
+
+    def __init__(self, saver: Any, connector: Any) -> None:
+        self.saver = saver
+        self.connector = connector
+        self.flows: dict[str, tuple[tuple[int, int] | None, Any]] = {}
+        self.rows_done = 0
+
+    def flow(self, path: str) -> Any:
+        from ..compiler import compile_file
+        from ..runnable import RunnableFlow
+        from ..steps.python import file_stamp
+
+        stamp = file_stamp(path)
+        known = self.flows.get(path)
+        if known is None or known[0] != stamp:
+            known = (stamp, RunnableFlow(compile_file(path), self.saver))
+            self.flows[path] = known
+        return known[1]
+
+    async def run_job(self, job_id: int, batch: str, row: int, flow: str, flow_hash: str,
+                      values: dict[str, Any], from_text: bool) -> None:
+        from ..errors import FlowError
+
+        claimed = await self.connector.execute_query_all_async(_CLAIM, batch=batch, row=row, job=job_id)
+        if not claimed:
+            return  # done already, or another job holds the row
+        earlier_run = claimed[0]["run_id"]
+        usage: dict[str, Any] = {}
+        try:
+            runnable = self.flow(flow)
+        except FlowError as exc:
+            line = result_line(row, {}, None, "failed", None, f"{flow}: {exc}")
+        else:
+            if runnable.graph.content_hash != flow_hash:
+                line = result_line(row, {}, None, "failed", None,
+                                   f"{flow} changed since the batch was queued; queue it again")
+            else:
+                line, usage = await self._run(runnable, job_id, batch, Row(row, values), from_text, earlier_run)
+        await self.connector.execute_query_async(
+            _FINISH, batch=batch, row=row, status=line["status"], job=job_id, run_id=line["run_id"],
+            line=line, tokens=int(usage.get("total_tokens") or 0), cost=float(usage.get("cost") or 0.0))
+        self.rows_done += 1
+
+    async def _run(self, runnable: Any, job_id: int, batch: str, row: Row, from_text: bool,
+                   earlier_run: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        if earlier_run is not None:  # its worker died: carry on that run
+            try:
+                self.saver.resolve(earlier_run)
+            except RunNotFound:
+                earlier_run = None
+        if earlier_run is None:
+            run_ids: list[str] = []
+
+            def listener(event: Any) -> None:
+                if event.type == "run_started" and not run_ids:
+                    run_ids.append(event.run_id)
+                    asyncio.ensure_future(self.connector.execute_query_async(
+                        _STARTED, batch=batch, row=row.number, job=job_id, run_id=event.run_id))
+
+            return await run_row(runnable, runnable.graph, row, from_text, self.saver, listener=listener)
+        return await run_row(runnable, runnable.graph, row, from_text, self.saver, resume=earlier_run)
+
+
+async def _retry_stalled(app: Any, stall_seconds: float) -> None:
+    """Put the jobs of workers whose heartbeat stopped back on the queue, now and then."""
+    log = logging.getLogger("timbal.worker")
+    while True:
+        await asyncio.sleep(stall_seconds / 2)
+        try:
+            for job in await app.job_manager.get_stalled_jobs(queue=QUEUE_NAME,
+                                                              seconds_since_heartbeat=stall_seconds):
+                await app.job_manager.retry_job(job)
+                log.warning("row job %s of a stopped worker is back on the queue", job.id)
+        except Exception as exc:  # noqa: BLE001 - a lost connection: try again next time
+            log.warning("could not check for stalled jobs: %s", exc)
+
+
+async def run_worker(saver: Any, concurrency: int = 8, stall_seconds: float = 30.0,
+                     burst: bool = False) -> int:
+    """Take rows off the queue and run them until stopped (SIGINT/SIGTERM: the rows in
+    flight finish first), or with `burst` until the queue is empty. The number of rows run."""
+    await _ensure_schema(saver)
+    app = _app(saver)
+    holder: dict[str, _Worker] = {}
+
+    @app.task(name=TASK_NAME, queue=QUEUE_NAME, pass_context=True)
+    async def run_row_job(context: Any, **args: Any) -> None:
+        await holder["worker"].run_job(context.job.id, **args)
+
+    async with app.open_async():
+        worker = holder["worker"] = _Worker(saver, app.connector)
+        retrier = asyncio.create_task(_retry_stalled(app, stall_seconds))
+        try:
+            await app.run_worker_async(
+                queues=[QUEUE_NAME], concurrency=concurrency, wait=not burst,
+                update_heartbeat_interval=max(0.2, stall_seconds / 4), stalled_worker_timeout=stall_seconds,
+                delete_jobs="successful", install_signal_handlers=True, name=f"timbal-{os.getpid()}",
+            )
+        finally:
+            retrier.cancel()
+            await asyncio.gather(retrier, return_exceptions=True)
+    return worker.rows_done

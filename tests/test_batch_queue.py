@@ -1,0 +1,158 @@
+"""`timbal batch --queue` and `timbal worker` on PostgreSQL (SPEC §9): workers share the rows,
+a worker killed with `kill -9` loses none, and `--wait` writes the same output file."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from testkit import WAIT, start_timbal, timbal, write
+
+pytestmark = pytest.mark.postgres
+
+STEPS = """
+    import time
+    from pathlib import Path
+
+    HERE = Path(__file__).parent
+
+
+    def _log(name, text):
+        with open(HERE / name, "a") as log:
+            log.write(text + "\\n")
+
+
+    def prepare(question):
+        _log("prepare.log", question)
+        return question.upper()
+
+
+    def finish(text):
+        _log("finish-start.log", text)
+        while text.startswith("SLOW") and (HERE / "hold").exists():  # held until the test lets go
+            time.sleep(0.01)
+        _log("finish.log", text)
+        return text + "!"
+"""
+
+
+def _flow(project: Path, dsn: str, schema: str) -> Path:
+    write(project / "steps.py", STEPS)
+    return write(project / "flow.yaml", f"""
+        version: 1
+        name: queued
+        inputs: {{question: {{type: string}}}}
+        steps:
+          - id: prepare
+            type: python
+            function: steps:prepare
+            args: {{question: "{{{{ inputs.question }}}}"}}
+          - id: finish
+            type: python
+            function: steps:finish
+            args: {{text: "{{{{ prepare.return }}}}"}}
+        outputs: {{answer: "{{{{ finish.return }}}}"}}
+        state_saver: {{type: postgres, dsn: "{dsn}", schema: {schema}}}
+    """)
+
+
+def _worker_uri(dsn: str, schema: str) -> str:
+    return f"{dsn}{'&' if '?' in dsn else '?'}options=-csearch_path%3D{schema}"
+
+
+def _log(project: Path, name: str) -> list[str]:
+    path = project / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wait_for(condition, what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_two_workers_share_a_queued_batch_and_wait_writes_the_output(tmp_path, postgres_dsn, postgres_schema):
+    flow = _flow(tmp_path, postgres_dsn, postgres_schema)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"n": i, "question": f"q{i}"}) + "\n" for i in range(1, 31)))
+    queued = timbal("batch", flow, "--data", data, "--queue", cwd=tmp_path)
+    assert queued.returncode == 0, queued.stderr
+    assert "30 row(s) queued" in queued.stderr
+    again = timbal("batch", flow, "--data", data, "--queue", cwd=tmp_path)  # the same batch: nothing added
+    assert "0 row(s) queued, 30 already" in again.stderr, again.stderr
+    uri = _worker_uri(postgres_dsn, postgres_schema)
+    workers = [start_timbal("worker", "--saver", uri, "--concurrency", "4", "--burst", cwd=tmp_path) for _ in range(2)]
+    try:
+        follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=tmp_path, timeout=120)
+        assert follow.returncode == 0, follow.stderr
+        for worker in workers:
+            assert worker.wait(timeout=WAIT) == 0
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
+    assert [line["row"] for line in lines] == list(range(1, 31))
+    assert [line["n"] for line in lines] == list(range(1, 31))  # carried keys
+    assert all(line["status"] == "succeeded" for line in lines)
+    assert lines[4]["outputs"] == {"answer": "Q5!"}
+    assert sorted(_log(tmp_path, "finish.log")) == sorted(f"Q{i}" for i in range(1, 31))  # once each
+    runs = timbal("runs", "list", "--saver", uri, "--json", "--limit", "100", cwd=tmp_path)
+    assert {r["run_id"] for r in json.loads(runs.stdout)} >= {line["run_id"] for line in lines}
+
+
+def test_a_worker_killed_with_kill_9_loses_no_row_and_its_runs_resume(tmp_path, postgres_dsn, postgres_schema):
+    flow = _flow(tmp_path, postgres_dsn, postgres_schema)
+    data = tmp_path / "rows.jsonl"
+    questions = [f"slow{i}" for i in range(1, 4)] + [f"q{i}" for i in range(4, 9)]
+    data.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions))
+    (tmp_path / "hold").touch()
+    assert timbal("batch", flow, "--data", data, "--queue", cwd=tmp_path).returncode == 0
+    uri = _worker_uri(postgres_dsn, postgres_schema)
+    doomed = start_timbal("worker", "--saver", uri, "--concurrency", "3", "--stall-timeout", "2", cwd=tmp_path)
+    try:
+        # The three slow rows are in flight: their first step succeeded, the second is held.
+        _wait_for(lambda: len([t for t in _log(tmp_path, "finish-start.log") if t.startswith("SLOW")]) == 3,
+                  "three held rows")
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(timeout=WAIT)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    assert _log(tmp_path, "finish.log") == []  # nothing finished: every slow row was in flight
+    (tmp_path / "hold").unlink()
+    rescuer = start_timbal("worker", "--saver", uri, "--concurrency", "3", "--stall-timeout", "2", cwd=tmp_path)
+    try:
+        follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=tmp_path, timeout=120)
+        assert follow.returncode == 0, follow.stderr
+    finally:
+        rescuer.send_signal(signal.SIGTERM)
+        rescuer.wait(timeout=WAIT)
+    lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
+    assert [line["row"] for line in lines] == list(range(1, 9))
+    assert all(line["status"] == "succeeded" for line in lines)
+    # Each row finished once; the killed rows' first step (which had succeeded) was not run again.
+    assert sorted(_log(tmp_path, "finish.log")) == sorted(q.upper() for q in questions)
+    assert sorted(_log(tmp_path, "prepare.log")) == sorted(questions)
+
+
+def test_queue_needs_a_postgres_saver(tmp_path):
+    write(tmp_path / "flow.yaml", """
+        version: 1
+        inputs: {question: {type: string}}
+        steps:
+          - {id: a, type: template, text: "{{ inputs.question }}"}
+    """)
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"question": "x"}\n')
+    proc = timbal("batch", "flow.yaml", "--data", data, "--queue", cwd=tmp_path)
+    assert proc.returncode == 2 and "PostgreSQL saver" in proc.stderr
+    assert timbal("worker", "--saver", "memory", cwd=tmp_path).returncode == 2
