@@ -46,7 +46,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--only", default="", help=f"benchmarks to run, comma-separated: {','.join(names)}"
     )
     parser.add_argument(
-        "--sides", default="", help="sides to run, comma-separated: ours,langgraph,timbal"
+        "--sides", default="", help="sides to run, comma-separated: ours,langgraph,timbal,llm"
     )
     parser.add_argument(
         "--reps", type=int, help="repetitions of every benchmark (overrides its own)"

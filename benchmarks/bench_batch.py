@@ -26,18 +26,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from .harness import ROOT, child_env, spawn_measured
+
 DELAY = 0.05
 CONCURRENCY = 200
 WORKER_CONCURRENCY = 50
 DSN = os.environ.get("TIMBAL_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    return env
 
 
 def _flow(folder: Path, saver: str = "") -> Path:
@@ -64,16 +58,10 @@ def _timbal(*args: object) -> list[str]:
 
 def _run_measured(argv: list[str]) -> tuple[float, float, int]:
     """(wall seconds, peak RSS in MB, exit code) of one process."""
-    with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=errors)
-        _, status, usage = os.wait4(proc.pid, 0)  # this process's own rusage, not all children's
-        wall = time.perf_counter() - started
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            errors.seek(0)
-            raise RuntimeError(f"{' '.join(argv[3:])}: exit {code}: {errors.read().decode()[-400:]}")
-    return wall, usage.ru_maxrss / 1024, code
+    proc, wall, peak = spawn_measured(argv)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[3:])}: exit {proc.returncode}: {proc.stderr[-400:]}")
+    return wall, peak, proc.returncode
 
 
 def local_batch(folder: Path, rows: int) -> dict[str, float]:
@@ -111,10 +99,10 @@ def queued_batch(folder: Path, rows: int, workers: int) -> float:
     uri = f"{DSN}{'&' if '?' in DSN else '?'}options=-csearch_path%3D{schema}"
     try:
         subprocess.run(_timbal("batch", flow, "--data", data, "--output", folder / "q.out.jsonl", "--queue"),
-                       env=_env(), cwd=ROOT, check=True, capture_output=True)
+                       env=child_env(), cwd=ROOT, check=True, capture_output=True)
         started = time.perf_counter()
         procs = [subprocess.Popen(_timbal("worker", "--saver", uri, "--burst", "--concurrency", WORKER_CONCURRENCY),
-                                  env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  env=child_env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                  for _ in range(workers)]
         for proc in procs:
             if proc.wait() != 0:

@@ -63,3 +63,23 @@ def write(folder: str | Path, name: str, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# One step on an OpenAI-compatible server, named the way users name it; the address comes
+# from OPENAI_API_BASE (the CLI benchmark) or from `api_base` (the in-process one).
+OPENAI_ONE = """\
+version: 1
+name: one
+inputs: {prompt: {type: string}}
+steps:
+  - {id: answer, model: openai/gpt-4o-mini, prompt: "{{ inputs.prompt }}"}
+"""
+
+
+def openai_one(api_base: str | None = None) -> str:
+    """The one-step flow on `openai/gpt-4o-mini`, at `api_base` when given."""
+    if api_base is None:
+        return OPENAI_ONE
+    params = f"params: {{api_base: '{api_base}', api_key: {LITELLM_KEY}}}"
+    model = "model: openai/gpt-4o-mini,"
+    return OPENAI_ONE.replace(model, f"{model} {params},")

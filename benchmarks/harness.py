@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,10 @@ class Job:
 
     A worker job runs ``python -m benchmarks.worker SIDE TASK`` with the side's interpreter
     and reads back the figures it writes. A process job (`argv` set) times the whole
-    process from the outside instead (start-up figures).
+    process from the outside instead (start-up figures) and reads its peak memory. In
+    `argv`, ``{python}`` is the side's interpreter and ``{bin}`` the folder of its scripts.
+    `env` is added to the process's environment; `expect` is text its stdout must hold
+    (a process that did not do the work is an error, not a fast figure).
     """
 
     key: str
@@ -41,6 +45,8 @@ class Job:
     task: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     argv: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    expect: str | None = None
     max_reps: int | None = None
     timeout_s: float = 1800.0
 
@@ -92,12 +98,40 @@ def _spawn(argv: list[str], job: Job) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         argv,
         cwd=ROOT,
-        env=child_env(),
+        env={**child_env(), **job.env},
         capture_output=True,
         text=True,
         timeout=job.timeout_s,
         stdin=subprocess.DEVNULL,
     )
+
+
+def spawn_measured(
+    argv: list[str], env: dict[str, str] | None = None, timeout_s: float = 1800.0
+) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run one process to its end (killed after `timeout_s`), output captured; also its wall
+    time (s) and peak resident memory (MB), read from the kernel's accounting of that one
+    child (`wait4`, as `/usr/bin/time` does), not of all children."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env={**child_env(), **(env or {})}, stdout=out, stderr=err,
+            stdin=subprocess.DEVNULL, text=True,
+        )
+        timer = threading.Timer(timeout_s, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(argv, proc.returncode, out.read(), err.read())
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    peak = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    return done, wall, peak
 
 
 def run_once(job: Job, interpreters: Interpreters, log_dir: Path) -> dict[str, Any]:
@@ -109,17 +143,18 @@ def run_once(job: Job, interpreters: Interpreters, log_dir: Path) -> dict[str, A
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{job.key}.log"
     if job.argv:
-        argv = [python if a == "{python}" else a for a in job.argv]
-        t0 = time.perf_counter()
+        scripts = str(Path(python).parent)
+        argv = [python if a == "{python}" else a.replace("{bin}", scripts) for a in job.argv]
         try:
-            proc = _spawn(argv, job)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            proc, wall, peak = spawn_measured(argv, job.env, job.timeout_s)
+        except OSError as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
-        wall = time.perf_counter() - t0
         log_path.write_text(f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
         if proc.returncode != 0:
             return {"error": f"exit {proc.returncode}: {_tail(proc.stderr or proc.stdout, 2)}"}
-        return {"wall_ms": wall * 1e3}
+        if job.expect is not None and job.expect not in proc.stdout:
+            return {"error": f"expected {job.expect!r} on stdout, got {_tail(proc.stdout, 2)!r}"}
+        return {"wall_ms": wall * 1e3, "peak_mb": peak}
     with tempfile.NamedTemporaryFile(suffix=".json", dir=log_dir, delete=False) as out:
         out_path = Path(out.name)
     argv = [

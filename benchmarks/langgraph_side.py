@@ -331,6 +331,7 @@ def versions(params: dict[str, Any]) -> dict[str, Any]:
         "langgraph-checkpoint-sqlite",
         "timbal",
         "litellm",
+        "llm",
     ):
         try:
             out[name] = version(name)

@@ -7,7 +7,9 @@ Everything our side calls is in this module, so an API change is fixed here alon
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 
 from . import flows
 from .common import (
+    LITELLM_KEY,
     aconverse,
     files_size,
     peak_rss_mb,
@@ -228,6 +231,74 @@ def once(params: dict[str, Any]) -> dict[str, Any]:
     return {"answer": _answer(result)}
 
 
+async def ttft(params: dict[str, Any]) -> dict[str, Any]:
+    """Time to first token: a streamed one-step run on `openai/gpt-4o-mini` (the path `timbal
+    run` takes at a terminal: RunnableFlow.run with a listener, its output step streamed),
+    beside the same request made directly with httpx on one warm client. Interleaved,
+    after a warm-up; medians in ms."""
+    import httpx
+
+    from runner import load_flow
+
+    api_base = params["api_base"]
+    folder = tempfile.mkdtemp(dir=params.get("tmp"))
+    flow = load_flow(flows.write(folder, "one", flows.openai_one(api_base)))
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    headers = {"Authorization": f"Bearer {LITELLM_KEY}"}
+
+    async def ours() -> float:
+        first: list[float] = []
+
+        def listener(event: Any) -> None:
+            if event.type == "step_chunk" and not first:
+                first.append(time.perf_counter())
+
+        t0 = time.perf_counter()
+        result = await flow.run({"prompt": "hi"}, listener=listener, stream=frozenset({"answer"}))
+        if _answer_text(result) != "reply to: hi" or not first:
+            raise RuntimeError(f"unexpected run: {result.status} {result.outputs}")
+        return first[0] - t0
+
+    async def direct(client: httpx.AsyncClient) -> float:
+        t0 = time.perf_counter()
+        first = None
+        async with client.stream(
+            "POST", f"{api_base}/chat/completions", json=body, headers=headers
+        ) as response:
+            async for line in response.aiter_lines():
+                if first is None and line.startswith("data:") and "[DONE]" not in line:
+                    choices = json.loads(line[5:]).get("choices") or []
+                    if any((c.get("delta") or {}).get("content") for c in choices):
+                        first = time.perf_counter()
+        if first is None:
+            raise RuntimeError("the direct call streamed no text")
+        return first - t0
+
+    ours_s: list[float] = []
+    direct_s: list[float] = []
+    async with httpx.AsyncClient() as client:
+        for i in range(params["warmup"] + params["runs"]):
+            if i % 2:  # alternate which goes first
+                ours_t, direct_t = await ours(), await direct(client)
+            else:
+                direct_t, ours_t = await direct(client), await ours()
+            if i >= params["warmup"]:
+                ours_s.append(ours_t)
+                direct_s.append(direct_t)
+    ours_ms = statistics.median(ours_s) * 1e3
+    direct_ms = statistics.median(direct_s) * 1e3
+    return {"ours_ms": ours_ms, "direct_ms": direct_ms, "overhead_ms": ours_ms - direct_ms}
+
+
+def _answer_text(result: Any) -> str:
+    return str((result.outputs or {}).get("answer", "")) if result.status == "succeeded" else ""
+
+
 def _items(n: int) -> list[str]:
     return [f"item {i}" for i in range(n)]
 
@@ -272,6 +343,7 @@ async def gather_items(params: dict[str, Any]) -> dict[str, Any]:
 
 
 TASKS = {
+    "ttft": ttft,
     "engine3": engine3,
     "durable3": durable3,
     "conversation": conversation,

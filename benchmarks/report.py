@@ -135,6 +135,7 @@ def machine_facts(rival_versions: dict[str, Any] | None) -> list[tuple[str, str]
             "langgraph-checkpoint-sqlite",
             "timbal",
             "litellm",
+            "llm",
         ):
             facts.append((f"{name} (rivals)", str(rival_versions.get(name))))
     return facts
@@ -192,7 +193,7 @@ def write_markdown(
         "```sh",
         "pip install -e '.[bench]'       # pyinstrument, for --profile",
         "python -m benchmarks            # builds the rivals' venv on first use (PyPI only)",
-        "python -m benchmarks --quick    # smoke run; --only NAME[,NAME] and --sides ours,langgraph,timbal",
+        "python -m benchmarks --quick    # smoke run; --only NAME[,NAME] and --sides ours,langgraph,timbal,llm",
         "```",
         "",
         f"This file came from: `{command}`.",

@@ -19,8 +19,12 @@ GROUPS = {
     "python": "ours",
     "langgraph": "langgraph",
     "timbal": "timbal",
+    "llm": "llm",
 }
-RIVAL_NAMES = {"langgraph": "LangGraph", "timbal": "Timbal (PyPI)"}
+RIVAL_NAMES = {"langgraph": "LangGraph", "timbal": "Timbal (PyPI)", "llm": "llm (simonw)"}
+# The benchmarks "over litellm" compare engines on the same client: ours sends its openai/…
+# models through litellm there, as the rivals do (the openai_cli benchmark measures our own).
+LITELLM_CLIENT = {"TIMBAL_OPENAI_CLIENT": "litellm"}
 
 
 @dataclass
@@ -375,7 +379,7 @@ def _concurrency_jobs(ctx: Context) -> list[Job]:
     return [
         Job("ours.fan20", "ours", "fan20", fan),
         Job("langgraph.fan20", "langgraph", "fan20", fan),
-        Job("ours.concurrent", "ours", "concurrent", many),
+        Job("ours.concurrent", "ours", "concurrent", many, env=LITELLM_CLIENT),
         Job("langgraph.concurrent", "langgraph", "concurrent", many),
         Job("litellm.concurrent", "litellm", "concurrent", many),
     ]
@@ -466,7 +470,7 @@ def _litellm_jobs(ctx: Context) -> list[Job]:
         "tmp": ctx.tmp,
     }
     return [
-        Job("ours.sequential", "ours", "sequential_litellm", p),
+        Job("ours.sequential", "ours", "sequential_litellm", p, env=LITELLM_CLIENT),
         Job("litellm.sequential", "litellm", "sequential_litellm", p),
         Job("langgraph.sequential", "langgraph", "sequential_litellm", p),
     ]
@@ -633,6 +637,82 @@ HOT_RELOAD = Bench(
 )
 
 
+# -- a real provider's protocol from the command line ------------------------------------------------
+
+
+def _llm_user_path(ctx: Context) -> str:
+    """A fresh LLM_USER_PATH for `llm` whose extra-openai-models.yaml names the loopback
+    server: model `fake-gpt` is gpt-4o-mini at that api_base."""
+    folder = Path(ctx.tmp or ctx.flows_dir) / "llm-user"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "extra-openai-models.yaml").write_text(
+        f"- model_id: fake-gpt\n  model_name: gpt-4o-mini\n  api_base: \"{ctx.api_base}\"\n",
+        encoding="utf-8",
+    )
+    return str(folder)
+
+
+def _openai_cli_jobs(ctx: Context) -> list[Job]:
+    flow = str(flows.write(ctx.flows_dir, "one", flows.openai_one()))
+    server = {"OPENAI_API_BASE": ctx.api_base, "OPENAI_API_KEY": "sk-test"}
+    run = (*ctx.timbal, "run", flow, "-i", "prompt=hi")
+    expect = "reply to: hi"
+    llm_env = {"LLM_USER_PATH": _llm_user_path(ctx), "OPENAI_API_KEY": "sk-test"}
+    return [
+        Job("ours.cli_openai", "ours", argv=run, env=server, expect=expect),
+        Job("llm.cli_openai", "llm", argv=("{bin}/llm", "-m", "fake-gpt", "hi"), env=llm_env,
+            expect=expect),
+        Job("ours.cli_openai_litellm", "ours", argv=run, env={**server, **LITELLM_CLIENT},
+            expect=expect),
+        Job("ours.ttft", "ours", "ttft",
+            {"warmup": ctx.pick(20, 5), "runs": ctx.pick(200, 30), "api_base": ctx.api_base,
+             "tmp": ctx.tmp}),
+    ]
+
+
+def _openai_cli_rows(r: Results, ctx: Context) -> list[Row]:
+    rival = RIVAL_NAMES["llm"]
+    return [
+        Row("timbal run, one step on openai/gpt-4o-mini: whole process, wall",
+            r.get("ours.cli_openai", "wall_ms", "ms"), r.get("llm.cli_openai", "wall_ms", "ms"),
+            rival, Target("ratio", 1.0)),
+        Row("timbal run, one step on openai/gpt-4o-mini: whole process, peak memory",
+            r.get("ours.cli_openai", "peak_mb", "MiB"), r.get("llm.cli_openai", "peak_mb", "MiB"),
+            rival, Target("ratio", 1.0)),
+        Row("the same through litellm (TIMBAL_OPENAI_CLIENT=litellm): wall",
+            r.get("ours.cli_openai_litellm", "wall_ms", "ms"),
+            r.get("llm.cli_openai", "wall_ms", "ms"), rival),
+        Row("the same through litellm (TIMBAL_OPENAI_CLIENT=litellm): peak memory",
+            r.get("ours.cli_openai_litellm", "peak_mb", "MiB"),
+            r.get("llm.cli_openai", "peak_mb", "MiB"), rival),
+        Row("time to first token, streamed run", r.get("ours.ttft", "ours_ms", "ms"),
+            r.get("ours.ttft", "direct_ms", "ms"), "httpx direct"),
+        Row("time to first token: our run minus the direct httpx call",
+            r.get("ours.ttft", "overhead_ms", "ms"), target=Target("max", 5.0)),
+    ]
+
+
+OPENAI_CLI = Bench(
+    "openai_cli",
+    "A real provider's protocol from the command line",
+    "A one-step flow on `openai/gpt-4o-mini`, the fake OpenAI server on loopback (no "
+    "latency) standing in for the provider. Whole processes timed from the outside, with "
+    "their peak resident memory from the kernel (`wait4`, as `/usr/bin/time` reads it): "
+    "`timbal run one.yaml -i prompt=hi` (OPENAI_API_BASE names the server) beside "
+    "`llm -m fake-gpt hi` (simonw's llm from the rivals' venv; its extra-openai-models.yaml, "
+    "in a fresh LLM_USER_PATH, makes `fake-gpt` gpt-4o-mini at the server's api_base; llm "
+    "streams and logs the call to its SQLite file, as it does by default). The litellm rows "
+    "are our CLI with TIMBAL_OPENAI_CLIENT=litellm, the client it used before. Time to first "
+    "token is in one process: a streamed run through `RunnableFlow.run` with a listener "
+    "(what `timbal run` does at a terminal) beside the same request sent with httpx on a "
+    "warm client, interleaved; the target is the difference of the medians.",
+    (7, 2),
+    _openai_cli_jobs,
+    _openai_cli_rows,
+    server_latency=0.0,
+)
+
+
 # -- map ----------------------------------------------------------------------------------------------
 
 
@@ -712,4 +792,5 @@ BATCH = Bench(
 )
 
 
-BENCHES = [ENGINE, DURABLE, CONVERSATION, CONCURRENCY, LITELLM, STARTUP, COMPILE, HOT_RELOAD, BATCH, MAP]
+BENCHES = [ENGINE, DURABLE, CONVERSATION, CONCURRENCY, LITELLM, STARTUP, COMPILE, HOT_RELOAD, BATCH,
+           MAP, OPENAI_CLI]

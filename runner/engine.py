@@ -488,6 +488,9 @@ class Engine:
     async def _execute_scope(self, scope: _Scope) -> None:
         loop = asyncio.get_running_loop()
         done: dict[str, asyncio.Future[str]] = {s.id: loop.create_future() for s in scope.graph.steps}
+        if len(scope.graph.steps) == 1:  # e.g. a map item's body: nothing to run beside it
+            await self._step(scope, scope.graph.steps[0], done)
+            return
         tasks = [asyncio.ensure_future(self._step(scope, spec, done)) for spec in scope.graph.steps]
         try:
             await asyncio.gather(*tasks)

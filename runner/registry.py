@@ -122,12 +122,15 @@ class ModelBackend:
 
     A model is served by the backend with the longest matching prefix: `prefixes=("echo",)`
     serves `echo` and `echo/...`. `fallback=True` serves every model no prefix claims.
+    `available()`, when given, says whether the backend serves at this moment (a setting
+    may hand its models to another backend).
     """
 
     name: str
     complete: Callable[[ModelRequest, ChunkCallback | None], Awaitable[ModelReply]]
     prefixes: tuple[str, ...] = ()
     fallback: bool = False
+    available: Callable[[], bool] | None = None
 
     def serves(self, model: str) -> str | None:
         """The prefix of this backend that matches `model` (None if none does)."""

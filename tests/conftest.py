@@ -14,16 +14,29 @@ from testkit import POSTGRES_DSN, LiveProcess
 # litellm must never reach the network (its cost map) nor print banners in tests.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from runner.models import ModelRequest  # noqa: E402
+from runner.models import OPENAI_CLIENT_VAR, ModelRequest  # noqa: E402
 from runner.testing import FakeOpenAIServer  # noqa: E402
 
 
+@pytest.fixture(params=["native", "litellm"])
+def openai_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per client of ``openai/…`` models: our httpx client (`native`) and
+    litellm. Both must behave the same; CLI subprocesses inherit the choice."""
+    if request.param == "litellm":
+        monkeypatch.setenv(OPENAI_CLIENT_VAR, "litellm")
+    else:
+        monkeypatch.delenv(OPENAI_CLIENT_VAR, raising=False)
+    return str(request.param)
+
+
 @pytest.fixture
-def openai_server() -> Iterator[FakeOpenAIServer]:
+def openai_server(openai_client: str) -> Iterator[FakeOpenAIServer]:
     """A fake OpenAI-compatible server on loopback, fresh for each test.
 
     Script it with ``openai_server.queue("text" | FakeReply(...))``, set ``.latency`` or
     ``.responder``; read what it received from ``.requests`` (JSON bodies, in order).
+    Every test that uses it runs twice, once per client of ``openai/…`` models
+    (`openai_client`): both must behave the same.
     """
     with FakeOpenAIServer() as server:
         yield server
@@ -31,7 +44,7 @@ def openai_server() -> Iterator[FakeOpenAIServer]:
 
 @dataclass
 class FakeModel:
-    """How to call the fake server through litellm: `model` plus `params` for a step."""
+    """How to call the fake server as an ``openai/…`` model: `model` plus `params` for a step."""
 
     server: FakeOpenAIServer
     model: str = "openai/fake-model"
@@ -47,7 +60,7 @@ class FakeModel:
 
 @pytest.fixture
 def fake_model(openai_server: FakeOpenAIServer) -> FakeModel:
-    """The fake server as a litellm model: ``openai/fake-model`` with api_base and a test key."""
+    """The fake server as a model: ``openai/fake-model`` with api_base and a test key."""
     return FakeModel(openai_server, params={"api_base": openai_server.url, "api_key": "sk-test"})
 
 

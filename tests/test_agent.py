@@ -124,8 +124,9 @@ def test_tool_call_round_trip_sends_tool_schemas_and_results(tmp_path, openai_se
             },
         }
     ]
-    asked = {  # litellm leaves out the null content of a tool-calling assistant message
+    asked = {  # content as text, empty: every OpenAI-compatible server accepts it
         "role": "assistant",
+        "content": "",
         "tool_calls": [
             {"id": "call_a", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
         ],
@@ -258,7 +259,8 @@ def test_tool_calls_and_results_join_memory_and_a_continued_run_sends_them(tmp_p
     openai_server.queue("You asked about 2 + 3.")
     second = flow.run_sync({"prompt": "What did I ask?"}, saver=saver, parent_id=first.run_id)
     assert second.ok, second.error
-    on_the_wire = [{k: v for k, v in m.items() if v is not None} for m in turn]  # litellm drops null content
+    # Sent with text content, empty when there is none: every OpenAI-compatible server takes it.
+    on_the_wire = [{**m, "content": ""} if m["content"] is None else m for m in turn]
     assert openai_server.requests[-1]["messages"] == [
         {"role": "system", "content": "Use the tools."},
         *on_the_wire,
@@ -278,7 +280,7 @@ def test_a_rewound_run_sees_the_tool_calls_before_the_branch_point_only(tmp_path
     assert branch.ok, branch.error
     sent = openai_server.requests[-1]["messages"]
     contents = [m.get("content") for m in sent]
-    assert contents == ["Use the tools.", "1 + 1?", None, "2", "2", "what now?"]
+    assert contents == ["Use the tools.", "1 + 1?", "", "2", "2", "what now?"]
     assert sent[2]["tool_calls"][0]["function"]["arguments"] == '{"a": 1, "b": 1}'
 
 
@@ -623,7 +625,7 @@ def test_a_continued_run_flow_tool_does_not_see_an_earlier_runs_tool_exchange(
     child_request = openai_server.requests[4]["messages"]
     assert [m.get("content") for m in child_request] == [
         "Recap please",
-        None,
+        "",
         "First recap.",
         "Done once.",
         "Again",

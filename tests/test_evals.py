@@ -437,7 +437,7 @@ def test_a_judge_needs_a_model(tmp_path):
 
 
 @pytest.mark.local_model
-def test_judge_on_the_local_model_gives_a_verdict_or_says_it_gave_none(tmp_path):
+def test_judge_on_the_local_model_gives_a_verdict(tmp_path):
     flow = _flow_with_tests(tmp_path, """
         - name: judged locally
           inputs: {name: Bob}
@@ -448,7 +448,8 @@ def test_judge_on_the_local_model_gives_a_verdict_or_says_it_gave_none(tmp_path)
     proc = timbal("test", flow, "--json", timeout=600)
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     (check,) = _json(proc)["cases"][0]["checks"]
-    assert isinstance(check["passed"], bool) and check["reason"]
+    # The verdict's JSON Schema becomes a llama.cpp grammar: even the 135M model answers with one.
+    assert isinstance(check["passed"], bool) and "no verdict" not in check["reason"]
 
 
 # ------------------------------------------------------------------ --watch

@@ -1,4 +1,6 @@
-"""Real providers through litellm, over real HTTP to the fake OpenAI server on loopback."""
+"""``openai/…`` models over real HTTP to the fake OpenAI server on loopback, through both
+clients: our httpx client and litellm (every test runs once per client, and the two must
+behave the same)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,10 @@ import pytest
 from conftest import FakeModel
 
 from runner.errors import ProviderError
-from runner.models import ModelReply, ModelRequest, complete
-from runner.models.litellm_adapter import complete as litellm_complete
+from runner.models import ModelReply, ModelRequest, backend_for, complete
 from runner.testing import FakeOpenAIServer, FakeReply
+
+pytestmark = pytest.mark.usefixtures("openai_client")
 
 TOOLS = [
     {
@@ -133,8 +136,9 @@ def test_tool_result_round_trip(fake_model: FakeModel, openai_server: FakeOpenAI
     ]
     second, _ = call(fake_model.request(messages, tools=TOOLS))
     assert second.text == "3"
-    # litellm leaves out the assistant's null content; everything else arrives as sent.
-    sent = [{k: v for k, v in m.items() if v is not None} for m in messages]
+    # Every OpenAI-compatible server accepts an assistant message whose content is text.
+    assert first.message["content"] is None
+    sent = [messages[0], {**first.message, "content": ""}, messages[2]]
     assert openai_server.requests[1]["messages"] == sent
 
 
@@ -155,7 +159,7 @@ def test_rate_limit_error_is_retryable_with_retry_after(
 ) -> None:
     openai_server.queue(FakeReply.error(429, "slow down", retry_after=3))
     with pytest.raises(ProviderError) as info:
-        asyncio.run(litellm_complete(fake_model.request("hi"), None))
+        asyncio.run(backend_for(fake_model.model)(fake_model.request("hi"), None))
     err = info.value
     assert err.retryable and err.retry_after == 3 and err.status == 429
     assert "rate limited" in str(err) and "slow down" in str(err)
@@ -348,3 +352,44 @@ def test_fake_server_serves_many_concurrent_calls(fake_model: FakeModel) -> None
     assert sorted(r.text for r in replies) == sorted(f"reply to: n{i}" for i in range(200))
     assert len(fake_model.server.requests) == 200
     assert elapsed < 10
+
+
+# -- both clients agree; the native one stays light --------------------------------------
+
+
+def test_tool_choice_passes_through(fake_model: FakeModel, openai_server: FakeOpenAIServer) -> None:
+    choice = {"type": "function", "function": {"name": "add"}}
+    call(fake_model.request("add", tools=TOOLS, params={"tool_choice": choice}))
+    assert openai_server.requests[0]["tool_choice"] == choice
+
+
+def test_short_json_response_format_is_spelled_out(
+    fake_model: FakeModel, openai_server: FakeOpenAIServer
+) -> None:
+    reply, _ = call(fake_model.request("give json", params={"response_format": "json"}))
+    assert openai_server.requests[0]["response_format"] == {"type": "json_object"}
+    assert json.loads(reply.text)["reply"] == "give json"
+
+
+def test_cached_prompt_tokens_are_priced_as_litellm_prices_them(
+    openai_env: FakeOpenAIServer,
+) -> None:
+    usage = {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200,
+             "prompt_tokens_details": {"cached_tokens": 600}}
+    openai_env.queue(FakeReply(text="ok", usage=usage))
+    reply, _ = call(ModelRequest("openai/gpt-4o-mini", [{"role": "user", "content": "hi"}]))
+    # gpt-4o-mini in litellm 1.106.2's table: $0.15/M input, $0.075/M cached, $0.60/M output.
+    expected = 400 * 0.15e-6 + 600 * 0.075e-6 + 200 * 0.6e-6
+    assert reply.usage["cost"] == pytest.approx(expected, rel=1e-9)
+    assert reply.usage["total_tokens"] == 1200
+
+
+def test_wrong_api_base_scheme_is_one_clear_error() -> None:
+    request = ModelRequest(
+        model="openai/fake-model",
+        messages=[{"role": "user", "content": "hi"}],
+        params={"api_base": "ftp://127.0.0.1:9/v1", "api_key": "sk-test"},
+        retries=0,
+    )
+    err = failure(request)
+    assert "ftp://127.0.0.1:9/v1" in str(err)

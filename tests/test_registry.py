@@ -92,7 +92,8 @@ def test_models_go_to_the_backend_with_the_longest_matching_prefix() -> None:
     assert backend_for("echo") is by_name["echo"]
     assert backend_for("echo/slow") is by_name["echo"]
     assert backend_for("local/smollm2") is by_name["local"]
-    assert backend_for("openai/gpt-4o-mini") is by_name["litellm"]  # the fallback
+    assert backend_for("openai/gpt-4o-mini") is by_name["openai"]
+    assert backend_for("anthropic/claude-3-haiku") is by_name["litellm"]  # the fallback
     assert backend_for("echoes") is by_name["litellm"]  # a prefix matches whole path parts
     longer = ModelBackend(name="x", complete=by_name["echo"], prefixes=("local", "local/special"))
     assert longer.serves("local/special/model") == "local/special"

@@ -451,6 +451,19 @@ def test_every_field_has_a_label(page, served: ServeProcess) -> None:
         assert unlabelled == [], (path, unlabelled)
 
 
+def test_home_page_lists_the_flows_in_its_html_and_loads_nothing_from_elsewhere(served: ServeProcess) -> None:
+    import httpx
+
+    home = httpx.get(served.url + "/")
+    assert home.status_code == 200 and home.headers["content-type"].startswith("text/html")
+    assert "A friendly echo that remembers the conversation." in home.text  # no script needed
+    assert re.search(r"default-src 'self'", home.headers["content-security-policy"])
+    assets = re.findall(r'(?:src|href)="([^"]+)"', home.text)
+    assert assets and all(a.startswith(("/", "#")) for a in assets), assets
+    for asset in (a for a in assets if a.startswith("/ui/static/")):
+        assert httpx.get(served.url + asset).status_code == 200, asset
+
+
 def test_flows_page_shows_the_located_errors_of_a_broken_edit(page, serve_ui, tmp_path: Path) -> None:
     import httpx
 

@@ -60,6 +60,7 @@ def start_waiting_run(page, served: ServeProcess) -> str:
     page.goto(f"{served.url}/ui/flows/review")
     page.get_by_role("button", name="Run", exact=True).click()
     expect(page.locator("#run-result .status").first).to_have_text("waiting")
+    expect(page.locator("ol.live-steps li").filter(has_text="approve")).to_contain_text("waiting")
     return page.locator("#run-link").inner_text()
 
 
@@ -80,6 +81,17 @@ def test_run_page_nests_map_items_and_loop_iterations(page, served: ServeProcess
         expect(row).to_contain_text(text)
         assert row.locator("th").evaluate("e => parseFloat(getComputedStyle(e).paddingLeft)") > \
             page.locator("tr[data-step=each] th").evaluate("e => parseFloat(getComputedStyle(e).paddingLeft)")
+
+
+def test_run_page_lists_each_steps_records_right_under_it(page, served: ServeProcess) -> None:
+    run_id = start_waiting_run(page, served)
+    page.goto(f"{served.url}/ui/runs/{run_id}")
+    expect(page.locator("tr[data-step='again#2/round']")).to_be_visible()
+    rows = page.locator("table.timeline tbody tr").evaluate_all("rows => rows.map(r => r.dataset.step)")
+    at = rows.index("each")
+    assert rows[at + 1:at + 3] == ["each[0]/say", "each[1]/say"], rows
+    at = rows.index("again")
+    assert rows[at + 1:at + 3] == ["again#1/round", "again#2/round"], rows
 
 
 def test_a_waiting_run_is_answered_from_its_page(page, served: ServeProcess) -> None:

@@ -86,7 +86,7 @@ async def run_batch(graph: ExecutionGraph, data: Path, output: Path, concurrency
     """Run the flow once per row of `data` not yet done in `output`; append their lines in
     row order, then leave `output` in row order. With no `saver` (or an in-memory one)
     each row gets its own in-memory store, which is dropped when the row is done."""
-    from ..runnable import RunnableFlow
+    from .. import RunnableFlow  # the public name: wherever the module that defines it lives
     from ..savers.in_memory import InMemorySaver
 
     from_text = data_format(data) == "csv"

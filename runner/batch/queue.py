@@ -272,8 +272,8 @@ class _Worker:
         self.rows_done = 0
 
     def flow(self, path: str) -> Any:
+        from .. import RunnableFlow  # the public name: wherever the module that defines it lives
         from ..compiler import compile_file
-        from ..runnable import RunnableFlow
         from ..steps.python import file_stamp
 
         stamp = file_stamp(path)

@@ -28,6 +28,7 @@ from .running import execute_once
 @click.option("--watch", is_flag=True, help="Re-compile and run again whenever the flow or a file it uses changes.")
 @click.option("--no-cache", is_flag=True, help="With --watch: never reuse earlier step results.")
 @click.option("--dry-run", is_flag=True, help="Show the order in which the steps would run, and stop.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display on stderr (the run's summary line stays).")
 @handle_errors
 def run_command(
     flow: Path,
@@ -42,6 +43,7 @@ def run_command(
     watch: bool,
     no_cache: bool,
     dry_run: bool,
+    quiet: bool,
 ) -> None:
     """Run FLOW once and print its output."""
     from ..compiler import compile_file
@@ -86,7 +88,8 @@ def run_command(
             answers = parse_answers(questions, list(answer_pairs))
         at_terminal = sys.stdin.isatty() and sys.stdout.isatty() and not as_json
         code = execute_once(runnable, values, parent, resume, as_json, sys.stdout.isatty(),
-                            saver_uri, answers, ask=at_terminal)
+                            saver_uri, answers, ask=at_terminal,
+                            progress_tty=not quiet and sys.stderr.isatty())
     finally:
         saver.close()
     sys.exit(code)

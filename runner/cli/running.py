@@ -1,6 +1,6 @@
-"""Running a flow at the terminal: streaming the output step, printing outputs and the
-summary line, asking a waiting run's questions, turning SIGINT/SIGTERM into an interrupted
-run. Shared by `run`, `--watch` and `chat`."""
+"""Running a flow at the terminal: streaming the output step (or a progress display),
+printing outputs and the summary line, asking a waiting run's questions, turning
+SIGINT/SIGTERM into an interrupted run. Shared by `run`, `--watch` and `chat`."""
 
 from __future__ import annotations
 
@@ -118,17 +118,28 @@ def execute_once(
     saver_uri: str | None = None,
     answers: dict[str, Any] | None = None,
     ask: bool = False,
+    progress_tty: bool = False,
 ) -> int:
     """Run once, print the outcome; the exit code. A run that waits for answers is asked
-    them at the terminal (`ask`) and goes on; otherwise the command to answer it is shown."""
+    them at the terminal (`ask`) and goes on; otherwise the command to answer it is shown.
+    `progress_tty`: show the steps' progress on stderr (a terminal) when the output does
+    not stream."""
     import asyncio  # here, not at the top: `timbal validate` and friends never need it
+    from contextlib import nullcontext
 
     graph = runnable.graph
     out_step = graph.output_step
     streaming = stream_tty and not as_json and out_step is not None
+    progress: Any = None
+    if progress_tty and not streaming:
+        from .progress import RunProgress  # rich costs start-up time: only at a terminal
+
+        progress = RunProgress()
     state: dict[str, Any] = {"run_id": None, "streamed": None}
 
     def listener(event: Any) -> None:
+        if progress is not None:
+            progress(event)
         if event.type == "run_started":
             state["run_id"] = event.run_id
         elif event.type == "step_chunk" and event.step_id == out_step:
@@ -139,23 +150,25 @@ def execute_once(
 
     stream = frozenset({out_step}) if streaming and out_step else False
     try:
-        result = asyncio.run(
-            run_interruptibly(
-                runnable.run(values, parent_id=parent, resume=resume, listener=listener,
-                             stream=stream, answers=answers)
+        with progress if progress is not None else nullcontext():
+            result = asyncio.run(
+                run_interruptibly(
+                    runnable.run(values, parent_id=parent, resume=resume, listener=listener,
+                                 stream=stream, answers=answers)
+                )
             )
-        )
         while result.status == "waiting" and ask:
             if state["streamed"]:
                 click.echo("")
                 state["streamed"] = None
-            given = ask_answers(result.waiting)
-            result = asyncio.run(
-                run_interruptibly(
-                    runnable.run(None, resume=result.run_id, listener=listener, stream=stream,
-                                 answers=given)
+            given = ask_answers(result.waiting)  # the progress display is stopped meanwhile
+            with progress if progress is not None else nullcontext():
+                result = asyncio.run(
+                    run_interruptibly(
+                        runnable.run(None, resume=result.run_id, listener=listener, stream=stream,
+                                     answers=given)
+                    )
                 )
-            )
     except (asyncio.CancelledError, KeyboardInterrupt):
         if state["streamed"]:
             click.echo("")

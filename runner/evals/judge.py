@@ -29,6 +29,13 @@ _JUDGE_RETRIES = 2
 _WORD = re.compile(r"^\W*(pass(?:ed)?|fail(?:ed)?|yes|no|true|false)\b", re.IGNORECASE)
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 _POSITIVE = {"pass", "passed", "yes", "true"}
+# The verdict's shape. llama.cpp (`local/…`) turns it into a grammar, so even a tiny model
+# answers with a verdict; providers get the plain JSON mode, which every one of them takes.
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"pass": {"type": "boolean"}, "reason": {"type": "string"}},
+    "required": ["pass", "reason"],
+}
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,13 @@ def judge_request(criterion: str, output_text: str, model: str) -> Any:
     from ..models import ModelRequest
 
     question = json.dumps({"task": "grade", "criterion": criterion, "output": output_text}, ensure_ascii=False)
+    response_format: dict[str, Any] = {"type": "json_object"}
+    if model.startswith("local/"):
+        response_format["schema"] = VERDICT_SCHEMA
     return ModelRequest(
         model=model,
         messages=[{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": question}],
-        params={"temperature": 0, "response_format": {"type": "json_object"}},
+        params={"temperature": 0, "response_format": response_format, "max_tokens": 200},
         timeout=_JUDGE_TIMEOUT,
         retries=_JUDGE_RETRIES,
     )

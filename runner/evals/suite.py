@@ -163,7 +163,7 @@ def collect_suites(paths: Sequence[Path], cases_file: Path | None = None,
 
 
 async def _run_case(graph: ExecutionGraph, case: TestCase, cache: StepCache | None) -> CaseResult:
-    from ..runnable import RunnableFlow
+    from .. import RunnableFlow  # the public name: wherever the module that defines it lives
     from ..savers.in_memory import InMemorySaver
 
     flow = RunnableFlow(graph, InMemorySaver(), cache=cache)

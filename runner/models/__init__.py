@@ -5,6 +5,9 @@ the model prefixes it serves; `backend_for` picks the longest matching prefix:
 
 - ``echo``: built in, offline, deterministic (models/echo.py); never imports litellm.
 - ``local/smollm2`` and ``local/PATH.gguf``: llama.cpp in-process (models/local.py).
+- ``openai/…``: our httpx client of the OpenAI protocol (models/openai_http.py), for OpenAI
+  and every OpenAI-compatible server; ``TIMBAL_OPENAI_CLIENT=litellm`` sends them to
+  litellm instead.
 - anything else: litellm (models/litellm_adapter.py, the fallback), imported lazily.
 
 Retries with exponential backoff and jitter live here, once, for every backend.
@@ -18,10 +21,18 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ProviderError
-from .types import DEFAULT_RETRIES, DEFAULT_TIMEOUT, ChunkCallback, ModelReply, ModelRequest
+from .types import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    OPENAI_CLIENT_VAR,
+    ChunkCallback,
+    ModelReply,
+    ModelRequest,
+)
 
 __all__ = [
-    "ModelRequest", "ModelReply", "ChunkCallback", "complete", "backend_for", "DEFAULT_TIMEOUT", "DEFAULT_RETRIES",
+    "ModelRequest", "ModelReply", "ChunkCallback", "complete", "backend_for", "DEFAULT_TIMEOUT",
+    "DEFAULT_RETRIES", "OPENAI_CLIENT_VAR",
 ]
 
 Backend = Callable[[ModelRequest, "ChunkCallback | None"], Any]  # async
@@ -35,6 +46,8 @@ def backend_for(model: str) -> Backend:
     best: tuple[int, Backend] | None = None
     fallback: Backend | None = None
     for backend in model_backends:
+        if backend.available is not None and not backend.available():
+            continue  # turned off (e.g. TIMBAL_OPENAI_CLIENT=litellm)
         prefix = backend.serves(model)
         if prefix is not None and (best is None or len(prefix) > best[0]):
             best = (len(prefix), backend.complete)

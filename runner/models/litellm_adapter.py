@@ -13,19 +13,34 @@ An openai-compatible server needs no real key when an ``api_base`` is given (in
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import os
 import re
 import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 from ..errors import ProviderError
 from ..registry import ModelBackend
 from . import ChunkCallback, ModelReply, ModelRequest
+from .provider import (
+    DUMMY_KEY,
+    assistant_message,
+    broken_error,
+    empty_error,
+    env_api_base,
+    exception_chain,
+    http_error,
+    json_response_format,
+    malformed_error,
+    missing_key_error,
+    refused_error,
+    retry_after_seconds,
+    short,
+    timeout_error,
+    unreachable_error,
+    wire_messages,
+)
 
 __all__ = ["MODEL_BACKEND", "complete", "load_litellm"]
 
@@ -39,7 +54,6 @@ _DEFAULT_ADDRESS = {
     "ollama": "http://localhost:11434",
 }
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|CREDENTIAL|PASSWORD", re.I)
-_DUMMY_KEY = "sk-no-key-needed"
 
 _litellm: Any = None
 _import_lock = threading.Lock()
@@ -84,29 +98,26 @@ async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None)
             _call(litellm, request, kwargs, address, on_chunk), request.timeout
         )
     except asyncio.TimeoutError:
-        raise _timeout_error(request, address) from None
+        raise timeout_error(request.model, address, request.timeout) from None
 
 
 def _call_arguments(litellm: Any, request: ModelRequest) -> tuple[dict[str, Any], str, str]:
     """The keyword arguments for `litellm.acompletion`, the provider, and its address."""
-    params = dict(request.params)
-    fmt = params.get("response_format")
-    if isinstance(fmt, str) and fmt in ("json", "json_object"):
-        params["response_format"] = {"type": "json_object"}
+    params = json_response_format(request.params)
     try:
         _, provider, _, _ = litellm.get_llm_provider(model=request.model)
     except Exception as exc:
         raise ProviderError(
-            f"{request.model}: unknown model or provider ({_short(exc)}); "
+            f"{request.model}: unknown model or provider ({short(exc)}); "
             "use a litellm model string such as openai/gpt-4o-mini"
         ) from None
     api_base = params.get("api_base") or params.get("base_url")
     if not api_base and provider in _OPENAI_COMPATIBLE:
-        api_base = os.environ.get("OPENAI_API_BASE") or os.environ.get("OPENAI_BASE_URL")
+        api_base = env_api_base()
     if not params.get("api_key"):
         if api_base and provider in _OPENAI_COMPATIBLE:
             if not os.environ.get("OPENAI_API_KEY"):
-                params["api_key"] = _DUMMY_KEY  # self-hosted servers accept any key
+                params["api_key"] = DUMMY_KEY  # self-hosted servers accept any key
         else:
             _check_keys(litellm, request.model, api_base)
     address = str(api_base or _DEFAULT_ADDRESS.get(provider) or f"the {provider} API")
@@ -115,9 +126,7 @@ def _call_arguments(litellm: Any, request: ModelRequest) -> tuple[dict[str, Any]
     kwargs: dict[str, Any] = {
         **params,
         "model": request.model,
-        # Copies: memory's messages are shared with later turns (Saver.remember_memory), and
-        # litellm's provider transformations may edit the messages they are given.
-        "messages": [dict(m) for m in request.messages],
+        "messages": wire_messages(request.messages),
         "timeout": request.timeout,
         "num_retries": 0,
         "max_retries": 0,
@@ -136,11 +145,7 @@ def _check_keys(litellm: Any, model: str, api_base: str | None) -> None:
         return
     missing = [k for k in env.get("missing_keys") or [] if _SECRET_NAME.search(k)]
     if missing:
-        names = " and ".join(missing)
-        noun = "variable" if len(missing) == 1 else "variables"
-        raise ProviderError(
-            f"{model}: missing API key: set the {names} environment {noun} (or params.api_key)"
-        )
+        raise missing_key_error(model, missing)
 
 
 async def _call(
@@ -157,7 +162,7 @@ async def _call(
         raise _provider_error(exc, request, address) from None
     if not streaming:
         if not getattr(response, "choices", None):
-            raise _empty_error(request, address)
+            raise empty_error(request.model, address)
         return _reply(litellm, request, response, address)
 
     chunks: list[Any] = []
@@ -176,7 +181,7 @@ async def _call(
                 on_chunk(text)  # outside the try: a failing callback is not a provider error
     built = litellm.stream_chunk_builder(chunks, messages=request.messages) if chunks else None
     if built is None or not built.choices:
-        raise _empty_error(request, address)
+        raise empty_error(request.model, address)
     reply = _reply(litellm, request, built, address)
     if (
         getattr(response, "received_finish_reason", "") is None
@@ -184,7 +189,7 @@ async def _call(
         and not reply.tool_calls
     ):
         # litellm fills in a blank choice when the provider streamed none.
-        raise _empty_error(request, address)
+        raise empty_error(request.model, address)
     return reply
 
 
@@ -210,13 +215,8 @@ def _reply(litellm: Any, request: ModelRequest, response: Any, address: str) -> 
     ]
     content = message.content
     if not isinstance(content, str | type(None)):
-        raise ProviderError(
-            f"{request.model}: malformed response from {address} (content is not text)",
-            retryable=True,
-        )
-    out: dict[str, Any] = {"role": "assistant", "content": content or (None if tool_calls else "")}
-    if tool_calls:
-        out["tool_calls"] = tool_calls
+        raise malformed_error(request.model, address, "content is not text")
+    out = assistant_message(content, tool_calls)
     usage: dict[str, Any] = {}
     raw_usage = getattr(response, "usage", None)
     if raw_usage is not None:
@@ -260,84 +260,26 @@ _TIMEOUT = {
 _MALFORMED = {"JSONDecodeError", "APIResponseValidationError", "ValidationError"}
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """`exc` and the exceptions that caused it (litellm wraps several layers)."""
-    seen: set[int] = set()
-    stack: list[BaseException | None] = [exc]
-    while stack:
-        current = stack.pop(0)
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        stack += [
-            getattr(current, "original_exception", None),
-            current.__cause__,
-            current.__context__,
-        ]
-
-
 def _provider_error(exc: Exception, request: ModelRequest, address: str) -> ProviderError:
     """One clear line for a failed provider call, retryable when trying again can help."""
     model = request.model
-    names = {type(e).__name__ for e in _chain(exc)}
+    names = {type(e).__name__ for e in exception_chain(exc)}
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
     if names & _TIMEOUT:
-        return _timeout_error(request, address)
+        return timeout_error(model, address, request.timeout)
     if names & _REFUSED:
-        return ProviderError(f"{model}: could not reach {address} (connection refused)", True)
+        return refused_error(model, address)
     if names & _UNREACHABLE:
-        reason = _short(next(e for e in _chain(exc) if type(e).__name__ in _UNREACHABLE))
-        return ProviderError(f"{model}: could not reach {address} ({reason})", True)
+        cause = next(e for e in exception_chain(exc) if type(e).__name__ in _UNREACHABLE)
+        return unreachable_error(model, address, str(cause))
     if names & _MALFORMED:
-        return ProviderError(
-            f"{model}: malformed response from {address} (not valid JSON)", True, status=status
-        )
+        return malformed_error(model, address, status=status)
     if names & _BROKEN or (status in (None, 500) and _message(exc) == "Connection error."):
-        return ProviderError(
-            f"{model}: the connection to {address} closed before the reply was complete", True
-        )
-    detail = _message(exc)
-    if status in (401, 403):
-        return ProviderError(
-            f"{model}: authentication failed at {address} (HTTP {status}): {detail}", status=status
-        )
-    if status == 429:
-        wait = _retry_after(exc)
-        hint = f"; retry after {wait:g} s" if wait is not None else ""
-        return ProviderError(
-            f"{model}: rate limited by {address} (HTTP 429){hint}: {detail}",
-            retryable=True,
-            retry_after=wait,
-            status=429,
-        )
-    if status is not None and (status >= 500 or status in (408, 409)):
-        return ProviderError(
-            f"{model}: provider error from {address} (HTTP {status}): {detail}",
-            retryable=True,
-            retry_after=_retry_after(exc),
-            status=status,
-        )
-    if status is not None and status >= 400:
-        return ProviderError(
-            f"{model}: request rejected by {address} (HTTP {status}): {detail}", status=status
-        )
-    return ProviderError(f"{model}: call to {address} failed: {detail}", status=status)
-
-
-def _timeout_error(request: ModelRequest, address: str) -> ProviderError:
-    return ProviderError(
-        f"{request.model}: no reply from {address} within {request.timeout:g} s (timed out)",
-        retryable=True,
-        status=408,
-    )
-
-
-def _empty_error(request: ModelRequest, address: str) -> ProviderError:
-    return ProviderError(
-        f"{request.model}: empty response from {address} (no choices)", retryable=True
-    )
+        return broken_error(model, address)
+    if status is None:
+        return ProviderError(f"{model}: call to {address} failed: {_message(exc)}")
+    return http_error(model, address, status, _message(exc), _retry_after(exc))
 
 
 _PREFIX = re.compile(
@@ -358,39 +300,18 @@ def _message(exc: BaseException) -> str:
                 text = str(err.get("message") if isinstance(err, dict) else err) or text
         except ValueError:
             pass
-    return _short(text)
-
-
-def _short(exc: BaseException | str, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return short(text)
 
 
 def _retry_after(exc: BaseException) -> float | None:
-    """Seconds from the Retry-After (or retry-after-ms) header of the error response."""
+    """Seconds from the Retry-After header of the error response litellm wraps."""
     for headers in (
         getattr(exc, "litellm_response_headers", None),
         getattr(getattr(exc, "response", None), "headers", None),
     ):
-        if not headers:
-            continue
-        try:
-            ms = headers.get("retry-after-ms")
-            if ms is not None:
-                return max(0.0, float(ms) / 1000)
-            value = headers.get("retry-after")
-        except Exception:
-            continue
-        if value is None:
-            continue
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                continue
-            return max(0.0, when.timestamp() - time.time())
+        seconds = retry_after_seconds(headers)
+        if seconds is not None:
+            return seconds
     return None
 
 

@@ -17,6 +17,7 @@ import asyncio
 import atexit
 import importlib.util
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from ..registry import ModelBackend
 from . import ChunkCallback, ModelReply, ModelRequest
 from .toolcall import message_text
 
-__all__ = ["MODEL_BACKEND", "complete", "model_path", "smollm2_path", "load_model"]
+__all__ = ["MODEL_BACKEND", "complete", "model_path", "smollm2_path", "load_model", "observe_loading"]
 
 N_CTX = 2048
 # Without a limit llama.cpp generates until the context is full (tens of seconds on a
@@ -57,6 +58,21 @@ class _LoadedModel:
 
 _models: dict[Path, _LoadedModel] = {}
 _load_lock = threading.Lock()
+# Told when a model file starts loading (done=False) and when it is loaded (done=True).
+LoadObserver = Callable[[Path, bool], None]
+_load_observers: list[LoadObserver] = []
+
+
+def observe_loading(observer: LoadObserver) -> Callable[[], None]:
+    """Call `observer(path, done)` when a model file starts and ends loading (on the loading
+    thread); the terminal's progress display says so. Returns the function that stops it."""
+    _load_observers.append(observer)
+    return lambda: _load_observers.remove(observer) if observer in _load_observers else None
+
+
+def _tell_observers(path: Path, done: bool) -> None:
+    for observer in list(_load_observers):
+        observer(path, done)
 
 
 def smollm2_path() -> Path:
@@ -112,10 +128,13 @@ def _load(path: Path) -> _LoadedModel:
                 from llama_cpp import Llama
             except ImportError:
                 raise ProviderError(f"local models need llama-cpp-python: {INSTALL_HINT}") from None
+            _tell_observers(path, False)
             try:
                 llama = Llama(model_path=str(path), n_ctx=N_CTX, verbose=False)
             except (ValueError, RuntimeError, OSError) as exc:
                 raise ProviderError(f"cannot load model file {path}: {exc}") from None
+            finally:
+                _tell_observers(path, True)
             if not _models:
                 atexit.register(_close_all)
             loaded = _models[path] = _LoadedModel(llama)

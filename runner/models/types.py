@@ -7,7 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ModelRequest", "ModelReply", "ChunkCallback", "DEFAULT_TIMEOUT", "DEFAULT_RETRIES"]
+__all__ = [
+    "ModelRequest", "ModelReply", "ChunkCallback", "DEFAULT_TIMEOUT", "DEFAULT_RETRIES", "OPENAI_CLIENT_VAR",
+]
+
+#: `litellm` sends openai/… models through litellm instead of our own client (openai_http).
+OPENAI_CLIENT_VAR = "TIMBAL_OPENAI_CLIENT"
 
 #: A model call's defaults, stated once: seconds per attempt, and retries after the first.
 DEFAULT_TIMEOUT = 60

@@ -272,7 +272,7 @@ def create_app(
 
     @app.get("/flows", tags=["flows"], summary="The served flows, with the errors of a broken reload")
     async def list_flows() -> list[dict[str, Any]]:
-        return [flow_info(f) for f in catalog.flows()] + catalog.broken_info()
+        return catalog.listing()
 
     @app.get("/flows/{name}", tags=["flows"], summary="One flow, with its execution graph")
     async def get_flow(name: str) -> dict[str, Any]:

@@ -267,6 +267,10 @@ class FlowCatalog:
         self.stamps = FileStamps(self._watched(), before)
         return notes
 
+    def listing(self) -> list[dict[str, Any]]:
+        """`GET /flows`: every served flow (`flow_info`), then the files that never compiled."""
+        return [flow_info(f) for f in self.flows()] + self.broken_info()
+
     def broken_info(self) -> list[dict[str, Any]]:
         """Flow files that never compiled, as `GET /flows` lists them (name unknown)."""
         return [

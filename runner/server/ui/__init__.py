@@ -1,24 +1,30 @@
 """The web page of `timbal serve`: the flows, a form and a chat per flow, the runs and each
 run's steps, conversations and branch tree.
 
-The pages are Jinja2 templates rendered by the server with a little plain JavaScript that
-reads the server's own JSON API (SPEC §8), so the page shows exactly what API clients see and
-needs no build step. Every asset is served from `/ui/static/`, and a Content-Security-Policy
+The pages are Jinja2 templates rendered by the server, with a little plain JavaScript and
+no build step. The home page lists the flows on the server (from `GET /flows`'s own data);
+the other pages fill themselves from the server's JSON API (SPEC §8), as any client would,
+so they show exactly what API clients see and follow runs live through its events. Every asset is served from `/ui/static/`, and a Content-Security-Policy
 keeps the browser from reaching anything but this server.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ...savers.base import RUN_STATUSES
+from ...status import RUN_STATUSES
+
+if TYPE_CHECKING:
+    from ..catalog import FlowCatalog
 
 __all__ = ["mount_ui", "STATIC_DIR", "TEMPLATES_DIR", "CONTENT_SECURITY_POLICY"]
 
@@ -35,6 +41,7 @@ CONTENT_SECURITY_POLICY = (
 
 _templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
 _templates.env.globals["static"] = lambda name: f"{STATIC_PREFIX}/{name}"
+_templates.env.globals["flow_url"] = lambda name: f"/ui/flows/{quote(name, safe='')}"
 # `waiting` is a run status once input steps exist; the filter offers it either way.
 _templates.env.globals["statuses"] = tuple(dict.fromkeys((*RUN_STATUSES, "waiting")))
 
@@ -45,9 +52,6 @@ def _page(request: Request, template: str, section: str, **context: Any) -> Resp
     return response
 
 
-async def flows_page(request: Request) -> Response:
-    """`/`: every flow with its description."""
-    return _page(request, "flows.html", "flows")
 
 
 async def flow_page(request: Request) -> Response:
@@ -70,10 +74,22 @@ async def run_page(request: Request) -> Response:
     return _page(request, "run.html", "runs", run_id=request.path_params["run_id"])
 
 
-def mount_ui(app: Starlette, state: Any = None) -> None:
+class _UIState(Protocol):
+    """What the page reads of the server's state (`app.ServerState` has it)."""
+
+    catalog: FlowCatalog
+
+
+def mount_ui(app: Starlette, state: _UIState) -> None:
     """Add the web page to `app`: the pages at `/` and under `/ui/`, assets at `/ui/static/`.
-    The routes stay out of the OpenAPI document, which describes the JSON API. `state` (the
-    server's) is not needed: the page reads everything through the HTTP API."""
+    The routes stay out of the OpenAPI document, which describes the JSON API. `state` is the
+    server's: the home page lists its flows as `GET /flows` does."""
+
+    async def flows_page(request: Request) -> Response:
+        """`/`: every flow with its description (rendered here: readable without scripts)."""
+        flows = await run_in_threadpool(state.catalog.listing)
+        return _page(request, "flows.html", "flows", flows=flows)
+
     for path, endpoint in (
         ("/", flows_page),
         ("/ui/flows/{name}", flow_page),

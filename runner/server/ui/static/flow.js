@@ -89,6 +89,7 @@
       } else if (type === "step_skipped") fill(row(stepId).state, badge("skipped"));
       else if (type === "run_waiting") {
         fill(status, badge("waiting"));
+        for (const question of data.waiting || []) fill(row(question.step_id).state, badge("waiting"));
         fill(outputs, el("p", {}, "The run waits for an answer: ",
           el("a", { href: runUrl(runId) }, "answer it on the run's page"), "."));
       } else if (type === "run_finished") {

@@ -57,7 +57,7 @@
       ["Tokens", tokens(run.usage)],
       ["Cost", cost(run.usage)],
       ["Inputs", el("pre", { class: "output" }, show(run.inputs))],
-      ["Outputs", el("pre", { class: "output", id: "run-outputs" }, show(run.outputs))],
+      ["Outputs", el("pre", { class: "output", id: "run-outputs" }, run.outputs === null ? "(none yet)" : show(run.outputs))],
     ];
     if (run.error) rows.push(["Error", el("pre", { class: "error" }, run.error)]);
     fill("run-summary", el("dl", { class: "summary" }, rows.map(([k, v]) => [el("dt", {}, k), el("dd", {}, v)])),
@@ -157,9 +157,35 @@
     return stepId.split("/").length - 1;
   }
 
+  /** The step whose record holds `stepId`: `a` for `a/b`, `a[0]/b` and `a#1/b`. */
+  function container(stepId) {
+    const cut = stepId.lastIndexOf("/");
+    return cut < 0 ? null : stepId.slice(0, cut).replace(/(\[\d+\]|#\d+)$/, "");
+  }
+
+  /** The records in tree order: each step, then the records inside it, each level by start. */
+  function treeOrder(records) {
+    const byStart = (a, b) => (a.started_at || "").localeCompare(b.started_at || "") || (a.seq || 0) - (b.seq || 0);
+    const ids = new Set(records.map((r) => r.step_id));
+    const inside = {};
+    for (const r of records) {
+      let parent = container(r.step_id);
+      while (parent !== null && !ids.has(parent)) parent = container(parent);
+      (inside[parent] = inside[parent] || []).push(r);
+    }
+    const out = [];
+    const walk = (parent) => {
+      for (const r of (inside[parent] || []).sort(byStart)) {
+        out.push(r);
+        walk(r.step_id);
+      }
+    };
+    walk(null);
+    return out;
+  }
+
   function renderTimeline(run) {
-    const steps = [...(run.steps || [])].sort((a, b) =>
-      (a.started_at || "").localeCompare(b.started_at || "") || (a.seq || 0) - (b.seq || 0));
+    const steps = treeOrder(run.steps || []);
     if (!steps.length) {
       fill("timeline", el("p", { class: "muted" }, "No step has ended yet."));
       return;
@@ -169,7 +195,7 @@
     const end = Math.max(ms(run.ended_at) ?? 0, ...steps.map((s) => ms(s.ended_at) ?? 0), start + 1);
     const span = end - start;
     fill("timeline", el("table", { class: "timeline" },
-      el("caption", {}, "Steps in the order they started; the bar shows when each ran within the run."),
+      el("caption", {}, "Steps in the order they started, with the records of sub-flows, map items and loop iterations under their step; the bar shows when each ran within the run."),
       el("thead", {}, el("tr", {}, ["Step", "Status", "Time", "Duration", "Tokens", "Cost", "Model", "Attempts", "Return or error"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, steps.map((s) => {
         const from = ms(s.started_at) ?? start;
