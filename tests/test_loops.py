@@ -694,3 +694,92 @@ def test_an_input_named_items_is_the_input_not_the_dict_method(tmp_path: Path) -
             steps: [{id: say, type: template, text: "{{ item }}!"}]
         """)
     assert load_flow(path).run_sync({"items": ["a", "b"]}).outputs == {"fan": ["a!", "b!"]}
+
+
+def test_watch_reruns_an_edited_body_step_and_reuses_the_rest(watch, tmp_path: Path) -> None:
+    flow = flow_file(tmp_path, """
+        steps:
+          - id: fan
+            type: map
+            items: [a, b]
+            steps:
+              - {id: first, model: echo, prompt: "first {{ item }}"}
+              - {id: second, model: echo, prompt: "second {{ first.return }}"}
+            outputs: {text: "{{ second.return }}"}
+          - {id: join, type: template, text: "{{ fan.return | map(attribute='text') | join(' | ') }}"}
+        """)
+    live = watch(flow.name)
+    assert live.line() == ("echo (1 message): second echo (1 message): first a | "
+                           "echo (1 message): second echo (1 message): first b")
+    flow.write_text(flow.read_text().replace('"second {{', '"2nd {{'))
+    assert live.line().startswith("echo (1 message): 2nd echo (1 message): first a")
+    assert "fan[0]/first, fan[1]/first" in live.stderr_until("reused")
+
+
+def test_nested_bodies_read_every_enclosing_name(tmp_path: Path) -> None:
+    path = flow_file(tmp_path, """
+        inputs: {prefix: {type: string, default: ">"}}
+        steps:
+          - {id: base, type: template, text: "B"}
+          - id: rows
+            type: map
+            items: [x, y]
+            as: row
+            steps:
+              - id: cells
+                type: loop
+                max_iterations: 2
+                steps:
+                  - {id: cell, type: template, text: "{{ inputs.prefix }}{{ base.return }}{{ row }}{{ loop.index }}"}
+        """)
+    flow = load_flow(path)
+    assert flow.graph.step("rows").deps == {"base"}
+    saver = SQLiteSaver(tmp_path / "s.db")
+    result = flow.run_sync({}, saver=saver)
+    assert result.outputs == {"rows": [">Bx2", ">By2"]}
+    assert steps_of(saver, result.run_id)["rows[1]/cells#2/cell"].return_value == ">By2"
+
+
+def test_a_map_killed_mid_way_resumes_only_the_unfinished_items(tmp_path: Path) -> None:
+    write(tmp_path / "work.py", '''
+        import time
+        from pathlib import Path
+
+        def handle(n: int) -> int:
+            here = Path(__file__).parent
+            with open(here / "calls.log", "a") as log:
+                log.write(f"{n}\\n")
+            while n == 2 and not (here / "go").exists():
+                time.sleep(0.01)
+            return n
+        ''')
+    flow = flow_file(tmp_path, """
+        steps:
+          - id: fan
+            type: map
+            items: [0, 1, 2]
+            max_concurrency: 1
+            as: n
+            steps:
+              - {id: work, type: python, function: "work:handle", args: {n: "{{ n }}"}}
+        state_saver: {type: sqlite, path: s.db}
+        """)
+    proc = subprocess.Popen([*TIMBAL, "run", str(flow)], cwd=tmp_path, env=child_env(),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = tmp_path / "calls.log"
+    deadline = time.monotonic() + WAIT
+    while not (log.exists() and log.read_text().split() == ["0", "1", "2"]):
+        assert time.monotonic() < deadline and proc.poll() is None, "item 2 never started"
+        time.sleep(0.01)  # polling the file the step writes, with a deadline
+    proc.kill()  # kill -9 while item 2 is in flight
+    proc.wait(timeout=WAIT)
+    saver = SQLiteSaver(tmp_path / "s.db")
+    (run,) = saver.list_runs()
+    assert run.status == "running"  # killed: never finished
+    kept = steps_of(saver, run.run_id)
+    assert set(kept) == {"fan[0]/work", "fan[1]/work"}
+    (tmp_path / "go").touch()
+    resumed = timbal("run", flow, "--resume", run.run_id, "--json", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["outputs"] == {"fan": [0, 1, 2]}
+    assert log.read_text().split() == ["0", "1", "2", "2"]

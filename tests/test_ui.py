@@ -330,6 +330,16 @@ def test_chat_shows_each_memory_id(page, served: ServeProcess) -> None:
     expect(page.locator("li.turn").first).to_contain_text("echo (1 message): again: two sides")
 
 
+def test_chat_shows_why_a_turn_failed(page, served: ServeProcess, tmp_path: Path) -> None:
+    page.goto(f"{served.url}/ui/flows/gated/chat")
+    page.get_by_label("Message", exact=True).fill(str(tmp_path / "shut"))
+    page.get_by_label("Message", exact=True).press("Enter")
+    turn = page.locator("li.turn:not(.pending)")
+    expect(turn).to_have_count(1)
+    expect(turn.locator(".status")).to_have_text("failed")
+    expect(turn.get_by_role("alert")).to_contain_text("the gate shut is closed")
+
+
 # -- runs ---------------------------------------------------------------------------------
 def test_runs_are_filtered_by_flow_and_status(page, served: ServeProcess, tmp_path: Path) -> None:
     ok = run_flow(page, served, "chat", prompt="a run that succeeds")
@@ -485,6 +495,26 @@ def test_no_ui_serves_only_the_api(serve_ui, tmp_path: Path) -> None:
     assert httpx.get(server.url + "/").status_code == 404
     assert httpx.get(server.url + "/ui/static/api.js").status_code == 404
     assert httpx.get(server.url + "/flows").status_code == 200
+
+
+def test_deleting_a_run_deletes_its_branches_once_confirmed(page, served: ServeProcess) -> None:
+    page.goto(f"{served.url}/ui/flows/pair/chat")
+    send(page, "soon gone")
+    send(page, "gone too")
+    first, second = (t.get_attribute("data-run") for t in page.locator("li.turn").all())
+    asked: list[str] = []
+
+    def answer(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", answer)
+    page.goto(f"{served.url}/ui/runs/{first}")
+    page.get_by_role("button", name="Delete this run").click()
+    expect(page).to_have_url(f"{served.url}/ui/runs?flow=pair")
+    assert asked == [f"Delete run {first} and the 1 run(s) that branch off it?"]
+    expect(page.locator("#runs")).not_to_contain_text("Loading…")
+    expect(page.locator(f"tr[data-run='{first}'], tr[data-run='{second}']")).to_have_count(0)
 
 
 def test_cancel_then_resume_an_interrupted_run(page, served: ServeProcess, tmp_path: Path) -> None:

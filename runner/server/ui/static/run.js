@@ -75,8 +75,30 @@
       parts.push(el("button", { type: "button", id: "cancel", onclick: cancel }, "Cancel"));
     }
     if (run.status === "waiting") parts.push(answerForm(run.waiting || []));
-    fill("run-actions", parts.length ? parts : el("p", { class: "muted" }, "Nothing to do: the run has ended."));
-    document.getElementById("actions-section").hidden = !parts.length;
+    if (run.status !== "running") {
+      parts.push(el("p", {}, el("button", { type: "button", id: "delete", class: "danger", onclick: () => remove(run) }, "Delete this run")));
+    }
+    fill("run-actions", parts);
+  }
+
+  /** Delete the run (and, once confirmed, the runs that branch off it), then go to the list. */
+  async function remove(run) {
+    const tree = await api(`/runs/${encodeURIComponent(runId)}/tree`).catch(() => []);
+    const find = (nodes) => nodes.map((n) => (n.run_id === runId ? n : find(n.children || []))).find(Boolean);
+    const node = find(Array.isArray(tree) ? tree : [tree]);
+    const count = (n) => (n.children || []).reduce((sum, c) => sum + 1 + count(c), 0);
+    const below = node ? count(node) : 0;
+    const question = below
+      ? `Delete run ${runId} and the ${below} run(s) that branch off it?`
+      : `Delete run ${runId}?`;
+    if (!window.confirm(question)) return;
+    try {
+      await api(`/runs/${encodeURIComponent(runId)}${below ? "?recursive=true" : ""}`, { method: "DELETE" });
+    } catch (error) {
+      fill("action-result", alertBox(error));
+      return;
+    }
+    window.location.assign(`/ui/runs?flow=${encodeURIComponent(run.flow)}`);
   }
 
   function answerForm(waiting) {
