@@ -213,7 +213,7 @@ def nested_steps(steps: list[StepRecord]) -> list[tuple[int, str, StepRecord | N
 def replay_events(run: RunRecord) -> list[Event]:
     """The events of a saved run, rebuilt from its records, in a fixed order: run_started,
     then each step (in the order they ended) as step_started + step_finished or
-    step_failed, or step_skipped, then run_finished (or run_waiting) once the run is over.
+    step_failed, or step_skipped, then (run_waiting and) run_finished once the run is over.
 
     Chunks of streamed replies are not saved, so they are not replayed; a step's whole
     reply is in its step_finished event. A run still in flight gives the events so far,
@@ -234,9 +234,9 @@ def replay_events(run: RunRecord) -> list[Event]:
         else:
             data = {"return": step.return_value, "usage": step.usage}
             out.append(Event(ev.STEP_FINISHED, rid, step.step_id, data))
-    if run.status == "waiting":
+    if run.status == "waiting":  # as the engine says it: the questions, then the run's end
         out.append(Event(ev.RUN_WAITING, rid, None, {"waiting": waiting_questions(run)}))
-    elif run.status in FINISHED_STATUSES:
+    if run.status in (*FINISHED_STATUSES, "waiting"):
         data = {"status": run.status, "outputs": run.outputs, "error": run.error, "usage": run.usage}
         out.append(Event(ev.RUN_FINISHED, rid, None, data))
     return out
