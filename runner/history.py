@@ -21,6 +21,7 @@ from typing import Any
 from . import events as ev
 from .events import Event
 from .savers.base import RunRecord, Saver, StepRecord
+from .status import FINISHED_STATUSES
 
 __all__ = [
     "iso",
@@ -39,7 +40,6 @@ __all__ = [
 ]
 
 #: Statuses of a run that is over: it can be a parent, and its events no longer change.
-FINISHED_STATUSES = ("succeeded", "failed", "interrupted")
 #: The step record that holds a conversation handed to a run from outside (an OpenAI
 #: request's earlier messages). Not a valid step id, so it never clashes with a real step.
 HISTORY_STEP = "@history"
@@ -137,20 +137,26 @@ def run_tree(saver: Saver, run_id: str | None = None) -> list[dict[str, Any]]:
             root = all_runs[root].parent_id  # type: ignore[assignment]
         roots = [root]
 
-    def node(rid: str) -> dict[str, Any]:
+    # Built without recursion: a conversation of thousands of turns is a tree that deep.
+    nodes: dict[str, dict[str, Any]] = {}
+    stack = list(reversed(roots))
+    while stack:
+        rid = stack.pop()
         r = all_runs[rid]
         _, delta = saver.memory_delta(rid)
-        return {
+        nodes[rid] = {
             "run_id": rid,
             "parent_id": r.parent_id,
             "flow": r.flow_name,
             "status": r.status,
             "started_at": iso(r.started_at),
             "message": _first_user_message(delta) or _first_text_input(r.inputs),
-            "children": [node(c) for c in kids.get(rid, [])],
+            "children": [],
         }
-
-    return [node(r) for r in roots]
+        stack.extend(reversed(kids.get(rid, [])))
+    for rid, node in nodes.items():
+        node["children"] = [nodes[c] for c in kids.get(rid, [])]
+    return [nodes[r] for r in roots]
 
 
 def waiting_questions(run: RunRecord) -> list[dict[str, Any]]:
@@ -244,7 +250,4 @@ def replay_events(run: RunRecord) -> list[Event]:
 
 def latest_finished(saver: Saver, flow: str) -> RunRecord | None:
     """The newest run of `flow` that is over (a run in flight is never a parent), or None."""
-    for run in saver.list_runs(flow=flow):
-        if run.status in FINISHED_STATUSES:
-            return run
-    return None
+    return saver.latest_finished(flow)

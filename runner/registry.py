@@ -95,8 +95,8 @@ class StepKind:
 class SaverType:
     """A state saver: its `state_saver.type` name, the URIs it reads, how it is built.
 
-    - `from_config(options, base_dir)`: from a flow's `state_saver:` block (rendered).
-    - `from_uri(uri, base_dir)`: from a `--saver` / `TIMBAL_SAVER` URI whose scheme (the
+    - `from_config(options, base_dir, create)`: from a flow's `state_saver:` block (rendered).
+    - `from_uri(uri, base_dir, create)`: from a `--saver` / `TIMBAL_SAVER` URI whose scheme (the
       part before `:`) is one of `schemes`, or a bare path ending in one of `suffixes`.
     - `aliases`: other `type` names accepted for it (e.g. `memory` for `in_memory`).
     - `uri_help`: the URI form in messages, e.g. `sqlite:PATH`.
@@ -105,8 +105,10 @@ class SaverType:
     """
 
     name: str
-    from_config: Callable[[Mapping[str, Any], Path | None], Saver]
-    from_uri: Callable[[str, Path | None], Saver]
+    #: `create=False`: a command that only inspects state; a store that is not there is an
+    #: InputError, never created.
+    from_config: Callable[[Mapping[str, Any], Path | None, bool], Saver]
+    from_uri: Callable[[str, Path | None, bool], Saver]
     schemes: tuple[str, ...] = ()
     suffixes: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import Enum, IntEnum
 
-__all__ = ["ExitCode", "RunStatus", "StepStatus", "RUN_STATUSES", "STEP_STATUSES"]
+__all__ = ["ExitCode", "RunStatus", "StepStatus", "RUN_STATUSES", "STEP_STATUSES", "FINISHED_STATUSES"]
 
 
 class ExitCode(IntEnum):
@@ -52,3 +52,5 @@ class StepStatus(_StrEnum):
 #: The values, for option choices and checks.
 RUN_STATUSES: tuple[str, ...] = tuple(s.value for s in RunStatus)
 STEP_STATUSES: tuple[str, ...] = tuple(s.value for s in StepStatus)
+#: The statuses of a run that has ended: the runs `--continue` may continue.
+FINISHED_STATUSES: tuple[str, ...] = (RunStatus.SUCCEEDED.value, RunStatus.FAILED.value, RunStatus.INTERRUPTED.value)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..continuation import refuse_in_memory, run_to_continue
 from .base import handle_errors, main, print_json
 from .running import execute_once
 
@@ -71,14 +72,16 @@ def run_command(
         for n, wave in enumerate(graph.waves(), 1):
             click.echo(f"{n}. {', '.join(wave)}")
         return
-    saver = open_saver(graph.saver, saver_uri)
-    if cont:
-        latest = saver.latest(graph.name)
-        parent = latest.run_id if latest else None
     if resume is None:
         prepare_inputs(graph, values)  # input errors exit 2 before any run is recorded
+    saver = open_saver(graph.saver, saver_uri)
     runnable = RunnableFlow(graph, saver)
     try:
+        if cont or parent:
+            refuse_in_memory(saver, "--continue" if cont else "--parent")
+        if cont:
+            continued = run_to_continue(saver, graph.name)
+            parent = continued.run_id if continued else None
         answers = None
         if answer_pairs:
             from ..history import waiting_questions

@@ -68,11 +68,12 @@ def saver_type(name: str) -> SaverType | None:
     return None
 
 
-def saver_from_uri(uri: str, base_dir: Path | None = None) -> Saver:
+def saver_from_uri(uri: str, base_dir: Path | None = None, create: bool = True) -> Saver:
     """The saver a URI names: `memory`, `jsonl:PATH`, `sqlite:PATH`, `postgresql://…`, or a
     plugin's scheme. A bare path ending in a saver's suffix (.jsonl, .db, ...) names a file
     of that saver. Relative paths are relative to `base_dir` (default: the working
-    directory). Raises InputError (exit 2) for anything else.
+    directory). Raises InputError (exit 2) for anything else. With `create=False` (commands
+    that only inspect state) a state file that does not exist is an InputError, never created.
     """
     from ..registry import saver_types
     from ..secrets import redact_dsn
@@ -82,15 +83,17 @@ def saver_from_uri(uri: str, base_dir: Path | None = None) -> Saver:
     scheme = (scheme if sep else text).lower()
     for kind in saver_types:
         if scheme in kind.schemes:
-            return kind.from_uri(text, base_dir)
+            return kind.from_uri(text, base_dir, create)
     lowered = text.lower()
     for kind in saver_types:
         if kind.suffixes and lowered.endswith(kind.suffixes):
-            return kind.from_uri(text, base_dir)
+            return kind.from_uri(text, base_dir, create)
     raise InputError(f"unknown saver {redact_dsn(uri)!r}: {_uri_help()}")
 
 
-def saver_from_config(type: str, options: Mapping[str, Any], base_dir: Path | None = None) -> Saver:
+def saver_from_config(
+    type: str, options: Mapping[str, Any], base_dir: Path | None = None, create: bool = True
+) -> Saver:
     """The saver a `state_saver:` block names, its templates already rendered.
 
     `type` is a registered saver type (in_memory, jsonl, sqlite, postgres, a plugin's);
@@ -102,17 +105,17 @@ def saver_from_config(type: str, options: Mapping[str, Any], base_dir: Path | No
 
         names = ", ".join(k.name for k in saver_types)
         raise FlowError(f"unknown state_saver type {type!r} (expected one of {names})")
-    return kind.from_config(options, base_dir)
+    return kind.from_config(options, base_dir, create)
 
 
-def open_saver(spec: SaverSpec | None, uri: str | None = None) -> Saver:
+def open_saver(spec: SaverSpec | None, uri: str | None = None, create: bool = True) -> Saver:
     """The saver a run uses: `uri` (`--saver`) when given, else the flow's `state_saver`
     block `spec` (in memory when there is none), its templates (`dsn: "{{ env.DSN }}"`)
     rendered from the environment. The one place a `state_saver` block becomes a saver."""
     from ..templates import TemplateRenderError, render_value
 
     if uri:
-        return saver_from_uri(uri)
+        return saver_from_uri(uri, create=create)
     if spec is None:
         return saver_from_config("in_memory", {})
     options: dict[str, Any] = {}
@@ -121,10 +124,10 @@ def open_saver(spec: SaverSpec | None, uri: str | None = None) -> Saver:
             options[key] = render_value(value, {"env": os.environ, "inputs": {}})
         except TemplateRenderError as exc:  # e.g. the variable is unset
             raise FlowError(f"state_saver.{key}: {exc}") from None
-    return saver_from_config(spec.type, options, spec.base_dir)
+    return saver_from_config(spec.type, options, spec.base_dir, create)
 
 
-def saver_from_flow_file(path: str | os.PathLike[str]) -> Saver:
+def saver_from_flow_file(path: str | os.PathLike[str], create: bool = True) -> Saver:
     """The saver a flow file's `state_saver:` block names, without compiling the rest of it
     (`timbal runs --saver flow.yaml` works while the flow has errors elsewhere). A flow
     without the block keeps its runs in memory only, so there is nothing to inspect:
@@ -153,4 +156,4 @@ def saver_from_flow_file(path: str | os.PathLike[str]) -> Saver:
                 raise InputError(f"{flow_path}: state_saver.{key}: {exc}") from None
         options[key] = value
     spec = SaverSpec(type=block["type"], options=freeze(options), base_dir=flow_path.parent)
-    return open_saver(spec)
+    return open_saver(spec, create=create)

@@ -23,10 +23,10 @@ from typing import Any
 
 from ..errors import FlowError, InputError, RunNotFound, SaverError
 from ..memory import join_deltas, steps_delta
-from ..status import RUN_STATUSES, STEP_STATUSES
+from ..status import FINISHED_STATUSES, RUN_STATUSES, STEP_STATUSES
 
-__all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "STEP_STATUSES", "encode_json",
-           "config_option", "saver_file", "uri_path"]
+__all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "FINISHED_STATUSES", "STEP_STATUSES",
+           "encode_json", "config_option", "saver_file", "uri_path"]
 
 _MEMORY_LOCK = threading.Lock()  # guards every saver's `remember_memory` cache
 
@@ -262,6 +262,13 @@ class Saver(ABC):
         runs = self.list_runs(flow=flow, limit=1)
         return runs[0] if runs else None
 
+    def latest_finished(self, flow: str | None = None) -> RunRecord | None:
+        """The newest run that has ended (succeeded, failed or interrupted), or None: what
+        `--continue` continues. A run still in flight (or waiting for an answer) never is:
+        its conversation is not complete, and a run started from it would never see the rest."""
+        found = [r for status in FINISHED_STATUSES for r in self.list_runs(flow, status, limit=1)]
+        return max(found, key=lambda r: (r.started_at, r.run_id), default=None)
+
     def ancestry(self, run_id: str) -> Iterator[str]:
         """`run_id`, its parent, its grandparent, ... up to the root."""
         for rid, _ in self._lineage(run_id):
@@ -294,11 +301,9 @@ class Saver(ABC):
                     "(over HTTP: ?recursive=true)"
                 )
             order.extend([rid, *below])
-        order = list(dict.fromkeys(order))
-        # Children before parents, so an interrupted delete never leaves orphans.
-        depth = {rid: sum(1 for _ in self.ancestry(rid)) for rid in order}
-        order.sort(key=lambda rid: -depth[rid])
-        return order
+        # `descendants` lists each parent before its children: reversed, children come first,
+        # so an interrupted delete never leaves orphans (and no run's ancestry is walked).
+        return list(reversed(list(dict.fromkeys(order))))
 
     def delete_runs(self, run_ids: Iterable[str], recursive: bool = False) -> list[str]:
         """Forget runs, checked (`delete_plan`) before any is deleted; the ids deleted, in
@@ -329,17 +334,20 @@ def config_option(options: Any, key: str, type_name: str) -> str:
     return value
 
 
-def saver_file(text: str, base_dir: Path | None, type_name: str) -> Path:
-    """A saver's file: `~` expanded, relative to `base_dir`; InputError for a directory."""
+def saver_file(text: str, base_dir: Path | None, type_name: str, create: bool = True) -> Path:
+    """A saver's file: `~` expanded, relative to `base_dir`; InputError for a directory, or
+    (with `create=False`: a command that only inspects state) for a file that is not there."""
     path = Path(os.path.expanduser(text))
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
     if path.is_dir():
         raise InputError(f"saver path {path} is a directory, not a {type_name} file")
+    if not create and not path.exists():
+        raise InputError(f"no {type_name} state file at {path} (nothing has been saved there)")
     return path
 
 
-def uri_path(uri: str, base_dir: Path | None, type_name: str) -> Path:
+def uri_path(uri: str, base_dir: Path | None, type_name: str, create: bool = True) -> Path:
     """The file a `SCHEME:PATH` URI (or a bare path) names; `SCHEME://PATH` reads the same."""
     scheme, sep, rest = uri.strip().partition(":")
     if not sep or "/" in scheme or "." in scheme:  # a bare path such as runs.db
@@ -348,4 +356,4 @@ def uri_path(uri: str, base_dir: Path | None, type_name: str) -> Path:
         rest = rest[2:]
     if not rest:
         raise InputError(f"saver {uri!r} names no file: expected {type_name}:PATH")
-    return saver_file(rest, base_dir, type_name)
+    return saver_file(rest, base_dir, type_name, create)

@@ -129,7 +129,7 @@ class InMemorySaver(Saver):
             return [i for i in self._runs if i.upper().startswith(prefix.upper())]
 
 
-def _from_uri(uri: str, base_dir: Path | None) -> InMemorySaver:
+def _from_uri(uri: str, base_dir: Path | None, create: bool = True) -> InMemorySaver:
     if uri.strip().partition(":")[2]:
         raise InputError(f"saver {uri!r}: memory takes no path")
     return InMemorySaver()
@@ -140,7 +140,7 @@ SAVER_TYPE = SaverType(
     name="in_memory",
     aliases=("memory",),
     schemes=("memory", "in_memory"),
-    from_config=lambda options, base_dir: InMemorySaver(),
+    from_config=lambda options, base_dir, create: InMemorySaver(),
     from_uri=_from_uri,
     uri_help="memory",
 )
