@@ -70,9 +70,9 @@ class RunnableFlow:
         question (the run then stays waiting)."""
         saver = saver or self.saver
         engine = Engine(self.graph, saver, max_concurrency, cache=self._cache)
-        parent = resolve_run_id(saver, parent_id)
+        parent = await resolve_run_id(saver, parent_id)
         if resume is not None:
-            resume_id = resolve_run_id(saver, resume)
+            resume_id = await resolve_run_id(saver, resume)
             values = prepare_inputs(self.graph, inputs) if inputs else {}
             return await engine.execute(
                 values, resume_id=resume_id, listener=listener, stream=stream, answers=answers

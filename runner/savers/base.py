@@ -16,7 +16,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +24,13 @@ from typing import Any
 from ..errors import FlowError, InputError, RunNotFound, SaverError
 from ..memory import join_deltas, steps_delta
 from ..status import FINISHED_STATUSES, RUN_STATUSES, STEP_STATUSES
+from .lanes import WriteLane, run_blocking
 
 __all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "FINISHED_STATUSES", "STEP_STATUSES",
            "encode_json", "config_option", "saver_file", "uri_path"]
 
 _MEMORY_LOCK = threading.Lock()  # guards every saver's `remember_memory` cache
+_LANES_LOCK = threading.Lock()  # guards every saver's write lanes
 
 
 
@@ -124,10 +126,19 @@ _RUN_FIELDS = tuple(f for f in RunRecord.__dataclass_fields__ if f != "steps")
 
 
 class Saver(ABC):
-    """Where runs are kept. Sync methods; each write is durable when it returns."""
+    """Where runs are kept. Sync methods; each write is durable when it returns.
+
+    The engine calls the async forms (`astart_run`, `asave_step`, `afinish_run`,
+    `aget_run`, `aload_memory`): by default they run the sync method in the saver thread
+    pool, a run's writes in order (`runner.savers.lanes`), so the event loop never waits
+    on a disk or a database. A saver with a native async client may override them.
+    """
 
     #: The URI scheme / `state_saver.type` this saver answers to.
     kind: str = ""
+    #: Whether calls wait on I/O (a file, a database): the async forms then run them in the
+    #: saver thread pool. A saver that answers from memory sets False (no thread hop).
+    blocking: bool = True
 
     # -- writing -------------------------------------------------------------------------
     @abstractmethod
@@ -154,6 +165,59 @@ class Saver(ABC):
     def _delete_run(self, run_id: str) -> None:
         """Forget one run and its steps (RunNotFound if unknown). `delete_runs` checks
         children and calls this deepest first; never call it directly."""
+
+    # -- the async forms the engine awaits (off the event loop) ------------------------
+    def _lane(self, run_id: str) -> WriteLane:
+        with _LANES_LOCK:
+            lanes: dict[str, WriteLane] = self.__dict__.setdefault("_write_lanes", {})
+            lane = lanes.get(run_id)
+            if lane is None:
+                lane = lanes[run_id] = WriteLane()
+            return lane
+
+    async def _write(self, run_id: str, fn: Callable[..., None], *args: Any) -> None:
+        if not self.blocking:
+            fn(*args)
+            return
+        await self._lane(run_id).run(fn, *args)
+
+    async def astart_run(self, run: RunRecord) -> None:
+        """`start_run`, awaited: durable when it returns, after the run's earlier writes."""
+        await self._write(run.run_id, self.start_run, run)
+
+    async def asave_step(self, run_id: str, step: StepRecord) -> None:
+        """`save_step`, awaited: durable when it returns; a run's steps keep their order."""
+        await self._write(run_id, self.save_step, run_id, step)
+
+    async def afinish_run(
+        self,
+        run_id: str,
+        status: str,
+        outputs: Any = None,
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+        ended_at: float | None = None,
+    ) -> None:
+        """`finish_run`, awaited, after every write of the run asked for before it."""
+        try:
+            await self._write(run_id, self.finish_run, run_id, status, outputs, error, usage, ended_at)
+        finally:
+            with _LANES_LOCK:  # the run's last write: its lane is done
+                self.__dict__.get("_write_lanes", {}).pop(run_id, None)
+
+    async def aget_run(self, run_id: str) -> RunRecord:
+        """`get_run`, awaited (in the saver pool)."""
+        return self.get_run(run_id) if not self.blocking else await run_blocking(self.get_run, run_id)
+
+    async def aload_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """`load_memory`, awaited (in the saver pool)."""
+        if not self.blocking:
+            return self.load_memory(run_id)
+        return await run_blocking(self.load_memory, run_id)
+
+    async def aresolve(self, prefix: str) -> str:
+        """`resolve`, awaited (in the saver pool)."""
+        return self.resolve(prefix) if not self.blocking else await run_blocking(self.resolve, prefix)
 
     # -- reading -------------------------------------------------------------------------
     @abstractmethod

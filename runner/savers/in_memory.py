@@ -29,6 +29,7 @@ class InMemorySaver(Saver):
     """
 
     kind = "in_memory"
+    blocking = False  # answers from a dict: no thread hop
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
