@@ -87,3 +87,10 @@ def test_a_run_on_the_native_client_never_imports_litellm(tmp_path: Path) -> Non
     # Nor what a non-interactive run never uses: httpx's CLI (rich, pygments), HTTP/2 (h2).
     unused = ("litellm", "openai", "rich", "pygments", "h2")
     assert not [name for name in imported if name.split(".")[0] in unused]
+
+
+def test_importing_the_client_does_not_import_httpx() -> None:
+    code = "import sys, runner.models.openai_http; print('httpx' in sys.modules)"
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,
+                         env=child_env())
+    assert out.stdout.strip() == "False"

@@ -365,9 +365,11 @@ class Saver(ABC):
                     "(over HTTP: ?recursive=true)"
                 )
             order.extend([rid, *below])
-        # `descendants` lists each parent before its children: reversed, children come first,
-        # so an interrupted delete never leaves orphans (and no run's ancestry is walked).
-        return list(reversed(list(dict.fromkeys(order))))
+        # `descendants` lists each parent before its children, and a run named after one of its
+        # ancestors is listed again under it: read backwards, each run's last place comes first,
+        # so children come before their parents and an interrupted delete never leaves orphans
+        # (and no run's ancestry is walked).
+        return list(dict.fromkeys(reversed(order)))
 
     def delete_runs(self, run_ids: Iterable[str], recursive: bool = False) -> list[str]:
         """Forget runs, checked (`delete_plan`) before any is deleted; the ids deleted, in
