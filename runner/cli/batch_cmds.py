@@ -163,9 +163,15 @@ def worker_command(saver_uri: str | None, concurrency: int, stall_timeout: float
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     saver = queue_saver(saver_from_uri(uri))
     click.echo(f"worker {os.getpid()}: taking rows from {saver.describe()} (concurrency {concurrency})", err=True)
+    stopped = []
+
+    def on_stop() -> None:
+        stopped.append(True)
+        click.echo(f"worker {os.getpid()}: stopping after the rows in flight (again to stop at once)", err=True)
+
     try:
-        rows = asyncio.run(run_worker(saver, concurrency, stall_timeout, burst))
+        rows = asyncio.run(run_worker(saver, concurrency, stall_timeout, burst, on_stop))
     finally:
         saver.close()
     click.echo(f"worker {os.getpid()}: stopped after {rows} row(s)", err=True)
-    sys.exit(EXIT_OK if burst else EXIT_INTERRUPTED)
+    sys.exit(EXIT_INTERRUPTED if stopped else EXIT_OK)
