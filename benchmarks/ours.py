@@ -220,6 +220,24 @@ def batch_scale(params: dict[str, Any]) -> dict[str, Any]:
     return measure(rows=params["rows"], small=params["small"], queue_rows=params["queue_rows"])
 
 
+def serve(params: dict[str, Any]) -> dict[str, Any]:
+    """`timbal serve` under 50 concurrent clients beside bare FastAPI: `bench_serve.measure`."""
+    from .bench_serve import measure
+
+    return flat(measure(params["requests"], params.get("postgres"), params["stream_times"]))
+
+
+def flat(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested figures as one level, `side.metric` (the harness takes medians of numbers)."""
+    out: dict[str, Any] = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def once(params: dict[str, Any]) -> dict[str, Any]:
     """Load the 3-step flow and run it once (the start-up figure times the whole process)."""
     from runner import load_flow
@@ -352,6 +370,7 @@ TASKS = {
     "sequential_litellm": sequential_litellm,
     "compile": compile_time,
     "hot_reload": hot_reload,
+    "serve": serve,
     "batch": batch_scale,
     "once": once,
     "map_items": map_items,

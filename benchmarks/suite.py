@@ -792,5 +792,61 @@ BATCH = Bench(
 )
 
 
+# -- serving ---------------------------------------------------------------------------------------------
+
+
+def _serve_jobs(ctx: Context) -> list[Job]:
+    import os
+
+    params = {"requests": ctx.pick(3000, 300), "stream_times": ctx.pick(200, 30),
+              "postgres": os.environ.get("TIMBAL_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")}
+    return [Job("ours.serve", "ours", "serve", params)]
+
+
+def _per_request_ms(r: Results, side: str) -> Val:
+    rps = r.get("ours.serve", f"{side}.rps")
+    if not rps.num:
+        return Val(None, "ms", err=rps.err or "no throughput")
+    return Val(1000 / rps.num, "ms")
+
+
+def _serve_rows(r: Results, ctx: Context) -> list[Row]:
+    rows = []
+    for side, label in (("memory", "in-memory saver"), ("postgres", "PostgreSQL saver")):
+        rows += [
+            Row(f"timbal serve, {label}: requests/s at 50 clients", r.get("ours.serve", f"{side}.rps", "req/s"),
+                r.get("ours.serve", "bare.rps", "req/s"), "bare FastAPI", compare=False),
+            Row(f"timbal serve, {label}: time per request (1 / throughput)", _per_request_ms(r, side),
+                _per_request_ms(r, "bare"), "bare FastAPI",
+                Target("ratio", 2.0) if side == "memory" else None),
+            Row(f"timbal serve, {label}: p50 latency", r.get("ours.serve", f"{side}.p50_ms", "ms"),
+                r.get("ours.serve", "bare.p50_ms", "ms"), "bare FastAPI"),
+            Row(f"timbal serve, {label}: p99 latency", r.get("ours.serve", f"{side}.p99_ms", "ms"),
+                r.get("ours.serve", "bare.p99_ms", "ms"), "bare FastAPI"),
+        ]
+    rows += [
+        Row("streamed chat completion: time to first byte", r.get("ours.serve", "memory_stream.first_byte_ms", "ms"),
+            r.get("ours.serve", "bare_stream.first_byte_ms", "ms"), "bare FastAPI + sse-starlette"),
+        Row("streamed chat completion: first-byte overhead over bare",
+            r.get("ours.serve", "stream_first_byte_overhead_ms", "ms"), target=Target("max", 5)),
+    ]
+    return rows
+
+
+SERVE = Bench(
+    "serve",
+    "Serving over HTTP",
+    "`benchmarks/bench_serve.py` (`measure()`): real server processes on loopback, one at a "
+    "time, each uvicorn with one worker, driven by httpx from the benchmark process at 50 "
+    "concurrent clients: `timbal serve` on a one-step echo flow (`POST /flows/echo/runs`) with "
+    "the in-memory and the PostgreSQL saver, beside a bare FastAPI route that answers the same "
+    "text (the stack's own limit). Streaming: one client at a time, the time to the first byte "
+    "of a streamed `/v1/chat/completions` beside a bare sse-starlette route sending the same chunks.",
+    (3, 1),
+    _serve_jobs,
+    _serve_rows,
+)
+
+
 BENCHES = [ENGINE, DURABLE, CONVERSATION, CONCURRENCY, LITELLM, STARTUP, COMPILE, HOT_RELOAD, BATCH,
-           MAP, OPENAI_CLI]
+           MAP, OPENAI_CLI, SERVE]

@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from .continuation import refuse_in_memory, run_to_continue
 from .errors import Diagnostic, InputError, TimbalError
 from .graph import ExecutionGraph
 from .savers.base import Saver
@@ -72,6 +73,12 @@ def line_input_name(graph: ExecutionGraph) -> str:
             )
         ]
     )
+
+
+def one_line(text: str) -> str:
+    """`text` on one line, reversibly: a newline is written `\\n`, a backslash `\\\\`, so a
+    script reading a piped chat keeps each reply paired with its input line."""
+    return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
 
 
 def reply_text(outputs: Any) -> str:
@@ -136,7 +143,11 @@ class ChatSession:
     def rewind(self, n: int) -> str:
         """Drop the last `n` turns: the next turn branches from the run before them."""
         if not 1 <= n <= len(self.turns):
-            raise ValueError(f"/rewind takes 1 to {len(self.turns)} turns" if self.turns else "nothing to rewind")
+            if not self.turns:
+                raise ValueError("nothing to rewind")
+            if len(self.turns) == 1:
+                raise ValueError("there is 1 turn to rewind: /rewind 1")
+            raise ValueError(f"/rewind takes 1 to {len(self.turns)}: there are {len(self.turns)} turns")
         del self.turns[-n:]
         where = f"run {self.parent_id}" if self.parent_id else "the start"
         return f"rewound {n} turn(s): the next turn continues from {where}"
@@ -261,7 +272,7 @@ class ChatSession:
         elif result.ok and self.interactive:
             print_outputs(result.outputs, "".join(streamed) if streamed else None)
         elif result.ok:
-            click.echo(reply_text(result.outputs))
+            click.echo(one_line(reply_text(result.outputs)))
         elif streamed:
             click.echo("")
         reused = f", reused: {', '.join(self.cache.reused)}" if self.cache and self.cache.reused else ""
@@ -368,12 +379,16 @@ def chat(
         flow, assignments, saver_uri, use_cache, as_json, interactive, sys.stdout.isatty()
     )
     try:
+        if parent or cont:
+            refuse_in_memory(session.saver, "--continue" if cont else "--parent")
         if parent:
             session.turns = session._branch(parent)
         elif cont:
-            latest = session.saver.latest(session.graph.name)
+            latest = run_to_continue(session.saver, session.graph.name, required=False)
             if latest is not None:
                 session.turns = session._branch(latest.run_id)
+            else:
+                say(f"no finished run of {session.graph.name} to continue: starting a new conversation")
         if interactive:
             say(f"chat with {session.graph.name} ({HELP}; Ctrl-D to leave)")
             if session.turns:

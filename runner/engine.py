@@ -11,6 +11,7 @@ already running finish and are recorded. Resume re-runs only what did not succee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -20,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
-from .errors import InputError, StepError, WaitingForAnswer
+from .errors import InputError, SaverError, StepError, WaitingForAnswer
 from .events import Event
 from .graph import ExecutionGraph, StepSpec, thaw
 from .ids import new_run_id
 from .memory import ConversationStore, MemoryView, SnapshotMemoryView
 from .savers.base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
-from .secrets import Redactor
+from .secrets import Redactor, secret_param_values
 from .templates import TemplateRenderError, render_value
 
 if TYPE_CHECKING:
@@ -445,13 +446,17 @@ class Engine:
         """
         saver = self.saver
         redactor = Redactor(self.graph.secrets)
+        note_secret_params(self.graph, inputs, redactor)
         prior: dict[str, StepRecord] = {}
         seq = 0
         if resume_id is not None:
             old = saver.get_run(resume_id)
             check_answers(old, answers or {})
             run_id, parent_id = old.run_id, old.parent_id
-            inputs = old.inputs if not inputs else inputs
+            if inputs:  # `--resume ID -i n=100`: the run goes on with, and records, the new inputs
+                old.inputs = redactor(inputs)
+            else:
+                inputs = old.inputs
             prior = _resumable(
                 self.graph, {s.step_id: s for s in old.steps if s.status == "succeeded"}
             )
@@ -492,13 +497,20 @@ class Engine:
                 except TemplateRenderError as exc:
                     run.failed = f"outputs: {exc}"
             status = "failed" if run.failed else "waiting" if waiting else "succeeded"
+        except SaverError as exc:  # the store failed mid-run: what was saved stays resumable
+            exc.run_id = run_id
+            with contextlib.suppress(SaverError):
+                saver.finish_run(run_id, "failed", None, redactor(str(exc)), redactor(run.usage))
+            raise
         except (asyncio.CancelledError, KeyboardInterrupt):
-            saver.finish_run(run_id, "interrupted", None, "interrupted", run.usage, time.time())
+            saver.finish_run(
+                run_id, "interrupted", None, "interrupted", redactor(run.usage), time.time()
+            )
             run.emit(ev.RUN_FINISHED, status="interrupted", outputs=None, error="interrupted")
             raise
         ended = time.time()
         error = redactor(run.failed)  # a step's error may quote a secret (its record's is redacted too)
-        saver.finish_run(run_id, status, redactor(outputs), error, run.usage, ended)
+        saver.finish_run(run_id, status, redactor(outputs), error, redactor(run.usage), ended)
         if status == "succeeded":
             saver.remember_memory(run_id, _final_memory(base, {**prior, **run.saved}))
         if status == "waiting":
@@ -592,8 +604,9 @@ class Engine:
             return self._wait(scope, spec, exc.question, started)
         except TemplateRenderError as exc:
             return self._fail(scope, spec, str(exc), started, 1)
-        except StepError as exc:
-            return self._fail(scope, spec, str(exc), started, getattr(exc, "attempts", 1))
+        except StepError as exc:  # its usage: what the step spent before it failed
+            attempts = getattr(exc, "attempts", 1)
+            return self._fail(scope, spec, str(exc), started, attempts, exc.usage)
         except Exception as exc:  # noqa: BLE001 - any error of a step fails that step only
             return self._fail(scope, spec, f"{type(exc).__name__}: {exc}", started, 1)
         record = StepRecord(
@@ -632,6 +645,7 @@ class Engine:
                 record,
                 return_value=run.redact(record.return_value),
                 error=run.redact(record.error),
+                usage=run.redact(record.usage),  # an agent's tool_trace quotes tool errors
                 messages=run.redact(record.messages),
             )
         run.saver.save_step(run.run_id, saved)
@@ -678,7 +692,15 @@ class Engine:
         run.emit(ev.STEP_SKIPPED, path, reason=reason)
         return "skipped"
 
-    def _fail(self, scope: _Scope, spec: StepSpec, error: str, started: float, attempts: int) -> str:
+    def _fail(
+        self,
+        scope: _Scope,
+        spec: StepSpec,
+        error: str,
+        started: float,
+        attempts: int,
+        usage: Mapping[str, Any] | None = None,
+    ) -> str:
         run = scope.run
         path = scope.path(spec.id)
         record = StepRecord(
@@ -687,10 +709,12 @@ class Engine:
             seq=run.next_seq(),
             error=error,
             model=spec.config.get("model") if isinstance(spec.config.get("model"), str) else None,
+            usage=dict(usage or {}),
             started_at=started,
             ended_at=time.time(),
             attempts=attempts,
         )
+        add_usage(run.usage, record.usage)  # the tokens were spent even though the step failed
         self._save(run, record)
         self._publish(scope, spec, record)
         if scope.boundary is not None:
@@ -716,6 +740,24 @@ def _final_memory(
     """A finished run's memory exactly as its saver would load it: the memory it started
     from, then what its saved step records added, through JSON as a store keeps them."""
     return join_deltas([base, json.loads(encode_json(steps_delta(saved.values())))])
+
+
+def note_secret_params(graph: ExecutionGraph, inputs: Mapping[str, Any], redactor: Redactor) -> None:
+    """Tell `redactor` the credentials steps will pass to providers that the inputs and the
+    environment already decide (`api_key: "{{ inputs.key }}"`): the run's inputs are saved
+    before any step renders its params, and must not hold such a key in plain text."""
+    context = {"inputs": inputs, "env": environ_view(), "run": {}}
+    for spec in graph.steps:
+        params = spec.config.get("params")
+        if not isinstance(params, Mapping):
+            continue
+        for value in secret_param_values(thaw(params)):
+            try:
+                rendered = render_value(value, context)
+            except TemplateRenderError:  # it needs a step's result: noted when the step runs
+                continue
+            for item in rendered.values() if isinstance(rendered, dict) else [rendered]:
+                redactor.add(item)
 
 
 def input_step(graph: ExecutionGraph, path: str) -> StepSpec | None:

@@ -115,6 +115,8 @@ class StepError(RunError):
 
     def __init__(self, message: str, step_id: str | None = None) -> None:
         self.step_id = step_id
+        #: What the step spent before it failed (tokens, an agent's tool trace), kept in its record.
+        self.usage: dict[str, Any] = {}
         super().__init__(message)
 
 
@@ -147,9 +149,11 @@ class WaitingForAnswer(RunError):
 
 
 class SaverError(TimbalError):
-    """The state saver cannot read or write its store."""
+    """The state saver cannot read or write its store. `run_id`: the run whose write failed
+    (set by the engine; that run can be resumed once the store is back)."""
 
     exit_code = 1
+    run_id: str | None = None
 
 
 class RunNotFound(SaverError):

@@ -21,7 +21,7 @@ from typing import Any
 from . import events as ev
 from .errors import InputError
 from .events import Event
-from .savers.base import RunRecord, Saver, StepRecord
+from .savers.base import FINISHED_STATUSES, RunRecord, Saver, StepRecord
 
 __all__ = [
     "iso",
@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 #: Statuses of a run that is over: it can be a parent, and its events no longer change.
-FINISHED_STATUSES = ("succeeded", "failed", "interrupted")
 #: The step record that holds a conversation handed to a run from outside (an OpenAI
 #: request's earlier messages). Not a valid step id, so it never clashes with a real step.
 HISTORY_STEP = "@history"
@@ -140,20 +139,26 @@ def run_tree(saver: Saver, run_id: str | None = None) -> list[dict[str, Any]]:
             root = all_runs[root].parent_id  # type: ignore[assignment]
         roots = [root]
 
-    def node(rid: str) -> dict[str, Any]:
+    # Built without recursion: a conversation of thousands of turns is a tree that deep.
+    nodes: dict[str, dict[str, Any]] = {}
+    stack = list(reversed(roots))
+    while stack:
+        rid = stack.pop()
         r = all_runs[rid]
         _, delta = saver.memory_delta(rid)
-        return {
+        nodes[rid] = {
             "run_id": rid,
             "parent_id": r.parent_id,
             "flow": r.flow_name,
             "status": r.status,
             "started_at": iso(r.started_at),
             "message": _first_user_message(delta) or _first_text_input(r.inputs),
-            "children": [node(c) for c in kids.get(rid, [])],
+            "children": [],
         }
-
-    return [node(r) for r in roots]
+        stack.extend(reversed(kids.get(rid, [])))
+    for rid, node in nodes.items():
+        node["children"] = [nodes[c] for c in kids.get(rid, [])]
+    return [nodes[r] for r in roots]
 
 
 def waiting_questions(run: RunRecord) -> list[dict[str, Any]]:
@@ -216,7 +221,7 @@ def nested_steps(steps: list[StepRecord]) -> list[tuple[int, str, StepRecord | N
 def replay_events(run: RunRecord) -> list[Event]:
     """The events of a saved run, rebuilt from its records, in a fixed order: run_started,
     then each step (in the order they ended) as step_started + step_finished or
-    step_failed, or step_skipped, then run_finished (or run_waiting) once the run is over.
+    step_failed, or step_skipped, then (run_waiting and) run_finished once the run is over.
 
     Chunks of streamed replies are not saved, so they are not replayed; a step's whole
     reply is in its step_finished event. A run still in flight gives the events so far,
@@ -237,9 +242,9 @@ def replay_events(run: RunRecord) -> list[Event]:
         else:
             data = {"return": step.return_value, "usage": step.usage}
             out.append(Event(ev.STEP_FINISHED, rid, step.step_id, data))
-    if run.status == "waiting":
+    if run.status == "waiting":  # as the engine says it: the questions, then the run's end
         out.append(Event(ev.RUN_WAITING, rid, None, {"waiting": waiting_questions(run)}))
-    elif run.status in FINISHED_STATUSES:
+    if run.status in (*FINISHED_STATUSES, "waiting"):
         data = {"status": run.status, "outputs": run.outputs, "error": run.error, "usage": run.usage}
         out.append(Event(ev.RUN_FINISHED, rid, None, data))
     return out
@@ -260,11 +265,9 @@ def delete_plan(saver: Saver, run_ids: list[str], recursive: bool = False) -> li
                 "(over HTTP: ?recursive=true)"
             )
         order.extend([rid, *below])
-    order = list(dict.fromkeys(order))
-    # Children before parents, so an interrupted delete never leaves orphans.
-    depth = {rid: sum(1 for _ in saver.ancestry(rid)) for rid in order}
-    order.sort(key=lambda rid: -depth[rid])
-    return order
+    # `descendants` lists each parent before its children: reversed, children come first,
+    # so an interrupted delete never leaves orphans (and no run's ancestry is walked).
+    return list(reversed(list(dict.fromkeys(order))))
 
 
 def delete_runs(saver: Saver, run_ids: list[str], recursive: bool = False) -> list[str]:
@@ -277,7 +280,4 @@ def delete_runs(saver: Saver, run_ids: list[str], recursive: bool = False) -> li
 
 def latest_finished(saver: Saver, flow: str) -> RunRecord | None:
     """The newest run of `flow` that is over (a run in flight is never a parent), or None."""
-    for run in saver.list_runs(flow=flow):
-        if run.status in FINISHED_STATUSES:
-            return run
-    return None
+    return saver.latest_finished(flow)

@@ -1,5 +1,8 @@
 """YAML -> Document: plain data plus a 1-based line/column for every node and every key.
 
+Flow files are read as YAML 1.2 with its core schema, as editors and JSON Schema tools
+read them: `yes`, `no`, `on`, `off` are text, `1e3` is a number, `010` is ten, `0o10`
+eight and `0x10` sixteen (PyYAML alone reads YAML 1.1, where all of these differ).
 Only plain data is accepted: the standard YAML tags (str, int, float, bool, null,
 map, seq; timestamps stay strings) and merge keys. Everything that can go wrong
 while reading a flow file (bad bytes, tabs, syntax, duplicate keys, tags, alias
@@ -11,12 +14,12 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .errors import Diagnostic, FlowError, Location
@@ -27,7 +30,32 @@ __all__ = ["Document", "Span", "load_document", "load_text", "load_bytes", "MAX_
 MAX_ALIAS_EXPANSION = 20_000
 
 # The C parser is several times faster; a 1,000-step flow must load in a few milliseconds.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# The YAML 1.2 core schema's plain scalars (YAML 1.2.2, section 10.3.2).
+_CORE_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
+_CORE_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
+_CORE_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+_CORE_FLOAT = re.compile(
+    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.nan|\.NaN|\.NAN)$"
+)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """PyYAML's safe loader with the YAML 1.2 core schema's implicit types instead of 1.1's."""
+
+    yaml_implicit_resolvers: dict[Any, Any] = {}
+
+
+for _tag, _regexp, _first in (
+    ("tag:yaml.org,2002:null", _CORE_NULL, ["~", "n", "N", ""]),
+    ("tag:yaml.org,2002:bool", _CORE_BOOL, list("tTfF")),
+    ("tag:yaml.org,2002:int", _CORE_INT, list("-+0123456789")),
+    ("tag:yaml.org,2002:float", _CORE_FLOAT, list("-+.0123456789")),
+    ("tag:yaml.org,2002:merge", re.compile(r"^(?:<<)$"), ["<"]),
+):
+    _Loader.add_implicit_resolver(_tag, _regexp, _first)
 # PyYAML's C composer recurses on the C stack: ~25,000 nested collections crash the
 # process (SIGSEGV). Text that may nest that deep is checked first, and refused beyond
 # _MAX_DEPTH (documents deeper than ~1,000 levels fail to build anyway).
@@ -39,8 +67,6 @@ _STR, _INT, _FLOAT, _BOOL, _NULL = (_Y + t for t in ("str", "int", "float", "boo
 _MAP, _SEQ, _TIMESTAMP, _MERGE = (_Y + t for t in ("map", "seq", "timestamp", "merge"))
 _SCALAR_TAGS = frozenset({_STR, _INT, _FLOAT, _BOOL, _NULL, _TIMESTAMP})
 
-# One constructor, used only for its scalar converters (YAML 1.1 ints, floats, bools).
-_constructor = SafeConstructor()
 
 PathKey = tuple[Any, ...]
 
@@ -272,6 +298,37 @@ def _syntax_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> FlowError:
     return _error(message, path, line, col, text)
 
 
+_NOT_CORE = object()
+
+
+def _core_scalar(tag: str, text: str) -> Any:
+    """The value of a null, bool, int or float scalar under the YAML 1.2 core schema
+    (`_NOT_CORE` when `text` is not one)."""
+    if tag == _NULL:
+        return None if _CORE_NULL.match(text) else _NOT_CORE
+    if tag == _BOOL:
+        return text.lower() == "true" if _CORE_BOOL.match(text) else _NOT_CORE
+    if tag == _INT and _CORE_INT.match(text):
+        return _core_int(text)
+    if tag == _FLOAT and _CORE_INT.match(text):  # `!!float 1`
+        return float(_core_int(text))
+    if tag == _FLOAT and _CORE_FLOAT.match(text):
+        lowered = text.lower()
+        if lowered.endswith(".nan"):
+            return float("nan")
+        if lowered.endswith(".inf"):
+            return float("-inf") if text.startswith("-") else float("inf")
+        return float(text)
+    return _NOT_CORE
+
+
+def _core_int(text: str) -> int:
+    """A core schema int: decimal (`010` is ten), `0o` octal or `0x` hexadecimal."""
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
 def _tag_name(tag: str) -> str:
     return "!!" + tag[len(_Y) :] if tag.startswith(_Y) else tag
 
@@ -343,18 +400,12 @@ class _Builder:
             return node.value
         if tag in (_STR, _TIMESTAMP):
             return node.value
-        try:
-            if tag == _INT:
-                return _constructor.construct_yaml_int(node)
-            if tag == _FLOAT:
-                return _constructor.construct_yaml_float(node)
-            if tag == _BOOL:
-                return _constructor.construct_yaml_bool(node)
-            return None
-        except (ConstructorError, ValueError, KeyError, IndexError):
-            # An explicit tag on text it cannot convert, e.g. `!!int abc`.
+        value = _core_scalar(tag, node.value)
+        if value is _NOT_CORE:
+            # An explicit tag on text it cannot convert, e.g. `!!int abc` or `!!bool yes`.
             self.error(f"'{node.value}' is not a valid {_tag_name(tag)}", node)
             return node.value
+        return value
 
     def mapping(self, node: MappingNode, path: PathKey) -> dict[str, Any]:
         own_node = self.doc.nodes.get(path)

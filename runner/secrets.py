@@ -3,20 +3,27 @@
 Secret values are: environment variables named in the flow's `secrets:` list, every
 environment variable whose name looks secret (…KEY, …TOKEN, …SECRET, …PASSWORD, …),
 and values passed to a provider as `api_key` or in `headers`/`extra_headers`.
+
+A secret is replaced wherever it appears in a string, a mapping key included, and also
+in its JSON-escaped spellings (a python step that returns `json.dumps(...)` of a secret
+holding `"` or `\\` must not leak it either). Values shorter than `MIN_SECRET_LENGTH`
+characters are never treated as secret: replacing every `ab` or `1` would mangle
+ordinary text and would say which short strings are secret.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["Redactor", "SECRET_NAME", "REDACTED", "secret_param_values"]
+__all__ = ["Redactor", "SECRET_NAME", "REDACTED", "MIN_SECRET_LENGTH", "secret_param_values"]
 
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
 REDACTED = "***"
-_MIN_LEN = 4  # shorter values would redact ordinary words
+MIN_SECRET_LENGTH = 4  # shorter values would redact ordinary words
 
 
 class Redactor:
@@ -30,16 +37,22 @@ class Redactor:
     def _compile(self) -> None:
         if self._values:
             # Longest first, so a secret containing another is replaced whole.
-            alts = sorted(self._values, key=len, reverse=True)
+            alts = sorted(
+                {form for value in self._values for form in _spellings(value)},
+                key=len,
+                reverse=True,
+            )
             self._pattern = re.compile("|".join(re.escape(a) for a in alts))
         else:
             self._pattern = None
 
-    def add(self, value: Any) -> None:
-        """Treat one more value (e.g. an api_key given in params) as secret."""
-        if isinstance(value, str) and len(value) >= _MIN_LEN and value not in self._values:
+    def add(self, value: Any) -> bool:
+        """Treat one more value (e.g. an api_key given in params) as secret; True when new."""
+        if isinstance(value, str) and len(value) >= MIN_SECRET_LENGTH and value not in self._values:
             self._values.add(value)
             self._compile()
+            return True
+        return False
 
     @property
     def active(self) -> bool:
@@ -55,16 +68,23 @@ class Redactor:
     def _redact(self, data: Any) -> Any:
         if isinstance(data, str):
             return self._pattern.sub(REDACTED, data) if self._pattern else data
-        if isinstance(data, dict):
-            return {k: self._redact(v) for k, v in data.items()}
+        if isinstance(data, dict):  # keys too: `{secret: value}` must not keep the secret
+            return {self._redact(k): self._redact(v) for k, v in data.items()}
         if isinstance(data, list | tuple):
             return [self._redact(v) for v in data]
         return data
 
 
+def _spellings(value: str) -> set[str]:
+    """`value` as it may appear inside saved text: as is, and JSON-escaped (both ways)."""
+    escaped = json.dumps(value, ensure_ascii=False)[1:-1]
+    ascii_escaped = json.dumps(value)[1:-1]
+    return {value, escaped, ascii_escaped}
+
+
 def _secrets_in(env: Any, names: frozenset[str]) -> set[str]:
     return {
-        v for k, v in env.items() if (k in names or SECRET_NAME.search(k)) and len(v) >= _MIN_LEN
+        v for k, v in env.items() if (k in names or SECRET_NAME.search(k)) and len(v) >= MIN_SECRET_LENGTH
     }
 
 

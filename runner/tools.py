@@ -54,6 +54,7 @@ class Tool:
 
     Exactly one of `function` (a Python callable) and `flow` (a compiled flow) is set.
     `isolated` (flow tools): the flow keeps its own memory instead of sharing the agent's.
+    `timeout` (Python tools): seconds after which a call is abandoned and reported as an error.
     """
 
     name: str
@@ -62,6 +63,7 @@ class Tool:
     function: Callable[..., Any] | None = None
     flow: ExecutionGraph | None = None
     isolated: bool = False
+    timeout: float | None = None
 
     def schema(self) -> dict[str, Any]:
         """The tool in the OpenAI ``tools`` form."""
@@ -76,7 +78,10 @@ class Tool:
 
 
 def function_tool(
-    function: Callable[..., Any], name: str | None = None, description: str | None = None
+    function: Callable[..., Any],
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
 ) -> Tool:
     """The tool for a Python function (sync or async)."""
     summary, _ = parse_docstring(inspect.getdoc(function))
@@ -85,6 +90,7 @@ def function_tool(
         description=description if description is not None else summary,
         parameters=parameters_schema(function),
         function=function,
+        timeout=timeout,
     )
 
 
@@ -370,10 +376,11 @@ def tools_for_step(spec: StepSpec, base_dir: Path | None) -> list[Tool]:
                 function = resolve_function(reference, base_dir)
             except Exception as exc:  # noqa: BLE001 - a broken tool module fails the step
                 raise StepError(
-                    f"step '{spec.id}': cannot load tool '{reference}': {type(exc).__name__}: {exc}",
+                    f"cannot load tool '{reference}': {type(exc).__name__}: {exc}",
                     spec.id,
                 ) from None
-            tools.append(function_tool(function, name, description))
+            timeout = entry.get("timeout")
+            tools.append(function_tool(function, name, description, float(timeout) if timeout else None))
         elif entry.get("flow"):
             graph = _compiled_flow(spec, entry, base_dir)
             isolated = entry.get("memory") == "isolated"
@@ -381,7 +388,7 @@ def tools_for_step(spec: StepSpec, base_dir: Path | None) -> list[Tool]:
     for tool in tools:
         if not _NAME_OK.match(tool.name):
             raise StepError(
-                f"step '{spec.id}': tool name {tool.name!r} is not valid "
+                f"tool name {tool.name!r} is not valid "
                 "(1 to 64 letters, digits, _ or -); give the tool a `name:`",
                 spec.id,
             )
@@ -396,7 +403,7 @@ def _compiled_flow(spec: StepSpec, entry: Mapping[str, Any], base_dir: Path | No
     for graph in spec.tool_flows.values():
         if graph.path is not None and wanted is not None and Path(graph.path).resolve() == wanted:
             return graph
-    raise StepError(f"step '{spec.id}': tool flow '{entry['flow']}' was not compiled", spec.id)
+    raise StepError(f"tool flow '{entry['flow']}' was not compiled", spec.id)
 
 
 # -- calling ----------------------------------------------------------------------------

@@ -12,18 +12,10 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
 from testkit import ServeProcess
-from uikit import CHROMIUM, CHROMIUM_ARGS
+from uikit import CHROMIUM, CHROMIUM_ARGS, send_chat
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
-
-
-def send(page: Page, text: str) -> None:
-    """One chat message, sent with Enter; returns once its turn is saved."""
-    before = page.locator("li.turn:not(.pending)").count()
-    page.get_by_label("Message", exact=True).fill(text)
-    page.get_by_label("Message", exact=True).press("Enter")
-    expect(page.locator("li.turn:not(.pending)")).to_have_count(before + 1)
 
 
 def shoot(page: Page, name: str) -> None:
@@ -53,10 +45,10 @@ def main() -> int:
 
             page.goto(server.url + "/ui/flows/chat/chat")
             for text in ("Hello there", "What can you do?", "Tell me a joke"):
-                send(page, text)
+                send_chat(page, text)
             page.get_by_role("button", name="Branch from turn 2").click()
             expect(page.locator("li.turn")).to_have_count(2)
-            send(page, "Tell me a story instead")
+            send_chat(page, "Tell me a story instead")
             shoot(page, "chat")
 
             page.goto(f"{server.url}/ui/runs/{run_id}")

@@ -124,7 +124,7 @@ def test_tool_call_round_trip_sends_tool_schemas_and_results(tmp_path, openai_se
             },
         }
     ]
-    asked = {  # content as text, empty: every OpenAI-compatible server accepts it
+    asked = {  # content is text, empty beside tool calls: every OpenAI-compatible server takes it
         "role": "assistant",
         "content": "",
         "tool_calls": [
@@ -247,7 +247,7 @@ def test_tool_calls_and_results_join_memory_and_a_continued_run_sends_them(tmp_p
         {"role": "user", "content": "2 + 3?"},
         {
             "role": "assistant",
-            "content": None,
+            "content": "",
             "tool_calls": [
                 {"id": "call_1", "type": "function", "function": {"name": "add", "arguments": '{"a": 2, "b": 3}'}}
             ],
@@ -259,11 +259,9 @@ def test_tool_calls_and_results_join_memory_and_a_continued_run_sends_them(tmp_p
     openai_server.queue("You asked about 2 + 3.")
     second = flow.run_sync({"prompt": "What did I ask?"}, saver=saver, parent_id=first.run_id)
     assert second.ok, second.error
-    # Sent with text content, empty when there is none: every OpenAI-compatible server takes it.
-    on_the_wire = [{**m, "content": ""} if m["content"] is None else m for m in turn]
     assert openai_server.requests[-1]["messages"] == [
         {"role": "system", "content": "Use the tools."},
-        *on_the_wire,
+        *turn,
         {"role": "user", "content": "What did I ask?"},
     ]
 

@@ -156,3 +156,33 @@ def test_queue_needs_a_postgres_saver(tmp_path):
     proc = timbal("batch", "flow.yaml", "--data", data, "--queue", cwd=tmp_path)
     assert proc.returncode == 2 and "PostgreSQL saver" in proc.stderr
     assert timbal("worker", "--saver", "memory", cwd=tmp_path).returncode == 2
+
+
+def test_a_failed_row_on_a_worker_exits_1_and_runs_again_when_queued_again(tmp_path, postgres_dsn,
+                                                                           postgres_schema):
+    flow = _flow(tmp_path, postgres_dsn, postgres_schema)
+    write(tmp_path / "steps.py", STEPS.replace(
+        '        _log("prepare.log", question)',
+        '        _log("prepare.log", question)\n'
+        '        if question == "bad" and not (HERE / "fixed").exists():\n'
+        '            raise ValueError("bad question")'))
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"question": "good"}\n{"question": "bad"}\nnot json\n')
+    uri = _worker_uri(postgres_dsn, postgres_schema)
+    assert timbal("batch", flow, "--data", data, "--queue", cwd=tmp_path).returncode == 0
+    assert timbal("worker", "--saver", uri, "--burst", cwd=tmp_path).returncode == 0
+    follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=tmp_path, timeout=120)
+    assert follow.returncode == 1, follow.stderr
+    lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
+    assert [(line["row"], line["status"]) for line in lines] == [(1, "succeeded"), (2, "failed"), (3, "failed")]
+    assert "bad question" in lines[1]["error"] and "not valid JSON" in lines[2]["error"]
+    (tmp_path / "fixed").touch()
+    requeued = timbal("batch", flow, "--data", data, "--queue", cwd=tmp_path)
+    assert "1 row(s) queued" in requeued.stderr, requeued.stderr  # row 2; row 1 is done, row 3 unreadable
+    assert timbal("worker", "--saver", uri, "--burst", cwd=tmp_path).returncode == 0
+    follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=tmp_path, timeout=120)
+    assert follow.returncode == 1, follow.stderr  # row 3 is still not JSON
+    lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
+    assert [(line["row"], line["status"]) for line in lines] == [(1, "succeeded"), (2, "succeeded"), (3, "failed")]
+    assert _log(tmp_path, "prepare.log").count("good") == 1
+    assert _log(tmp_path, "prepare.log").count("bad") == 2

@@ -49,6 +49,27 @@ def test_piped_chat_prints_no_prompt_or_banner_on_stdout(flow):
     assert proc.stdout == "echo (1 message): hi\n"
 
 
+def test_a_multi_line_reply_is_one_piped_line_with_its_newlines_escaped(tmp_path):
+    path = write(tmp_path / "lines.yaml", """
+        version: 1
+        name: lines
+        inputs:
+          prompt: {type: string}
+        steps:
+          - id: reply
+            type: template
+            text: "first {{ inputs.prompt }}\\nsecond \\\\ third"
+        """)
+    proc = chat(path, ["a", "b"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["first a\\nsecond \\\\ third", "first b\\nsecond \\\\ third"]
+
+
+def test_rewind_past_the_only_turn_says_there_is_one(flow):
+    proc = chat(flow, ["hi", "/rewind 5"])
+    assert "error: there is 1 turn to rewind: /rewind 1" in proc.stderr
+
+
 def test_a_line_goes_to_the_single_required_string_input(tmp_path):
     path = write(tmp_path / "ask.yaml", """
         version: 1

@@ -613,3 +613,26 @@ steps:
     agent = compile_file(path).step("helper_agent")
     assert set(agent.tool_flows) == {"ask"}
     assert agent.memory_ids == frozenset() and agent.deps == frozenset()
+
+
+def test_values_are_read_as_yaml_12_as_the_schema_and_editors_read_them(tmp_path: Path) -> None:
+    """`name: no` and `timeout: 1e3` are valid (text, a number); `allow_skipped: yes` is not a
+    boolean, as an editor using the schema says."""
+    good = write(tmp_path / "good.yaml", """
+        version: 1
+        name: no
+        steps:
+          - {id: a, model: echo, prompt: hi, timeout: 1e3, retries: 010}
+        """)
+    graph = compile_file(good)
+    assert graph.name == "no"
+    assert graph.steps[0].config["timeout"] == 1000.0 and graph.steps[0].config["retries"] == 10
+    bad = write(tmp_path / "bad.yaml", """
+        version: 1
+        name: bad
+        steps:
+          - {id: a, model: echo, prompt: hi}
+          - {id: b, model: echo, prompt: "{{ a.return }}", allow_skipped: yes}
+        """)
+    (error,) = errors_of(bad)
+    assert error.endswith("bad.yaml:5:67: error: step 'b': 'allow_skipped' must be true or false")

@@ -55,12 +55,37 @@ def test_escaped_strings_point_at_their_start() -> None:
 
 
 def test_timestamps_stay_strings_and_keys_are_always_text() -> None:
-    doc = load_text("date: 2024-01-02\non: yes\n1: x\n")
+    doc = load_text("date: 2024-01-02\non: true\n1: x\n")
     assert doc.data == {"date": "2024-01-02", "on": True, "1": "x"}
 
 
-def test_yaml_11_numbers_are_understood() -> None:
-    assert load_text("a: 0x1f\nb: 1_000\nc: .5\nd: .inf\n").data["a"] == 31
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("yes", "yes"), ("no", "no"), ("on", "on"), ("off", "off"), ("Yes", "Yes"), ("y", "y"),
+        ("true", True), ("False", False), ("TRUE", True),
+        ("1e3", 1000.0), ("-1.5E-2", -0.015), (".5", 0.5), ("1.", 1.0), (".inf", float("inf")),
+        ("-.Inf", float("-inf")),
+        ("010", 10), ("0o10", 8), ("0x1f", 31), ("-7", -7), ("+3", 3),
+        ("1_000", "1_000"), ("0b101", "0b101"), ("1:30", "1:30"), ("~", None), ("null", None),
+        ("", None), ("Null", None),
+    ],
+)
+def test_plain_scalars_follow_the_yaml_12_core_schema(text: str, value: object) -> None:
+    data = load_text(f"a: {text}\n").data["a"]
+    assert data == value and type(data) is type(value)
+
+
+def test_nan_is_a_float() -> None:
+    value = load_text("a: .nan\n").data["a"]
+    assert isinstance(value, float) and value != value
+
+
+def test_explicit_tags_convert_by_the_core_schema_or_are_errors() -> None:
+    data = load_text("a: !!int '010'\nb: !!float 1\nc: !!str 10\nd: !!bool 'true'\n").data
+    assert data == {"a": 10, "b": 1.0, "c": "10", "d": True}
+    with pytest.raises(FlowError, match="'yes' is not a valid !!bool"):
+        load_text("a: !!bool yes\n")
 
 
 def test_merge_keys_merge_with_explicit_keys_winning() -> None:

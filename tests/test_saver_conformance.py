@@ -541,10 +541,10 @@ def test_jsonl_unreadable_middle_line_is_skipped_on_rebuild(tmp_path: Path) -> N
     saver.close()
     with open(path, "ab") as f:
         f.write(b"this is not json\n")
-    with pytest.warns(RuntimeWarning, match="unreadable line"):  # indexed by the next writer
+    with pytest.warns(RuntimeWarning, match="damaged line"):  # indexed by the next writer
         b = add_run(JSONLSaver(path), a)
     path.with_name("state.jsonl.idx").unlink()
-    with pytest.warns(RuntimeWarning, match="unreadable line"):
+    with pytest.warns(RuntimeWarning, match="damaged line"):
         fresh = JSONLSaver(path)
         assert fresh.children(a) == [b]
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from testkit import ServeProcess, child_env, timbal, write
+from testkit import ServeProcess, child_env, timbal, wait_until, write
 
 CHAT_FLOW = """
     version: 1
@@ -220,6 +220,17 @@ def test_delete_refuses_a_run_with_branches_unless_recursive(served: ServeProces
     assert httpx.get(f"{url}/runs/{root}").status_code == 404
 
 
+def test_malformed_json_and_bad_queries_are_4xx_with_a_detail(served: ServeProcess) -> None:
+    broken = httpx.post(f"{served.url}/flows/typed/runs", content=b'{"inputs": ',
+                        headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and "JSON" in broken.json()["detail"]
+    assert httpx.get(f"{served.url}/runs", params={"limit": -1}).status_code == 400
+    assert httpx.get(f"{served.url}/runs/nope").status_code == 404
+    assert httpx.post(f"{served.url}/flows/nope/runs", json={}).json()["code"] == "flow_not_found"
+    bad_id = httpx.get(f"{served.url}/runs/nope/events", headers={"last-event-id": "x"})
+    assert bad_id.status_code == 404
+
+
 @pytest.mark.parametrize(
     ("body", "status"),
     [
@@ -303,3 +314,317 @@ def test_a_broken_flow_stops_the_server_from_starting_with_located_errors(tmp_pa
     result = timbal("serve", "chat.yaml", cwd=tmp_path)
     assert result.returncode == 2 and "chat.yaml:" in result.stderr and "promt" in result.stderr
 
+
+
+# -- runs that wait on a gate: background, live events, cancel, resume, disconnect -----------
+SLOW_FLOW = """
+    version: 1
+    name: slow
+    inputs:
+      gate: {type: string}
+    steps:
+      - id: wait
+        type: python
+        function: gates:wait_for
+        args: {path: "{{ inputs.gate }}"}
+      - id: reply
+        model: echo
+        memory_id: m
+        prompt: "after {{ wait.return }}"
+    outputs:
+      response: "{{ reply.return }}"
+    state_saver: {type: sqlite, path: slow.db}
+"""
+
+GATES = """
+    import asyncio
+    from pathlib import Path
+
+
+    async def wait_for(path: str) -> str:
+        \"\"\"Say it started (PATH.entered), then wait until the file PATH exists; its text.\"\"\"
+        Path(path + ".entered").write_text("")
+        while not Path(path).exists():
+            await asyncio.sleep(0.01)
+        return Path(path).read_text()
+
+
+    def boom(text: str) -> str:
+        \"\"\"Fail, saying `text`.\"\"\"
+        raise RuntimeError(text)
+"""
+
+FAILING_FLOW = """
+    version: 1
+    name: failing
+    inputs:
+      prompt: {type: string}
+    steps:
+      - id: explode
+        type: python
+        function: gates:boom
+        args: {text: "{{ inputs.prompt }}"}
+"""
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """A server on the `slow` flow, whose first step waits until a file exists."""
+    tmp_path = tmp_path_factory.mktemp("gated")
+    write(tmp_path / "slow.yaml", SLOW_FLOW)
+    write(tmp_path / "failing.yaml", FAILING_FLOW)
+    write(tmp_path / "gates.py", GATES)
+    server = ServeProcess("slow.yaml", "failing.yaml", cwd=tmp_path)
+    yield server
+    server.close()
+
+
+class Gate:
+    """A file a `slow` run waits for: `entered` once the run reached it, `open()` lets it go."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.path = folder / name
+
+    @property
+    def entered(self) -> bool:
+        return Path(f"{self.path}.entered").exists()
+
+    def open(self, text: str = "opened") -> None:
+        self.path.write_text(text)
+
+
+def start_slow(server: ServeProcess, gate: Gate) -> str:
+    response = httpx.post(f"{server.url}/flows/slow/runs", json={"inputs": {"gate": str(gate.path)}, "background": True})
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/runs/{response.json()['run_id']}"
+    wait_until(lambda: gate.entered, what="the run to reach its gate")
+    return str(response.json()["run_id"])
+
+
+def run_status(server: ServeProcess, run_id: str) -> str:
+    return str(httpx.get(f"{server.url}/runs/{run_id}").json()["status"])
+
+
+def test_a_background_run_answers_202_and_its_events_go_on_live(gated: ServeProcess, tmp_path: Path) -> None:
+    gate = Gate(tmp_path, "bg")
+    run_id = start_slow(gated, gate)
+    seen: list[str] = []
+    with httpx.stream("GET", f"{gated.url}/runs/{run_id}/events", timeout=30) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                seen.append(line[7:])
+                if seen[-1] == "step_started" and not gate.path.exists():
+                    assert run_status(gated, run_id) == "running"
+                    gate.open()  # the stream is live: what follows happens after this
+                if seen[-1] == "run_finished":
+                    break
+    assert seen[:2] == ["run_started", "step_started"] and seen[-1] == "run_finished"
+    assert run_status(gated, run_id) == "succeeded"
+
+
+def test_cancel_records_interrupted_and_resume_finishes_the_run(gated: ServeProcess, tmp_path: Path) -> None:
+    gate = Gate(tmp_path, "cancel")
+    run_id = start_slow(gated, gate)
+    cancelled = httpx.post(f"{gated.url}/runs/{run_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "interrupted"
+    assert httpx.post(f"{gated.url}/runs/{run_id}/cancel").status_code == 409
+    gate.open("at last")
+    resumed = httpx.post(f"{gated.url}/runs/{run_id}/resume", json={}).json()
+    assert resumed["run_id"] == run_id and resumed["status"] == "succeeded"
+    assert resumed["outputs"] == {"response": "echo (1 message): after at last"}
+    assert httpx.post(f"{gated.url}/runs/{run_id}/resume", json={}).status_code == 409
+
+
+def test_a_streaming_client_that_goes_away_cancels_its_run(gated: ServeProcess, tmp_path: Path) -> None:
+    gate = Gate(tmp_path, "gone")
+    with httpx.stream("POST", f"{gated.url}/flows/slow/runs", json={"inputs": {"gate": str(gate.path)}},
+                      headers={"accept": "text/event-stream"}, timeout=30) as response:
+        run_id = response.headers["x-timbal-run-id"]
+        wait_until(lambda: gate.entered, what="the run to reach its gate")
+    # the connection is closed: the run is recorded interrupted, and stays resumable
+    wait_until(lambda: run_status(gated, run_id) == "interrupted", what="the run to be interrupted")
+    gate.open()
+    assert httpx.post(f"{gated.url}/runs/{run_id}/resume", json={}).json()["status"] == "succeeded"
+
+
+def test_a_streaming_chat_client_that_goes_away_cancels_its_run(gated: ServeProcess, tmp_path: Path) -> None:
+    gate = Gate(tmp_path, "chat-gone")
+    with httpx.stream("POST", f"{gated.url}/v1/chat/completions", timeout=30, json={
+            "model": "slow", "stream": True, "messages": [{"role": "user", "content": str(gate.path)}]}) as response:
+        run_id = response.headers["x-timbal-run-id"]
+        wait_until(lambda: gate.entered, what="the run to reach its gate")
+    wait_until(lambda: run_status(gated, run_id) == "interrupted", what="the run to be interrupted")
+
+
+def test_a_failed_run_is_a_502_that_names_the_run(gated: ServeProcess) -> None:
+    client = openai.OpenAI(base_url=f"{gated.url}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="failing", messages=[{"role": "user", "content": "kaput"}])
+    assert caught.value.status_code == 502
+    run_id = caught.value.response.headers["x-timbal-run-id"]
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "run_failed" and "kaput" in body["message"]
+    assert run_status(gated, run_id) == "failed"
+    stream = client.chat.completions.create(model="failing", stream=True,
+                                            messages=[{"role": "user", "content": "kaput again"}])
+    with pytest.raises(openai.APIError, match="kaput again"):
+        list(stream)
+    native = httpx.post(f"{gated.url}/flows/failing/runs", json={"inputs": {"prompt": "x"}}).json()
+    assert native["status"] == "failed" and "x" in native["error"]
+
+
+def test_sigterm_lets_a_run_in_flight_finish(tmp_path: Path) -> None:
+    write(tmp_path / "slow.yaml", SLOW_FLOW)
+    write(tmp_path / "gates.py", GATES)
+    server = ServeProcess("slow.yaml", cwd=tmp_path)
+    try:
+        gate = Gate(tmp_path, "term")
+        run_id = start_slow(server, gate)
+        server.proc.send_signal(15)
+        server.stderr_until("get up to 10s to finish")
+        with pytest.raises(httpx.TransportError):  # no new requests
+            httpx.post(f"{server.url}/flows/slow/runs", json={"inputs": {"gate": "x"}})
+        gate.open()
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        server.close()
+    shown = timbal("runs", "show", run_id, "--saver", f"sqlite:{tmp_path / 'slow.db'}", "--json")
+    assert json.loads(shown.stdout)["status"] == "succeeded"
+
+
+def test_sigterm_records_runs_still_going_after_10_seconds_interrupted(tmp_path: Path) -> None:
+    write(tmp_path / "slow.yaml", SLOW_FLOW)
+    write(tmp_path / "gates.py", GATES)
+    server = ServeProcess("slow.yaml", cwd=tmp_path)
+    try:
+        run_id = start_slow(server, Gate(tmp_path, "never"))
+        assert server.terminate(timeout=30) == 0
+        assert run_id in server.stderr_until(r"recorded 1 run\(s\) interrupted")
+    finally:
+        server.close()
+    shown = timbal("runs", "show", run_id, "--saver", f"sqlite:{tmp_path / 'slow.db'}", "--json")
+    assert json.loads(shown.stdout)["status"] == "interrupted"
+
+
+# -- reload -------------------------------------------------------------------------------------
+def chat_reply(server: ServeProcess, prompt: str) -> str:
+    run = httpx.post(f"{server.url}/flows/chat/runs", json={"inputs": {"prompt": prompt}}).json()
+    return str(run["outputs"]["response"])
+
+
+def test_reload_serves_the_new_flow_and_keeps_the_last_good_one_on_a_broken_edit(tmp_path: Path) -> None:
+    flow = write(tmp_path / "chat.yaml", CHAT_FLOW.replace('"{{ inputs.prompt }}"', '"v1 {{ inputs.prompt }}"'))
+    server = ServeProcess(str(tmp_path), "--reload", cwd=tmp_path)
+    try:
+        assert chat_reply(server, "x") == "echo (2 messages): v1 x"
+        flow.write_text(flow.read_text().replace("v1 ", "v2 "))
+        wait_until(lambda: chat_reply(server, "x") == "echo (2 messages): v2 x", what="the new flow")
+        flow.write_text(flow.read_text().replace("{{ inputs.prompt }}", "{{ inputs.promt }}"))
+
+        def errors() -> list[dict[str, Any]]:
+            return list(httpx.get(f"{server.url}/flows").json()[0]["errors"])
+
+        (error,) = wait_until(errors, what="the broken edit's errors")
+        assert error["file"].endswith("chat.yaml") and error["line"] and "promt" in error["message"]
+        assert chat_reply(server, "y") == "echo (2 messages): v2 y"  # the last good flow
+        write(tmp_path / "typed.yaml", TYPED_FLOW)  # a new flow file in the served folder
+        wait_until(lambda: "typed" in [m["id"] for m in httpx.get(f"{server.url}/v1/models").json()["data"]],
+                   what="the new flow to be served")
+    finally:
+        server.close()
+
+
+# -- several servers on one PostgreSQL saver -------------------------------------------------------
+@pytest.mark.postgres
+def test_two_servers_on_postgres_serve_the_same_conversations(
+    tmp_path: Path, postgres_dsn: str, postgres_schema: str
+) -> None:
+    saver = f'state_saver: {{type: postgres, dsn: "{{{{ env.PG_DSN }}}}", schema: {postgres_schema}}}'
+    write(tmp_path / "chat.yaml", CHAT_FLOW.replace("state_saver: {type: sqlite, path: state.db}", saver))
+    write(tmp_path / "slow.yaml", SLOW_FLOW.replace("state_saver: {type: sqlite, path: slow.db}", saver))
+    write(tmp_path / "gates.py", GATES)
+    env = child_env(PG_DSN=postgres_dsn)
+    first = ServeProcess(str(tmp_path), cwd=tmp_path, env=env)
+    second = ServeProcess(str(tmp_path), cwd=tmp_path, env=env)
+    try:
+        on_first = openai.OpenAI(base_url=f"{first.url}/v1", api_key="unused", max_retries=0)
+        on_second = openai.OpenAI(base_url=f"{second.url}/v1", api_key="unused", max_retries=0)
+        begun = on_first.chat.completions.create(model="chat", messages=[{"role": "user", "content": "My name is Ada"}])
+        went_on = on_second.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "Who am I?"}], extra_body={"parent_run_id": begun.id})
+        assert went_on.choices[0].message.content == "echo (4 messages): Who am I?"
+        memory = httpx.get(f"{first.url}/runs/{went_on.id}").json()["memory"]["conversation"]
+        assert [m["content"] for m in memory] == [
+            "My name is Ada", "echo (2 messages): My name is Ada", "Who am I?", "echo (4 messages): Who am I?"]
+
+        # a run on the first server, followed live and cancelled from the second
+        gate = Gate(tmp_path, "pg")
+        run_id = start_slow(first, gate)
+        with httpx.stream("GET", f"{second.url}/runs/{run_id}/events", timeout=30) as response:
+            kinds = []
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    kinds.append(line[7:])
+                    if kinds[-1] == "run_started":
+                        assert httpx.post(f"{second.url}/runs/{run_id}/cancel").json()["status"] == "interrupted"
+        assert kinds == ["run_started", "run_finished"]
+        first.stderr_until(f"run {run_id} was cancelled from another server")
+        gate.open()
+        resumed = httpx.post(f"{second.url}/runs/{run_id}/resume", json={}).json()
+        assert resumed["status"] == "succeeded"
+    finally:
+        first.close()
+        second.close()
+
+
+# -- input steps: waiting runs and their answers ---------------------------------------------------
+APPROVE_FLOW = """
+    version: 1
+    name: approve
+    inputs:
+      draft: {type: string}
+    steps:
+      - id: ok
+        type: input
+        prompt: "Publish {{ inputs.draft }}?"
+        schema: {type: boolean}
+      - id: done
+        type: template
+        text: "published={{ ok.return }}"
+    state_saver: {type: sqlite, path: approve.db}
+"""
+
+
+def test_a_waiting_run_is_answered_over_http_even_after_a_restart(tmp_path: Path) -> None:
+    write(tmp_path / "approve.yaml", APPROVE_FLOW)
+    first = ServeProcess("approve.yaml", cwd=tmp_path)
+    try:
+        run = httpx.post(f"{first.url}/flows/approve/runs", json={"inputs": {"draft": "the post"}}).json()
+        assert run["status"] == "waiting"
+        assert run["waiting"] == [{"step_id": "ok", "prompt": "Publish the post?", "schema": {"type": "boolean"}}]
+        with httpx.stream("POST", f"{first.url}/flows/approve/runs", json={"inputs": {"draft": "x"}},
+                          headers={"accept": "text/event-stream"}) as response:
+            streamed = response.headers["x-timbal-run-id"]
+            live = [e for e in sse_events(response.read().decode()) if "id" in e]
+        assert [e["event"] for e in live[-2:]] == ["run_waiting", "run_finished"]
+        assert json.loads(live[-2]["data"])["data"]["waiting"][0]["step_id"] == "ok"
+        assert json.loads(live[-1]["data"])["data"]["status"] == "waiting"
+    finally:
+        first.close()  # kill -9: the waiting run was saved when it started waiting
+    second = ServeProcess("approve.yaml", cwd=tmp_path)
+    try:
+        # rebuilt from the store, the events and their ids are those the first server sent live
+        replayed = sse_events(httpx.get(f"{second.url}/runs/{streamed}/events").text)
+        assert [(e["id"], e["event"]) for e in replayed] == [(e["id"], e["event"]) for e in live]
+        url = f"{second.url}/runs/{run['run_id']}"
+        wrong = httpx.post(f"{url}/resume", json={"answers": {"ok": "maybe"}})
+        assert wrong.status_code == 400 and "ok" in wrong.json()["detail"]
+        assert httpx.get(url).json()["status"] == "waiting"
+        answered = httpx.post(f"{url}/resume", json={"answers": {"ok": True}}).json()
+        assert answered["status"] == "succeeded" and answered["outputs"] == {"done": "published=True"}
+        assert httpx.post(f"{url}/resume", json={"answers": {"ok": True}}).status_code == 409
+        again = httpx.post(f"{second.url}/flows/approve/runs",
+                           json={"inputs": {"draft": "b"}, "answers": {"ok": False}}).json()
+        assert again["status"] == "succeeded" and again["outputs"] == {"done": "published=False"}
+    finally:
+        second.close()

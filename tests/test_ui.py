@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from testkit import ServeProcess, edit, wait_until, write
+from uikit import send_chat
 
 pytestmark = pytest.mark.browser
 
@@ -262,18 +263,10 @@ def test_form_runs_by_keyboard_alone(page, served: ServeProcess) -> None:
 
 
 # -- the chat -----------------------------------------------------------------------------
-def send(page, text: str) -> None:
-    """Type a chat message, send it with Enter, wait until its turn is saved."""
-    before = page.locator("li.turn:not(.pending)").count()
-    page.get_by_label("Message", exact=True).fill(text)
-    page.get_by_label("Message", exact=True).press("Enter")
-    expect(page.locator("li.turn:not(.pending)")).to_have_count(before + 1)
-
-
 def test_chat_replies_stream_and_continue_the_conversation(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/chat/chat")
-    send(page, "first words")
-    send(page, "second words")
+    send_chat(page, "first words")
+    send_chat(page, "second words")
     turns = page.locator("li.turn")
     expect(turns.nth(0)).to_contain_text("echo (2 messages): first words")
     # the second run's parent is the first: the model saw the system message and 3 more
@@ -299,12 +292,12 @@ def test_chat_reply_streams_before_the_run_ends(page, served: ServeProcess, tmp_
 
 def test_chat_branches_from_an_earlier_turn_and_switches_branches(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/chat/chat")
-    send(page, "root question")
-    send(page, "path one")
+    send_chat(page, "root question")
+    send_chat(page, "path one")
     page.get_by_role("button", name="Branch from turn 1").click()
     expect(page.locator("li.turn")).to_have_count(1)
     expect(page.locator("#composer-note")).to_contain_text("new branch")
-    send(page, "path two")
+    send_chat(page, "path two")
     turns = page.locator("li.turn")
     expect(turns.nth(1)).to_contain_text("echo (4 messages): path two")
     expect(page.get_by_text("path one")).to_have_count(0)  # branches never see each other
@@ -321,7 +314,7 @@ def test_chat_branches_from_an_earlier_turn_and_switches_branches(page, served: 
 
 def test_chat_shows_each_memory_id(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/pair/chat")
-    send(page, "two sides")
+    send_chat(page, "two sides")
     picker = page.get_by_label("Conversation (memory_id)")
     expect(picker.locator("option")).to_have_text(["left", "right"])
     picker.select_option("left")
@@ -345,7 +338,7 @@ def test_runs_are_filtered_by_flow_and_status(page, served: ServeProcess, tmp_pa
     ok = run_flow(page, served, "chat", prompt="a run that succeeds")
     failed = run_flow(page, served, "gated", gate=str(tmp_path / "never"))
     page.goto(f"{served.url}/ui/runs")
-    expect(page.locator(f"tr[data-run='{ok}']")).to_be_visible()
+    expect(page.locator(f"tr[data-run='{ok}'] td.input")).to_have_text("a run that succeeds")
     expect(page.locator(f"tr[data-run='{failed}']")).to_be_visible()
     page.get_by_label("Flow").select_option("gated")
     page.get_by_label("Status").select_option("failed")
@@ -360,8 +353,8 @@ def test_runs_are_filtered_by_flow_and_status(page, served: ServeProcess, tmp_pa
 
 def test_run_page_shows_steps_conversations_and_branch_tree(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/chat/chat")
-    send(page, "tree root")
-    send(page, "tree leaf")
+    send_chat(page, "tree root")
+    send_chat(page, "tree leaf")
     leaf = page.locator("li.turn").nth(1).get_attribute("data-run")
     page.goto(f"{served.url}/ui/runs/{leaf}")
     expect(page.locator("#run-status")).to_have_text("succeeded")
@@ -428,6 +421,30 @@ def test_run_page_follows_a_run_in_flight(page, served: ServeProcess, tmp_path: 
     expect(page.locator("#live-section")).to_be_hidden()
 
 
+@pytest.mark.postgres
+def test_a_run_in_flight_on_one_server_shows_live_on_another(
+    page, serve_ui, postgres_dsn: str, postgres_schema: str, tmp_path: Path
+) -> None:
+    """Two servers on one PostgreSQL saver: the page of one follows a run the other runs."""
+    import httpx
+
+    saver = f"state_saver: {{type: postgres, dsn: '{postgres_dsn}', schema: {postgres_schema}}}\n"
+    write(tmp_path / "gated.yaml", FLOWS["gated.yaml"])
+    (tmp_path / "gated.yaml").write_text((tmp_path / "gated.yaml").read_text() + saver)
+    write(tmp_path / "gates.py", FLOWS["gates.py"])
+    runner_side, watcher_side = serve_ui(tmp_path), serve_ui(tmp_path)
+    gate = tmp_path / "shared-gate"
+    started = httpx.post(runner_side.url + "/flows/gated/runs",
+                         json={"inputs": {"gate": str(gate), "wait": True}, "background": True})
+    run_id = started.json()["run_id"]
+    page.goto(f"{watcher_side.url}/ui/runs/{run_id}")
+    expect(page.locator("#run-status")).to_have_text("running")
+    expect(page.locator("tr[data-step=before]")).to_contain_text("succeeded")
+    gate.touch()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("tr[data-step=after]")).to_contain_text("succeeded")
+
+
 # -- the page as a whole ------------------------------------------------------------------
 def test_pages_make_no_request_outside_the_server(page, served: ServeProcess) -> None:
     seen: list[str] = []
@@ -459,6 +476,9 @@ def test_every_field_has_a_label(page, served: ServeProcess) -> None:
             .filter(e => e.type !== 'hidden' && !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
             .map(e => e.id || e.name || e.outerHTML)""")
         assert unlabelled == [], (path, unlabelled)
+        nameless = page.evaluate("""() => [...document.querySelectorAll('button, a')]
+            .filter(e => !(e.textContent.trim() || e.getAttribute('aria-label'))).map(e => e.outerHTML)""")
+        assert nameless == [], (path, nameless)
 
 
 def test_home_page_lists_the_flows_in_its_html_and_loads_nothing_from_elsewhere(served: ServeProcess) -> None:
@@ -499,8 +519,8 @@ def test_no_ui_serves_only_the_api(serve_ui, tmp_path: Path) -> None:
 
 def test_deleting_a_run_deletes_its_branches_once_confirmed(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/pair/chat")
-    send(page, "soon gone")
-    send(page, "gone too")
+    send_chat(page, "soon gone")
+    send_chat(page, "gone too")
     first, second = (t.get_attribute("data-run") for t in page.locator("li.turn").all())
     asked: list[str] = []
 

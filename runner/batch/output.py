@@ -77,17 +77,16 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield start, data
 
 
-def done_rows(path: Path) -> tuple[RowSet, int]:
-    """The rows the output file records as succeeded, and how many lines it holds."""
-    done = RowSet()
-    lines = 0
+def done_rows(path: Path) -> tuple[RowSet, RowSet]:
+    """The rows the output file records as succeeded, and every row it has a line for."""
+    done, written = RowSet(), RowSet()
     if not path.exists():
-        return done, 0
+        return done, written
     for _, data in _lines(path):
-        lines += 1
+        written.add(data["row"])
         if data.get("status") == "succeeded":
             done.add(data["row"])
-    return done, lines
+    return done, written
 
 
 class OutputWriter:

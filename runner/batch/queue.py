@@ -64,7 +64,7 @@ INSERT INTO timbal_batch_rows (batch_id, row_number, status)
 SELECT %(batch)s, r, 'queued' FROM unnest(%(rows)s::bigint[]) AS r
 ON CONFLICT (batch_id, row_number) DO UPDATE
    SET status = 'queued', job_id = NULL, run_id = NULL, line = NULL, updated_at = now()
- WHERE timbal_batch_rows.status = 'failed'
+ WHERE timbal_batch_rows.status = 'failed' AND timbal_batch_rows.row_number = ANY(%(retry)s::bigint[])
 RETURNING row_number
 """
 _CLAIM = """
@@ -185,7 +185,9 @@ async def enqueue_batch(saver: Any, graph: ExecutionGraph, data: Path, output: P
         raise InputError("--queue needs a flow file (workers compile it from its path)")
     await _ensure_schema(saver)
     batch = QueuedBatch(batch_id_for(graph, data, output))
-    done, _ = done_rows(output)
+    # A row that failed runs again once its failure is in the output file (the user saw it
+    # and runs the batch again); before that, a failed row is only waiting to be written.
+    done, written = done_rows(output)
     from_text = data_format(data) == "csv"
     flow_path = str(Path(graph.path).resolve())
     app = _app(saver)
@@ -198,7 +200,8 @@ async def enqueue_batch(saver: Any, graph: ExecutionGraph, data: Path, output: P
             if not todo:
                 continue
             fresh = {rec["row_number"] for rec in await connector.execute_query_all_async(
-                _QUEUE_ROWS, batch=batch.batch_id, rows=[r.number for r in todo])}
+                _QUEUE_ROWS, batch=batch.batch_id, rows=[r.number for r in todo],
+                retry=[r.number for r in todo if r.number in written])}
             batch.already += len(todo) - len(fresh)
             jobs = []
             for row in todo:

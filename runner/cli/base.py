@@ -104,5 +104,15 @@ def handle_errors(fn: F) -> F:
 
 
 def print_json(data: Any) -> None:
-    """Print data as JSON on stdout (non-JSON values as strings)."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    """Print data as JSON on stdout (non-JSON values as strings). Data nested deeper than
+    Python's recursion limit (the tree of a conversation of a thousand turns) is printed too."""
+    try:
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    except RecursionError:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 200_000))
+        try:
+            text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+        finally:
+            sys.setrecursionlimit(limit)
+    click.echo(text)

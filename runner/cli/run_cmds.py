@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 import click
 
+from ..continuation import branch_note, refuse_in_memory, run_to_continue
+from ..errors import SaverError
 from .base import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -80,7 +83,9 @@ def dry_run_order(graph: Any) -> list[list[str]]:
     return waves
 
 
-def _summary(result: Any) -> str:
+def _summary(result: Any, seconds: float | None = None) -> str:
+    """`run ID STATUS (N steps, T tokens, $C, S s)`; `seconds`: what this command took (a
+    resumed run's own start may be long ago)."""
     usage = result.usage or {}
     count = len(result.steps)
     parts = [f"{count} step{'' if count == 1 else 's'}"]
@@ -88,8 +93,17 @@ def _summary(result: Any) -> str:
         parts.append(f"{usage['total_tokens']} tokens")
     if usage.get("cost"):
         parts.append(f"${usage['cost']:.4f}")
-    parts.append(f"{result.duration:.2f}s")
+    parts.append(f"{result.duration if seconds is None else seconds:.2f}s")
     return f"run {result.run_id} {result.status} ({', '.join(parts)})"
+
+
+def resume_hint(runnable: Any, run_id: str | None, saver_uri: str | None) -> str:
+    """` (resume with: timbal run FLOW --resume ID)`, or "" when nothing could resume it."""
+    if not run_id or getattr(getattr(runnable, "saver", None), "kind", "") == "in_memory":
+        return ""
+    saver_arg = f" --saver {shlex.quote(saver_uri)}" if saver_uri else ""
+    path = shlex.quote(str(runnable.graph.path))
+    return f" (resume with: timbal run {path}{saver_arg} --resume {run_id})"
 
 
 def print_outputs(outputs: Any, streamed: str | None = None) -> None:
@@ -155,32 +169,49 @@ def resume_command(graph: Any, run_id: str, questions: list[dict[str, Any]],
     return f"timbal run {shlex.quote(str(graph.path))} --resume {run_id} {answers}{saver_arg}"
 
 
-async def run_interruptibly(coro: Any) -> Any:
-    """Await `coro`; SIGINT / SIGTERM cancel it (the engine then records 'interrupted')."""
+#: How long a second Ctrl-C / SIGTERM waits for `last_resort` before the process ends.
+LAST_RESORT_SECONDS = 1.0
+
+
+async def run_interruptibly(coro: Any, last_resort: Any = None) -> Any:
+    """Await `coro`. A first SIGINT / SIGTERM cancels it (the engine records 'interrupted');
+    a second one ends the process at once (exit 130), even when a step blocks the event
+    loop and the cancellation can never be delivered: `last_resort()` (record the run
+    interrupted, say how to resume) gets LAST_RESORT_SECONDS in a thread of its own."""
     import asyncio
     import signal
+    import threading
 
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(coro)
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            loop.call_soon_threadsafe(task.cancel)  # a Python handler: it runs even if the loop is stuck
+            again = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+            os.write(2, f"interrupting… ({again} again stops at once)\n".encode())
+            return
+        if last_resort is not None:
+            helper = threading.Thread(target=last_resort, daemon=True)
+            helper.start()
+            helper.join(LAST_RESORT_SECONDS)
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
-            previous[sig] = signal.getsignal(sig)
-            loop.add_signal_handler(sig, task.cancel)
-        except (NotImplementedError, RuntimeError, ValueError):
+            previous[sig] = signal.signal(sig, on_signal)
+        except (ValueError, OSError):  # not the main thread: the caller handles signals
             pass
     try:
         return await task
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-                if previous.get(sig) is not None:
-                    # remove_signal_handler leaves SIG_DFL: put back the caller's handler
-                    # (the --watch loop turns SIGTERM into a clean exit 130)
-                    signal.signal(sig, previous[sig])
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
+        for sig, handler in previous.items():
+            # Put back the caller's handler (the --watch loop turns SIGTERM into exit 130).
+            signal.signal(sig, handler)
 
 
 def execute_once(
@@ -200,6 +231,7 @@ def execute_once(
     `progress_tty`: show the steps' progress on stderr (a terminal) when the output does
     not stream."""
     import asyncio  # here, not at the top: `timbal validate` and friends never need it
+    import time
     from contextlib import nullcontext
 
     graph = runnable.graph
@@ -211,6 +243,7 @@ def execute_once(
 
         progress = RunProgress()
     state: dict[str, Any] = {"run_id": None, "streamed": None}
+    begun = time.time()
 
     def listener(event: Any) -> None:
         if progress is not None:
@@ -223,13 +256,24 @@ def execute_once(
             sys.stdout.write(text)
             sys.stdout.flush()
 
+    def last_resort() -> None:
+        """The second signal: record the run interrupted if the saver can, say how to resume."""
+        rid = state["run_id"]
+        if rid is not None and getattr(runnable, "saver", None) is not None:
+            try:
+                runnable.saver.finish_run(rid, "interrupted", None, "interrupted")
+            except Exception:  # noqa: BLE001 - the process ends either way; the run stays resumable
+                pass
+        sys.stderr.write(f"interrupted: run {rid}{resume_hint(runnable, rid, saver_uri)}\n")
+
     stream = frozenset({out_step}) if streaming and out_step else False
     try:
         with progress if progress is not None else nullcontext():
             result = asyncio.run(
                 run_interruptibly(
                     runnable.run(values, parent_id=parent, resume=resume, listener=listener,
-                                 stream=stream, answers=answers)
+                                 stream=stream, answers=answers),
+                    last_resort,
                 )
             )
         while result.status == "waiting" and ask:
@@ -241,20 +285,25 @@ def execute_once(
                 result = asyncio.run(
                     run_interruptibly(
                         runnable.run(None, resume=result.run_id, listener=listener, stream=stream,
-                                     answers=given)
+                                     answers=given),
+                        last_resort,
                     )
                 )
     except (asyncio.CancelledError, KeyboardInterrupt):
         if state["streamed"]:
             click.echo("")
         rid = state["run_id"]
-        saver_arg = f" --saver {shlex.quote(saver_uri)}" if saver_uri else ""
-        from ..savers import InMemorySaver
-
-        resumable = rid and not isinstance(getattr(runnable, "saver", None), InMemorySaver)
-        hint = f" (resume with: timbal run {shlex.quote(str(graph.path))}{saver_arg} --resume {rid})" if resumable else ""
-        click.echo(f"interrupted: run {rid}{hint}", err=True)
+        click.echo(f"interrupted: run {rid}{resume_hint(runnable, rid, saver_uri)}", err=True)
         return EXIT_INTERRUPTED
+    except SaverError as exc:  # the store failed mid-run: say which run can be resumed
+        if exc.run_id is None:
+            raise  # not a run's write (an unknown --parent, ...): reported as usual
+        if state["streamed"]:
+            click.echo("")
+        click.echo(f"error: {exc}", err=True)
+        click.echo(f"run {exc.run_id} did not finish{resume_hint(runnable, exc.run_id, saver_uri)}",
+                   err=True)
+        return EXIT_FAILED
     if as_json:
         print_json(result.to_dict())
     elif result.ok:
@@ -276,7 +325,13 @@ def execute_once(
         return EXIT_WAITING
     if not result.ok:
         click.echo(f"error: {result.error}", err=True)
-    click.echo(_summary(result), err=True)
+    click.echo(_summary(result, time.time() - begun), err=True)
+    if not result.ok:
+        click.echo(f"run {result.run_id} failed{resume_hint(runnable, result.run_id, saver_uri)}",
+                   err=True)
+    note = branch_note(runnable.saver, result.parent_id, result.run_id) if parent else None
+    if note:
+        click.echo(note, err=True)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -340,16 +395,18 @@ def run_command(
         for n, wave in enumerate(dry_run_order(graph), 1):
             click.echo(f"{n}. {', '.join(wave)}")
         return
-    saver = open_saver(graph, saver_uri)
-    if cont:
-        latest = saver.latest(graph.name)
-        parent = latest.run_id if latest else None
     if resume is None:
         from ..inputs import prepare_inputs
 
         prepare_inputs(graph, values)  # input errors exit 2 before any run is recorded
+    saver = open_saver(graph, saver_uri)
     runnable = RunnableFlow(graph, saver)
     try:
+        if cont or parent:
+            refuse_in_memory(saver, "--continue" if cont else "--parent")
+        if cont:
+            continued = run_to_continue(saver, graph.name)
+            parent = continued.run_id if continued else None
         answers = None
         if answer_pairs:
             from ..history import waiting_questions

@@ -31,9 +31,10 @@ def open_runs_saver(uri: str | None) -> Saver:
             "no saver given: pass --saver URI (jsonl:PATH, sqlite:PATH, postgresql://…, "
             "or a flow file) or set TIMBAL_SAVER"
         )
+    # Inspecting never creates a store: a mistyped path is an error, not a new empty file.
     if uri.lower().endswith((".yaml", ".yml")) and "://" not in uri:
-        return saver_from_flow_file(uri)
-    return saver_from_uri(uri)
+        return saver_from_flow_file(uri, create=False)
+    return saver_from_uri(uri, create=False)
 
 
 def _saver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -217,18 +218,23 @@ def tree_cmd(run_id: str | None, saver_uri: str | None, as_json: bool) -> None:
             click.echo(line)
 
 
-def _draw(tree: dict[str, Any], focus: str | None, prefix: str = "", tail: str = "") -> list[str]:
-    """Box-drawing lines for a node and its subtree: `RUN_ID status "first message"`."""
-    label = f"{tree['run_id']} {tree['status']}"
-    if tree["message"]:
-        label += f' "{tree["message"]}"'
-    if tree["run_id"] == focus:
-        label += "  <"
-    lines = [prefix + tail + label]
-    children = tree["children"]
-    below = prefix + {"": "", "├── ": "│   ", "└── ": "    "}[tail]
-    for i, child in enumerate(children):
-        lines.extend(_draw(child, focus, below, "└── " if i == len(children) - 1 else "├── "))
+def _draw(tree: dict[str, Any], focus: str | None) -> list[str]:
+    """Box-drawing lines for a node and its subtree: `RUN_ID status "first message"`.
+    Without recursion: a conversation of thousands of turns is a tree that deep."""
+    lines: list[str] = []
+    stack: list[tuple[dict[str, Any], str, str]] = [(tree, "", "")]
+    while stack:
+        node, prefix, tail = stack.pop()
+        label = f"{node['run_id']} {node['status']}"
+        if node["message"]:
+            label += f' "{node["message"]}"'
+        if node["run_id"] == focus:
+            label += "  <"
+        lines.append(prefix + tail + label)
+        below = prefix + {"": "", "├── ": "│   ", "└── ": "    "}[tail]
+        children = node["children"]
+        for i in reversed(range(len(children))):
+            stack.append((children[i], below, "└── " if i == len(children) - 1 else "├── "))
     return lines
 
 

@@ -267,12 +267,14 @@ async def _read_stream(
     usage: Any = None
     finished = done = any_choice = False
     async for line in response.aiter_lines():
-        if not line.startswith("data:"):
+        if done or not line.startswith("data:"):
             continue  # blank separators, `event:` lines, `: keep-alive` comments
         data = line[5:].strip()
         if data == "[DONE]":
+            # Read on to the end of the body: a response left unread closes its connection
+            # instead of returning it to the pool for the next call.
             done = True
-            break
+            continue
         try:
             chunk = json.loads(data)
         except ValueError:

@@ -58,12 +58,13 @@ def _path(text: str, base_dir: Path | None) -> Path:
     return path
 
 
-def saver_from_uri(uri: str, base_dir: Path | None = None) -> Saver:
+def saver_from_uri(uri: str, base_dir: Path | None = None, create: bool = True) -> Saver:
     """The saver a URI names: `memory`, `jsonl:PATH`, `sqlite:PATH`, `postgresql://…`.
 
     A bare path ending in .jsonl, or in .db/.sqlite/.sqlite3, names a JSONL or SQLite
     file. Relative paths are relative to `base_dir` (default: the working directory).
-    Raises InputError (exit 2) for anything else.
+    Raises InputError (exit 2) for anything else. With `create=False` (commands that only
+    inspect state) a state file that does not exist is an InputError, never created.
     """
     from .postgres import redact_dsn
 
@@ -83,18 +84,20 @@ def saver_from_uri(uri: str, base_dir: Path | None = None) -> Saver:
             rest = rest[2:]
         if not rest:
             raise InputError(f"saver {uri!r} names no file: {_URI_HELP}")
-        return _file_saver(scheme, _path(rest, base_dir))
+        return _file_saver(scheme, _path(rest, base_dir), create)
     lowered = text.lower()
     if lowered.endswith(_JSONL_SUFFIXES):
-        return _file_saver("jsonl", _path(text, base_dir))
+        return _file_saver("jsonl", _path(text, base_dir), create)
     if lowered.endswith(_SQLITE_SUFFIXES):
-        return _file_saver("sqlite", _path(text, base_dir))
+        return _file_saver("sqlite", _path(text, base_dir), create)
     raise InputError(f"unknown saver {redact_dsn(uri)!r}: {_URI_HELP}")
 
 
-def _file_saver(kind: str, path: Path) -> Saver:
+def _file_saver(kind: str, path: Path, create: bool = True) -> Saver:
     if path.is_dir():
         raise InputError(f"saver path {path} is a directory, not a {kind} file")
+    if not create and not path.exists():
+        raise InputError(f"no {kind} state file at {path} (nothing has been saved there)")
     if kind == "jsonl":
         from .jsonl import JSONLSaver
 
@@ -104,7 +107,9 @@ def _file_saver(kind: str, path: Path) -> Saver:
     return SQLiteSaver(path)
 
 
-def saver_from_config(type: str, options: dict[str, Any], base_dir: Path | None = None) -> Saver:
+def saver_from_config(
+    type: str, options: dict[str, Any], base_dir: Path | None = None, create: bool = True
+) -> Saver:
     """The saver a flow file's `state_saver:` block names (its templates already rendered).
 
     `type` is in_memory, jsonl or sqlite (with `path`, relative to `base_dir`, the flow
@@ -119,7 +124,7 @@ def saver_from_config(type: str, options: dict[str, Any], base_dir: Path | None 
         path = options.get("path")
         if not isinstance(path, str) or not path:
             raise FlowError(f"state_saver of type {type!r} needs a 'path'")
-        return _file_saver(kind, _path(path, base_dir))
+        return _file_saver(kind, _path(path, base_dir), create)
     if kind == "postgres":
         dsn = options.get("dsn")
         if not isinstance(dsn, str) or not dsn:
@@ -130,22 +135,18 @@ def saver_from_config(type: str, options: dict[str, Any], base_dir: Path | None 
     raise FlowError(f"unknown state_saver type {type!r} (expected one of {', '.join(SAVER_TYPES)})")
 
 
-def saver_from_flow_file(path: str | os.PathLike[str]) -> Saver:
+def saver_from_flow_file(path: str | os.PathLike[str], create: bool = True) -> Saver:
     """The saver a flow file's `state_saver:` block names, without compiling the rest of it.
 
     `{{ env.VAR }}` in its options is rendered from the environment; paths are relative
     to the file's folder. A flow without the block keeps its runs in memory only, so
     there is nothing to inspect: InputError.
     """
-    import yaml
-
+    from ..loader import load_document
     from ..templates import compile_template, is_template
 
     flow_path = Path(path)
-    try:
-        data = yaml.safe_load(flow_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise InputError(f"cannot read flow file {flow_path}: {exc}") from None
+    data = load_document(flow_path).data  # read as the compiler reads it (YAML 1.2; located errors)
     block = data.get("state_saver") if isinstance(data, dict) else None
     if not isinstance(block, dict) or not isinstance(block.get("type"), str):
         raise InputError(
@@ -162,4 +163,4 @@ def saver_from_flow_file(path: str | os.PathLike[str]) -> Saver:
             except Exception as exc:  # noqa: BLE001 - render errors and jinja syntax errors alike
                 raise InputError(f"{flow_path}: state_saver.{key}: {exc}") from None
         options[key] = value
-    return saver_from_config(block["type"], options, flow_path.parent)
+    return saver_from_config(block["type"], options, flow_path.parent, create)

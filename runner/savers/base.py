@@ -21,11 +21,13 @@ from typing import Any
 
 from ..errors import RunNotFound, SaverError
 
-__all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "STEP_STATUSES", "encode_json",
+__all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "FINISHED_STATUSES", "STEP_STATUSES", "encode_json",
            "steps_delta", "join_deltas", "in_map_item"]
 
 _MEMORY_LOCK = threading.Lock()  # guards every saver's `remember_memory` cache
 
+#: The statuses of a run that has ended: the runs `--continue` may continue.
+FINISHED_STATUSES = ("succeeded", "failed", "interrupted")
 RUN_STATUSES = ("running", "succeeded", "failed", "interrupted", "waiting")
 STEP_STATUSES = ("succeeded", "failed", "skipped", "waiting")
 
@@ -284,6 +286,13 @@ class Saver(ABC):
         """The newest run (of that flow, when named), or None."""
         runs = self.list_runs(flow=flow, limit=1)
         return runs[0] if runs else None
+
+    def latest_finished(self, flow: str | None = None) -> RunRecord | None:
+        """The newest run that has ended (succeeded, failed or interrupted), or None: what
+        `--continue` continues. A run still in flight (or waiting for an answer) never is:
+        its conversation is not complete, and a run started from it would never see the rest."""
+        found = [r for status in FINISHED_STATUSES for r in self.list_runs(flow, status, limit=1)]
+        return max(found, key=lambda r: (r.started_at, r.run_id), default=None)
 
     def ancestry(self, run_id: str) -> Iterator[str]:
         """`run_id`, its parent, its grandparent, ... up to the root."""

@@ -21,14 +21,26 @@ writes), and rebuilt when it does not match it (deleted, truncated, file replace
 
 Several processes may append at once: every write holds an exclusive `flock` on the
 data file (readers a shared one). A line torn by a crash is skipped with a warning; the
-next writer ends it with a newline first, so it never merges with a good record.
+next writer ends it with a newline first, so it never merges with a good record. A write
+that fails (a full disk) is cut back off the file, so it leaves no torn line behind.
+
+Damage anywhere else (a line garbled or cut short in the middle of the file) costs that
+line only: it is indexed as damaged, skipped, and named in a warning by every command
+that reads the file (once per command), with the run and step it held when they can
+still be read. A run whose opening line is lost keeps its steps; it is shown with an
+unknown parent and flow, so its descendants still load and can be continued.
+
+A store we may not write (a read-only folder or file) can still be read: when the index
+cannot be written, it is kept in memory for this process only.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import re
 import threading
 import time
 import warnings
@@ -46,6 +58,12 @@ __all__ = ["JSONLSaver", "INDEX_SUFFIX"]
 INDEX_SUFFIX = ".idx"
 _INDEX_VERSION = 1
 _Span = tuple[int, int]  # (byte offset, length) of one line in the data file
+# What a damaged line still says about itself, for the warning that names it.
+_FIELD = re.compile(rb'"(event|run_id|step_id)":"([^"\\]{1,200})"')
+# Index entry kinds: r run_started, s step, f run_finished, d run_deleted, x a damaged line,
+# t a line torn by a write that never finished (nothing it held had been saved yet).
+_UNREADABLE = frozenset({"x", "t"})
+_NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 class _StaleIndex(Exception):
@@ -60,6 +78,7 @@ class _RunEntry:
     status: str
     header: list[_Span] = field(default_factory=list)  # run_started / run_finished lines
     steps: list[_Span] = field(default_factory=list)
+    opened: bool = True  # False: its run_started line is damaged (parent and flow unknown)
 
 
 class JSONLSaver(Saver):
@@ -74,6 +93,7 @@ class JSONLSaver(Saver):
         self._fd = -1
         self._pid = -1
         self._writable = True
+        self._memory_index = False  # the index file cannot be written: kept in memory only
         self._open()
         self._reset()
         self._torn: _Span | None = None  # the torn tail already warned about
@@ -100,6 +120,7 @@ class JSONLSaver(Saver):
 
     def _reset(self) -> None:
         self._runs: dict[str, _RunEntry] = {}
+        self._deleted: set[str] = set()
         self._idx_ino: int | None = None
         self._idx_pos = 0  # bytes of the index file applied to self._runs
         self._data_end = 0  # end of the last data line the index covers
@@ -161,6 +182,8 @@ class JSONLSaver(Saver):
     def _refresh(self, repair: bool) -> bool:
         """Apply what the index gained since last time. False when it needs a repair first."""
         data_size = os.fstat(self._fd).st_size
+        if self._memory_index:
+            return self._refresh_in_memory(data_size)
         try:
             ifd = os.open(self.index_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
@@ -202,6 +225,15 @@ class JSONLSaver(Saver):
             return self._repair(repair, rebuild=False)
         return True
 
+    def _refresh_in_memory(self, data_size: int) -> bool:
+        """The in-memory index brought up to date from the data file (no index file)."""
+        if data_size < self._data_end or not self._last_line_matches():
+            self._reset()
+        if data_size > self._data_end:
+            for entry in self._scan(self._data_end):
+                self._apply(entry)
+        return True
+
     def _last_line_matches(self) -> bool:
         """Whether the last indexed line is still where the index says (cheap staleness check)."""
         if self._last is None:
@@ -238,7 +270,10 @@ class JSONLSaver(Saver):
             os.replace(tmp, self.index_path)
             self._idx_ino = os.stat(self.index_path).st_ino
         except OSError as exc:
-            raise SaverError(f"cannot write index {self.index_path}: {exc.strerror}") from exc
+            _remove_quietly(tmp)
+            if exc.errno not in _NOT_WRITABLE:
+                raise SaverError(f"cannot write index {self.index_path}: {exc.strerror}") from exc
+            self._memory_index = True  # derived data: this process keeps it in memory instead
         for entry in entries:
             self._apply(entry)
         self._idx_pos = len(text.encode())
@@ -255,7 +290,7 @@ class JSONLSaver(Saver):
                         self._torn = (offset, offset + len(line))
                         warnings.warn(
                             f"{self.path}: skipping a torn last line at byte {offset} "
-                            "(a write interrupted by a crash)",
+                            "(a write that never finished: the process was killed mid-write)",
                             RuntimeWarning,
                             stacklevel=2,
                         )
@@ -281,39 +316,39 @@ class JSONLSaver(Saver):
             if kind == "run_deleted":
                 return ["d", *span, run_id]
             raise ValueError(f"unknown event {kind!r}")
-        except (ValueError, TypeError, KeyError) as exc:
-            if offset not in self._warned:
-                self._warned.add(offset)
-                warnings.warn(
-                    f"{self.path}: skipping an unreadable line at byte {offset} ({exc})",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-            return ["x", *span]
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return ["x", *span, None, _what_it_held(line)]
 
     def _write_index(self, entries: list[list[Any]]) -> None:
         """Append entries to the index file and apply them (under the exclusive lock)."""
         if not entries:
             return
         data = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries).encode()
-        try:
-            fd = os.open(self.index_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if not self._memory_index:
             try:
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise SaverError(f"cannot write index {self.index_path}: {exc.strerror}") from exc
+                fd = os.open(self.index_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    _write_all(fd, data)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                if exc.errno not in _NOT_WRITABLE:
+                    raise SaverError(f"cannot write index {self.index_path}: {exc.strerror}") from exc
+                # Derived data: this process keeps it in memory; the next one rebuilds the file.
+                self._memory_index = True
         for entry in entries:
             self._apply(entry)
-        self._idx_pos += len(data)
+        if not self._memory_index:
+            self._idx_pos += len(data)
 
     def _apply(self, entry: list[Any]) -> None:
         kind, offset, length = entry[0], int(entry[1]), int(entry[2])
         if offset + length >= self._data_end:
             self._data_end = offset + length
-            self._last = (offset, length, None if kind == "x" else entry[3])
-        if kind == "x":
+            self._last = (offset, length, None if kind in _UNREADABLE else entry[3])
+        if kind in _UNREADABLE:
+            if kind == "x":
+                self._name_damage(offset, length, entry[4] if len(entry) > 4 else None)
             return
         run_id, span = entry[3], (offset, length)
         run = self._runs.get(run_id)
@@ -322,19 +357,39 @@ class JSONLSaver(Saver):
             if run is None:
                 self._runs[run_id] = _RunEntry(parent_id, flow_name, started_at, status, [span])
             else:  # resumed: same run, running again; its steps and start time stay
+                if not run.opened:  # its first opening line was damaged; this one is whole
+                    run.started_at, run.opened = started_at, True
                 run.parent_id, run.flow_name, run.status = parent_id, flow_name, status
                 run.header.append(span)
-        elif run is None:
-            return  # a line of a deleted (or unreadable) run
-        elif kind == "s":
+            return
+        if kind == "d":
+            self._runs.pop(run_id, None)
+            self._deleted.add(run_id)
+            return
+        if run is None:
+            if run_id in self._deleted:
+                return  # a late line of a deleted run
+            # Its run_started line is damaged: keep what the run saved, parent unknown.
+            run = self._runs[run_id] = _RunEntry(None, "", 0.0, "running", opened=False)
+        if kind == "s":
             run.steps.append(span)
         elif kind == "f":
             run.status = entry[4]
             run.header.append(span)
-        elif kind == "d":
-            del self._runs[run_id]
         else:
             raise ValueError(kind)
+
+    def _name_damage(self, offset: int, length: int, held: str | None) -> None:
+        """Warn, once per saver, that the damaged line at `offset` was skipped, and what it held."""
+        if offset in self._warned:
+            return
+        self._warned.add(offset)
+        what = f": it held {held}" if held else ""
+        warnings.warn(
+            f"{self.path}: skipping a damaged line at byte {offset} ({length} bytes){what}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
     # -- the data ------------------------------------------------------------------------
     def _append(
@@ -345,19 +400,30 @@ class JSONLSaver(Saver):
         with self._current(write=True):
             if must_exist is not None and must_exist not in self._runs:
                 raise RunNotFound(f"no run with id {must_exist!r}")
-            size = os.fstat(self._fd).st_size
+            start = size = os.fstat(self._fd).st_size
             entries: list[list[Any]] = []
-            if size > self._data_end:  # a torn line: end it so it never merges with ours
-                _write_all(self._fd, b"\n")
-                entries.append(["x", self._data_end, size + 1 - self._data_end])
-                size += 1
-                self._torn = None
-            _write_all(self._fd, line)
-            if durable:
-                os.fsync(self._fd)
+            try:
+                if size > self._data_end:  # a torn line: end it so it never merges with ours
+                    _write_all(self._fd, b"\n")
+                    entries.append(["t", self._data_end, size + 1 - self._data_end])
+                    size += 1
+                _write_all(self._fd, line)
+                if durable:
+                    os.fsync(self._fd)
+            except OSError as exc:
+                self._cut_back(start)
+                raise SaverError(f"cannot write to state file {self.path}: {exc.strerror or exc}") from exc
+            self._torn = None
             entries.append(self._entry_for(line, size, event))
             self._write_index(entries)
 
+    def _cut_back(self, size: int) -> None:
+        """Remove what a failed write left after byte `size`, so no torn line stays behind."""
+        try:
+            os.ftruncate(self._fd, size)
+            os.fsync(self._fd)
+        except OSError:
+            pass  # then the next reader skips it as a torn line
     def _line(self, span: _Span, run_id: str) -> dict[str, Any]:
         raw = os.pread(self._fd, span[1], span[0])
         try:
@@ -376,6 +442,10 @@ class JSONLSaver(Saver):
 
     def _header(self, run_id: str, entry: _RunEntry) -> dict[str, Any]:
         header: dict[str, Any] = {}
+        if not entry.opened:  # what its damaged run_started line held is unknown
+            header = {"run_id": run_id, "parent_id": None, "flow_name": "?", "flow_path": None,
+                      "flow_hash": "", "started_at": entry.started_at,
+                      "error": "its opening record is damaged: parent, flow and inputs unknown"}
         for span in sorted(entry.header):
             event = self._line(span, run_id)
             kind = event.pop("event")
@@ -508,6 +578,27 @@ class JSONLSaver(Saver):
     def _ids_with_prefix(self, prefix: str) -> list[str]:
         with self._current():
             return [rid for rid in self._runs if rid.upper().startswith(prefix.upper())]
+
+
+def _what_it_held(line: bytes) -> str | None:
+    """What a damaged line still shows of itself: its event, run id and step id, if legible."""
+    found: dict[str, str] = {}
+    for key, value in _FIELD.findall(line[:4096]):
+        found.setdefault(key.decode(), value.decode("utf-8", "replace"))
+    if "run_id" not in found:
+        return None
+    what = {"step": "a step record", "run_started": "the opening record",
+            "run_finished": "the closing record", "run_deleted": "the deletion"}.get(
+        found.get("event", ""), "a record")
+    step = f" (step '{found['step_id']}')" if "step_id" in found else ""
+    return f"{what}{step} of run {found['run_id']}"
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -6,15 +6,24 @@ is used (`pip install 'timbal-flows[postgres]'`). Tables are created on first us
 under an advisory lock so that processes starting together don't race; the
 `timbal_schema_version` table lets later releases migrate. A step is saved when its
 transaction has committed.
+
+A lost connection (a server restart, a network cut) is not a failed write: every query
+runs in `_in_transaction`, which runs it again on a fresh connection, with backoff, for
+up to `reconnect_for` seconds (writes are upserts, so running one twice is harmless).
+The pool checks a connection before handing it out, so the stale connections a restart
+leaves behind are replaced instead of failing one request each. psycopg's pool logs
+what it does about them; those lines are silenced, as our own error says what failed.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import SaverError
 from .sqlite import SQLSaver
@@ -24,6 +33,7 @@ __all__ = ["PostgresSaver", "redact_dsn"]
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", re.IGNORECASE)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_T = TypeVar("_T")
 
 
 def redact_dsn(text: str) -> str:
@@ -51,11 +61,13 @@ class PostgresSaver(SQLSaver):
         min_size: int = 1,
         max_size: int = 4,
         connect_timeout: float = 10.0,
+        reconnect_for: float = 30.0,
     ) -> None:
         if schema is not None and not _IDENT.match(schema):
             raise SaverError(f"invalid PostgreSQL schema name {schema!r}")
         self.dsn = dsn
         self.schema = schema
+        self.reconnect_for = reconnect_for
         try:
             import psycopg
             from psycopg_pool import ConnectionPool
@@ -64,6 +76,9 @@ class PostgresSaver(SQLSaver):
                 "the postgres saver needs psycopg 3: pip install -e '.[postgres]' in a checkout, or pip install 'psycopg[binary,pool]'"
             ) from exc
         self._psycopg = psycopg
+        if not os.environ.get("TIMBAL_POSTGRES_LOG"):
+            # "discarding closed connection" and the like: our SaverError says it once, if at all.
+            logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
         # One direct connection first: it fails fast, with the server's own reason.
         try:
             with psycopg.connect(dsn, connect_timeout=max(int(connect_timeout), 1)) as conn:
@@ -78,6 +93,7 @@ class PostgresSaver(SQLSaver):
         self._new_pool: Any = lambda: ConnectionPool(
             dsn, min_size=min_size, max_size=max_size, open=True, timeout=connect_timeout,
             kwargs={"connect_timeout": max(int(connect_timeout), 1)}, name="timbal",
+            check=ConnectionPool.check_connection,
         )
         self._pool = self._new_pool()
         self._pid = os.getpid()
@@ -101,14 +117,39 @@ class PostgresSaver(SQLSaver):
             # The pool's context commits when the block ends without an error, else rolls back.
             with self._pool.connection() as conn, conn.cursor() as cur:
                 yield cur
-        except psycopg.Error as exc:  # PoolTimeout and PoolClosed are psycopg errors too
+        except psycopg.OperationalError as exc:  # the connection or the server is gone
+            raise _ConnectionLost(f"{self.describe()}: {_reason(exc)}") from exc
+        except psycopg.Error as exc:  # PoolClosed and the server's refusals
             raise SaverError(f"{self.describe()}: {_reason(exc)}") from exc
+
+    def _in_transaction(self, write: bool, work: Callable[[Any], _T]) -> _T:
+        """`work(cursor)` in one transaction; on a lost connection, again on a fresh one
+        (with backoff) until `reconnect_for` seconds have passed, then SaverError."""
+        deadline: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                with self._transaction(write) as cur:
+                    return work(cur)
+            except _ConnectionLost as exc:
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self.reconnect_for
+                if now >= deadline:
+                    raise SaverError(
+                        f"{exc} (still unreachable after {self.reconnect_for:g} s)"
+                    ) from exc
+                time.sleep(min(delay, max(deadline - now, 0.0)))
+                delay = min(delay * 2, 1.0)
 
     def close(self) -> None:
         """Close the connection pool."""
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.close()
+
+
+class _ConnectionLost(SaverError):
+    """The connection broke or the server could not be reached: the query may be run again."""
 
 
 def _reason(exc: BaseException) -> str:

@@ -22,16 +22,18 @@ every write is one `BEGIN IMMEDIATE` transaction.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import RunNotFound, SaverError
 from .base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
@@ -39,6 +41,8 @@ from .base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_
 __all__ = ["SQLiteSaver", "SQLSaver", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
+
+_T = TypeVar("_T")
 
 _RUN_COLUMNS = ("run_id", "parent_id", "flow_name", "flow_path", "flow_hash", "status",
                 "started_at", "ended_at", "inputs", "outputs", "error", "usage")
@@ -83,6 +87,21 @@ class SQLSaver(Saver):
     @abstractmethod
     def _transaction(self, write: bool) -> AbstractContextManager[Any]:
         """A context giving a DB-API cursor inside one transaction, committed on success."""
+
+    def _in_transaction(self, write: bool, work: Callable[[Any], _T]) -> _T:
+        """`work(cursor)` inside one transaction, committed when it returns. The one way every
+        query runs, so that a saver may run it again on a fresh connection (PostgreSQL)."""
+        with self._transaction(write) as cur:
+            return work(cur)
+
+    def _fetch_all(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read query."""
+
+        def work(cur: Any) -> list[Any]:
+            cur.execute(self._sql(query), params)
+            return list(cur.fetchall())
+
+        return self._in_transaction(False, work)
 
     def _ddl(self) -> list[str]:
         real = self.real_type
@@ -139,18 +158,20 @@ class SQLSaver(Saver):
     def start_run(self, run: RunRecord) -> None:
         """Record a new run, or mark an existing one running again (its steps and start time stay)."""
         self.forget_memory(run.run_id)
-        with self._transaction(write=True) as cur:
-            cur.execute(self._sql(_UPSERT_RUN),
-                        self._values(run.to_dict(with_steps=False), _RUN_COLUMNS))
+        values = self._values(run.to_dict(with_steps=False), _RUN_COLUMNS)
+        self._in_transaction(True, lambda cur: cur.execute(self._sql(_UPSERT_RUN), values))
 
     def save_step(self, run_id: str, step: StepRecord) -> None:
         """Record one finished step, committed before returning; the same step_id replaces it."""
         self.forget_memory(run_id)
-        with self._transaction(write=True) as cur:
+        values = self._values({"run_id": run_id, **step.to_dict()}, _STEP_ROW)
+
+        def work(cur: Any) -> None:
             if not self._exists(cur, run_id):
                 raise RunNotFound(f"no run with id {run_id!r}")
-            cur.execute(self._sql(_UPSERT_STEP),
-                        self._values({"run_id": run_id, **step.to_dict()}, _STEP_ROW))
+            cur.execute(self._sql(_UPSERT_STEP), values)
+
+        self._in_transaction(True, work)
 
     def finish_run(
         self,
@@ -166,24 +187,31 @@ class SQLSaver(Saver):
                  "WHERE run_id = ?")
         params = (status, encode_json(outputs), error, encode_json(usage or {}),
                   ended_at if ended_at is not None else time.time(), run_id)
-        with self._transaction(write=True) as cur:
+
+        def work(cur: Any) -> None:
             cur.execute(self._sql(query), params)
             if cur.rowcount == 0:
                 raise RunNotFound(f"no run with id {run_id!r}")
 
+        self._in_transaction(True, work)
+
     def delete_run(self, run_id: str) -> None:
         """Forget a run and its steps."""
         self.forget_memory(run_id)
-        with self._transaction(write=True) as cur:
+
+        def work(cur: Any) -> None:
             cur.execute(self._sql("DELETE FROM {runs} WHERE run_id = ?"), (run_id,))
             if cur.rowcount == 0:
                 raise RunNotFound(f"no run with id {run_id!r}")
             cur.execute(self._sql("DELETE FROM {steps} WHERE run_id = ?"), (run_id,))
 
+        self._in_transaction(True, work)
+
     # -- reading -------------------------------------------------------------------------
     def get_run(self, run_id: str) -> RunRecord:
         """The run with its steps. Raises RunNotFound."""
-        with self._transaction(write=False) as cur:
+
+        def work(cur: Any) -> tuple[Any, list[Any]]:
             cur.execute(self._sql(f"SELECT {', '.join(_RUN_COLUMNS)} FROM {{runs}} WHERE run_id = ?"),
                         (run_id,))
             row = cur.fetchone()
@@ -191,7 +219,9 @@ class SQLSaver(Saver):
                 raise RunNotFound(f"no run with id {run_id!r}")
             cur.execute(self._sql(f"SELECT {', '.join(_STEP_COLUMNS)} FROM {{steps}} "
                                   "WHERE run_id = ? ORDER BY seq, step_id"), (run_id,))
-            steps = cur.fetchall()
+            return row, cur.fetchall()
+
+        row, steps = self._in_transaction(False, work)
         record = RunRecord.from_dict(self._record(row, _RUN_COLUMNS))
         record.steps = [StepRecord.from_dict(self._record(s, _STEP_COLUMNS)) for s in steps]
         return record
@@ -215,21 +245,19 @@ class SQLSaver(Saver):
         if limit is not None:
             query += " LIMIT ?"
             params.append(max(limit, 0))
-        with self._transaction(write=False) as cur:
-            cur.execute(self._sql(query), params)
-            rows = cur.fetchall()
+        rows = self._fetch_all(query, params)
         return [RunRecord.from_dict(self._record(r, _RUN_COLUMNS)) for r in rows]
 
     def children(self, run_id: str) -> list[str]:
         """Ids of the runs whose parent is `run_id`, oldest first."""
-        with self._transaction(write=False) as cur:
-            cur.execute(self._sql("SELECT run_id FROM {runs} WHERE parent_id = ? ORDER BY run_id"),
-                        (run_id,))
-            return [r[0] for r in cur.fetchall()]
+        rows = self._fetch_all("SELECT run_id FROM {runs} WHERE parent_id = ? ORDER BY run_id",
+                               (run_id,))
+        return [r[0] for r in rows]
 
     def memory_delta(self, run_id: str) -> tuple[str | None, dict[str, list[dict[str, Any]]]]:
         """(parent_id, the messages run `run_id` added): that run's rows only."""
-        with self._transaction(write=False) as cur:
+
+        def work(cur: Any) -> tuple[Any, list[Any]]:
             cur.execute(self._sql("SELECT parent_id FROM {runs} WHERE run_id = ?"), (run_id,))
             row = cur.fetchone()
             if row is None:
@@ -237,8 +265,10 @@ class SQLSaver(Saver):
             cur.execute(self._sql("SELECT step_id, seq, messages FROM {steps} "
                                   "WHERE run_id = ? AND status = 'succeeded' ORDER BY seq, step_id"),
                         (run_id,))
-            steps = [StepRecord(s[0], "succeeded", s[1], messages=json.loads(s[2]))
-                     for s in cur.fetchall()]
+            return row, cur.fetchall()
+
+        row, rows = self._in_transaction(False, work)
+        steps = [StepRecord(s[0], "succeeded", s[1], messages=json.loads(s[2])) for s in rows]
         return row[0], steps_delta(steps)
 
     _CHAIN = (
@@ -251,7 +281,8 @@ class SQLSaver(Saver):
 
     def _load_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
         """The memory at the end of `run_id`: its ancestry's step rows, in one round trip."""
-        with self._transaction(write=False) as cur:
+
+        def work(cur: Any) -> tuple[list[Any], list[Any]]:
             cur.execute(self._sql(self._CHAIN + "SELECT run_id, parent_id FROM chain ORDER BY depth"),
                         (run_id, self._MAX_DEPTH))
             chain = cur.fetchall()
@@ -259,7 +290,9 @@ class SQLSaver(Saver):
                 self._CHAIN + "SELECT s.run_id, s.step_id, s.seq, s.messages FROM chain c "
                 "JOIN {steps} s ON s.run_id = c.run_id WHERE s.status = 'succeeded'"
             ), (run_id, self._MAX_DEPTH))
-            rows = cur.fetchall()
+            return chain, cur.fetchall()
+
+        chain, rows = self._in_transaction(False, work)
         if not chain:
             raise RunNotFound(f"no run with id {run_id!r}")
         if chain[-1][1] is not None:  # the oldest ancestor found still names a parent
@@ -272,16 +305,38 @@ class SQLSaver(Saver):
                 StepRecord(step_id, "succeeded", seq, messages=json.loads(messages)))
         return join_deltas(steps_delta(by_run.get(rid, [])) for rid, _ in reversed(chain))
 
+    def descendants(self, run_id: str) -> Iterator[str]:
+        """The runs below `run_id`, each parent before its children, read in one query (a
+        walk with one query per run costs a round trip each on PostgreSQL)."""
+        rows = self._fetch_all(
+            "WITH RECURSIVE below (run_id, parent_id, depth) AS ("
+            " SELECT run_id, parent_id, 1 FROM {runs} WHERE parent_id = ?"
+            " UNION ALL SELECT r.run_id, r.parent_id, b.depth + 1 FROM {runs} r"
+            " JOIN below b ON r.parent_id = b.run_id WHERE b.depth < ?) "
+            "SELECT DISTINCT run_id, parent_id FROM below",
+            (run_id, self._MAX_DEPTH),
+        )
+        kids: dict[str, list[str]] = {}
+        for child, parent in rows:
+            kids.setdefault(parent, []).append(child)
+        stack = sorted(kids.get(run_id, []), reverse=True)
+        seen = {run_id}
+        while stack:  # depth first, children oldest first, as the base class walks them
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            yield current
+            stack.extend(sorted(kids.get(current, []), reverse=True))
+
     def _has_run(self, run_id: str) -> bool:
-        with self._transaction(write=False) as cur:
-            return self._exists(cur, run_id)
+        return bool(self._in_transaction(False, lambda cur: self._exists(cur, run_id)))
 
     def _ids_with_prefix(self, prefix: str) -> list[str]:
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        with self._transaction(write=False) as cur:
-            cur.execute(self._sql(f"SELECT run_id FROM {{runs}} WHERE run_id {self.ilike} ? "
-                                  "ESCAPE '\\' ORDER BY run_id LIMIT 50"), (pattern,))
-            return [r[0] for r in cur.fetchall()]
+        rows = self._fetch_all(f"SELECT run_id FROM {{runs}} WHERE run_id {self.ilike} ? "
+                               "ESCAPE '\\' ORDER BY run_id LIMIT 50", (pattern,))
+        return [r[0] for r in rows]
 
 
 class SQLiteSaver(SQLSaver):
@@ -311,6 +366,12 @@ class SQLiteSaver(SQLSaver):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # Created owner-only before SQLite opens it; its -wal and -shm files copy the mode.
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not self.path.is_file():
+                raise SaverError(f"cannot open {self.describe()}: {exc.strerror or exc}") from exc
+            self._conn, self._pid = self._connect_read_only(), os.getpid()
+            return
+        try:
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False)
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
@@ -321,6 +382,23 @@ class SQLiteSaver(SQLSaver):
         self._conn, self._pid = conn, os.getpid()
         with self._transaction(write=True) as cur:
             self._create_tables(cur)
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A file we may not write (its mode, a read-only mount) can still be read: `runs list`
+        and `runs show` work, and a write fails with SQLite's own "readonly database" reason.
+        `mode=ro` needs the WAL's -shm file to be writable or creatable; when it is not
+        either, the file is read as immutable (it cannot change under us: nobody may write)."""
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve()))
+        last: Exception | None = None
+        for options in ("?mode=ro", "?immutable=1"):
+            try:
+                conn = sqlite3.connect(uri + options, uri=True, timeout=self.timeout,
+                                       isolation_level=None, check_same_thread=False)
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return conn
+            except sqlite3.Error as exc:
+                last = exc
+        raise SaverError(f"cannot open {self.describe()} (read-only): {last}")
 
     def start_run(self, run: RunRecord) -> None:
         """Record a new run (or mark one running again), committed without an fsync of its own.

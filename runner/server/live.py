@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -206,3 +207,6 @@ class LiveRuns:
                     continue
                 if record.status == "interrupted" and not live.done:
                     live.task.cancel()
+                    await live.wait()  # recorded interrupted here too, before anyone resumes it
+                    print(f"timbal serve: run {run_id} was cancelled from another server",
+                          file=sys.stderr, flush=True)

@@ -29,6 +29,8 @@ __all__ = ["ServeOptions", "serve", "check_listen_address", "read_api_key", "DRA
 DRAIN_SECONDS = 10.0
 #: After the drain, how long open connections get to send their last bytes.
 _CLOSE_SECONDS = 2
+#: Idle seconds before a kept-alive connection is closed (uvicorn's 5 s races busy clients).
+_KEEP_ALIVE = 30
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,7 @@ def serve(options: ServeOptions) -> int:
         app = create_app(catalog, api_key=api_key, include_ui=options.ui, reload=options.reload)
         config = uvicorn.Config(
             app, host=options.host, port=options.port, log_level="warning",
-            timeout_graceful_shutdown=_CLOSE_SECONDS, lifespan="on",
+            timeout_graceful_shutdown=_CLOSE_SECONDS, lifespan="on", timeout_keep_alive=_KEEP_ALIVE,
         )
         server = _DrainingServer(config, app.state.timbal)
         names = ", ".join(catalog.names())

@@ -100,8 +100,38 @@ class _ToolCall:
         return entry
 
 
+class _Spent:
+    """What the step has spent so far: kept in its record whether it succeeds or fails."""
+
+    def __init__(self) -> None:
+        self.usage: dict[str, Any] = {}
+        self.trace: list[dict[str, Any]] = []
+        self.iterations = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The step's usage: tokens (and cost) of its model calls, plus its own counts."""
+        return {
+            **self.usage,
+            "iterations": self.iterations,
+            "tool_calls": len(self.trace),
+            "tool_errors": sum(1 for t in self.trace if t["status"] == "error"),
+            "tool_trace": self.trace,
+        }
+
+
 async def execute(ctx: StepContext) -> StepOutcome:
-    """Call the model, run the tools it asks for, and repeat until it answers."""
+    """Call the model, run the tools it asks for, and repeat until it answers.
+
+    A StepError raised from here carries what the step spent until then (`usage`)."""
+    spent = _Spent()
+    try:
+        return await _loop(ctx, spent)
+    except StepError as exc:
+        exc.usage = spent.summary()
+        raise
+
+
+async def _loop(ctx: StepContext, spent: _Spent) -> StepOutcome:
     cfg = ctx.config
     step = ctx.spec.id
     memory_id = cfg.get("memory_id")
@@ -111,29 +141,22 @@ async def execute(ctx: StepContext) -> StepOutcome:
     system, turn = prompt_messages(ctx)
     history = ctx.memory.history(memory_id, cfg.get("memory_window")) if memory_id else []
     numbering: Counter[str] = Counter()
-    usage: dict[str, Any] = {}
-    trace: list[dict[str, Any]] = []
     attempts = 1
     model: str | None = None
     for iteration in range(1, max_iterations + 1):
         request = make_request(ctx, system + history + turn, schemas)
         async with ctx.slots:
             reply = await complete(request, ctx.on_chunk)
-        add_usage(usage, reply.usage)
+        spent.iterations = iteration
+        add_usage(spent.usage, reply.usage)
         attempts = max(attempts, reply.attempts)
         model = reply.model or request.model
         if not reply.tool_calls:
             value = parse_reply(ctx, request, reply)
             turn.append(stored_reply(reply))
-            usage.update(
-                iterations=iteration,
-                tool_calls=len(trace),
-                tool_errors=sum(1 for t in trace if t["status"] == "error"),
-                tool_trace=trace,
-            )
             return StepOutcome(
                 return_value=value,
-                usage=usage,
+                usage=spent.summary(),
                 model=model,
                 attempts=attempts,
                 messages={memory_id: turn} if memory_id else {},
@@ -151,10 +174,10 @@ async def execute(ctx: StepContext) -> StepOutcome:
         await asyncio.gather(*(_run(ctx, tools, call, so_far) for call in calls))
         turn.append({**stored_reply(reply), "tool_calls": [c.wire() for c in calls]})
         turn.extend(call.message() for call in calls)
-        trace.extend(call.trace(ctx.path) for call in calls)
+        spent.trace.extend(call.trace(ctx.path) for call in calls)
     asked = ", ".join(sorted({c.name or "?" for c in _calls(reply, step, max_iterations)}))
     raise StepError(
-        f"step '{step}': the model still asked for tools ({asked}) after {max_iterations} "
+        f"the model still asked for tools ({asked}) after {max_iterations} "
         f"model calls (max_iterations: {max_iterations})",
         step,
     )
@@ -205,7 +228,7 @@ async def _invoke(
     if tool.function is not None:
         kwargs = convert_arguments(tool.function, arguments)
         async with ctx.slots:
-            value = await call_function(tool.function, [], kwargs)
+            value = await call_function(tool.function, [], kwargs, tool.timeout)
         return result_text(value)
     assert tool.flow is not None and call.run_name is not None
     memory = None

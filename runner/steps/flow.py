@@ -10,7 +10,7 @@ async def execute(ctx: StepContext) -> StepOutcome:
     """Run the compiled sub-flow inside this run, sharing memory unless `memory: isolated`."""
     child = ctx.spec.subflow
     if child is None:
-        raise StepError(f"step '{ctx.spec.id}': its sub-flow was not compiled", ctx.spec.id)
+        raise StepError("its sub-flow was not compiled", ctx.spec.id)
     inputs = ctx.render(ctx.config.get("inputs") or {})
     isolated = ctx.config.get("memory") == "isolated"
     try:

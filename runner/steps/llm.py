@@ -95,7 +95,11 @@ async def execute(ctx: StepContext) -> StepOutcome:
     history = ctx.memory.history(memory_id, cfg.get("memory_window")) if memory_id else []
     request = make_request(ctx, system + history + new)
     reply = await complete(request, ctx.on_chunk)
-    value = parse_reply(ctx, request, reply)
+    try:
+        value = parse_reply(ctx, request, reply)
+    except StepError as exc:  # the call succeeded: its tokens were spent
+        exc.usage = dict(reply.usage)
+        raise
     stored = {memory_id: [*new, stored_reply(reply)]} if memory_id else {}
     return StepOutcome(
         return_value=value,
@@ -107,10 +111,13 @@ async def execute(ctx: StepContext) -> StepOutcome:
 
 
 def stored_reply(reply: ModelReply) -> dict[str, Any]:
-    """The assistant message as memory keeps it (OpenAI form, no provider extras)."""
-    msg: dict[str, Any] = {"role": "assistant", "content": reply.message.get("content")}
-    if msg["content"] is None and not reply.message.get("tool_calls"):
-        msg["content"] = reply.text
+    """The assistant message as memory keeps it (OpenAI form, no provider extras). Its
+    `content` is always text, empty when the model only called tools: servers other than
+    OpenAI's (llama.cpp's templates) refuse an assistant message without it."""
+    content = reply.message.get("content")
+    if not isinstance(content, str | list):
+        content = reply.text or ""
+    msg: dict[str, Any] = {"role": "assistant", "content": content}
     if reply.message.get("tool_calls"):
         msg["tool_calls"] = reply.message["tool_calls"]
     return msg

@@ -5,14 +5,20 @@ next to a flow is imported under a private package keyed by the flow's folder
 (``_timbal_flowdir_<digest>.helpers``), so two flows with a `helpers.py` each never mix,
 and `sys.path` is left as it was. Such a module is re-imported when its file changes
 (hot reload). Sibling modules that such a module imports by plain name (`import utils`) are found
-next to the flow too, while it is being imported. Sync functions run in a worker
-thread, async ones are awaited. An
-exception fails the step with the function's own message and where it was raised.
+next to the flow too, while it is being imported. Sync functions run in a thread of
+their own, async ones are awaited. An exception fails the step with the function's own
+message and where it was raised.
+
+`timeout` (seconds; python tools of an agent take it too) fails a call that runs longer.
+Python cannot stop a thread, so a sync function that never returns keeps its thread;
+the thread is a daemon, never joined, so it cannot keep the process alive: Ctrl-C or
+SIGTERM still ends the run (`interrupted`) and the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import importlib
 import importlib.machinery
@@ -40,6 +46,7 @@ __all__ = [
     "split_reference",
     "to_plain",
     "file_stamp",
+    "in_daemon_thread",
 ]
 
 _ROOT_PREFIX = "_timbal_flowdir_"
@@ -274,20 +281,67 @@ def _check_arguments(function: Callable[..., Any], args: list[Any], kwargs: dict
     return ""
 
 
-async def call_function(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """Call a user's function (sync off the event loop, async awaited) and collect what it
-    returns: an awaitable is awaited, a generator (sync or async) is read into a list."""
+def in_daemon_thread(function: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+    """`function(*args, **kwargs)` in a new daemon thread; a future of its result.
+
+    Not the loop's executor: `asyncio.run` and the interpreter join those threads at exit,
+    so one user function that never returns would keep the process alive for ever.
+    Cancelling the future abandons the call (its thread runs on until it returns).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return  # cancelled meanwhile (a timeout, Ctrl-C)
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        try:
+            outcome: tuple[Any, BaseException | None] = (context.run(function, *args, **kwargs), None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting step
+            outcome = (None, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:
+            pass  # the loop is gone: nobody waits for this result any more
+
+    name = getattr(function, "__qualname__", "function")
+    threading.Thread(target=target, name=f"timbal-python:{name}", daemon=True).start()
+    return future
+
+
+async def call_function(
+    function: Callable[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    timeout: float | None = None,
+) -> Any:
+    """Call a user's function (sync in a daemon thread, async awaited) and collect what it
+    returns: an awaitable is awaited, a generator (sync or async) is read into a list.
+    Past `timeout` seconds, raises StepError (the call is abandoned)."""
+    try:
+        return await asyncio.wait_for(_call(function, args, kwargs), timeout)
+    except asyncio.TimeoutError:
+        raise StepError(f"timed out after {timeout:g} s (timeout: {timeout:g})") from None
+
+
+async def _call(function: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Any:
     if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
         result = function(*args, **kwargs)
     else:
         # Sync code may block (files, HTTP): keep it off the event loop.
-        result = await asyncio.to_thread(function, *args, **kwargs)
+        result = await in_daemon_thread(function, *args, **kwargs)
     if inspect.isawaitable(result):
         result = await result
     if inspect.isasyncgen(result):
         result = [item async for item in result]
     elif inspect.isgenerator(result):
-        result = await asyncio.to_thread(list, result)
+        result = await in_daemon_thread(list, result)
     return result
 
 
@@ -308,10 +362,13 @@ async def execute(ctx: StepContext) -> StepOutcome:
     problem = _check_arguments(function, args, kwargs)
     if problem:
         raise StepError(f"bad arguments for '{reference}': {problem}", step)
+    timeout = ctx.config.get("timeout")
     try:
-        result = await call_function(function, args, kwargs)
+        result = await call_function(function, args, kwargs, float(timeout) if timeout else None)
     except asyncio.CancelledError:
         raise
+    except StepError as exc:  # the timeout
+        raise StepError(str(exc), step) from None
     except Exception as exc:  # noqa: BLE001 - the function's own error fails the step
         where = _where(exc, function, ctx.base_dir)
         suffix = f" (at {where})" if where else ""

@@ -18,6 +18,11 @@ which answers ``reply to: <last user message>``, calls a tool on ``call NAME {js
 that tool is offered, answers with the tool results when given them, and answers JSON
 when a JSON response format is asked for). `latency` delays every completion.
 
+Requests are checked as strictly as real servers check them (OpenAI's API and
+llama-cpp-python's server, whose chat templates read ``message.content`` of every
+message): a request that one of them would refuse gets a 400 in OpenAI's error shape,
+before any queued reply is used. See `request_problem`.
+
 Faults (``FakeReply.fault``): ``malformed_json`` (a body or SSE event that is not JSON),
 ``cut_stream`` (the connection drops in the middle of the body), ``empty_choices``
 (``"choices": []``), ``disconnect`` (the connection closes before any response).
@@ -42,7 +47,7 @@ from typing import Any
 
 from ..models.toolcall import message_text, parse_call, tool_results
 
-__all__ = ["FakeOpenAIServer", "FakeReply", "RecordedRequest", "default_responder"]
+__all__ = ["FakeOpenAIServer", "FakeReply", "RecordedRequest", "default_responder", "request_problem"]
 
 FAULTS = ("malformed_json", "cut_stream", "empty_choices", "disconnect")
 _UNSET: Any = object()
@@ -155,13 +160,82 @@ def default_responder(body: dict[str, Any]) -> FakeReply:
     user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     user_text = message_text(user.get("content"))
     offered = {(t.get("function") or {}).get("name") for t in body.get("tools") or []}
+    choice = body.get("tool_choice")
+    if choice == "none":  # as real servers do: no tool call, whatever the message says
+        offered = set()
     call = parse_call(user_text)
     if call and call[0] in offered:
         return FakeReply(tool_calls=[{"name": call[0], "arguments": call[1]}])
+    if isinstance(choice, dict):  # a forced function is called even unasked
+        return FakeReply(tool_calls=[{"name": choice["function"]["name"], "arguments": "{}"}])
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
         return FakeReply(json={"reply": user_text, "message_count": len(messages)})
     return FakeReply(text=f"reply to: {user_text}")
+
+
+_ROLES = ("system", "developer", "user", "assistant", "tool")
+_TOOL_CHOICES = ("none", "auto", "required")
+
+
+def request_problem(body: dict[str, Any]) -> str | None:
+    """Why a real OpenAI-compatible server would refuse this chat completion request (None
+    when it would take it): every message carries `content` as text or content parts (an
+    assistant message that calls tools too: llama.cpp's templates fail on a missing one),
+    tool calls are well formed, every tool message answers a call made before it, and
+    `tool_choice` is a known value that names an offered tool."""
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        return "you must provide a model parameter"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty array"
+    called: set[str] = set()
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            return f"{where}: 'role' must be one of {', '.join(_ROLES)}"
+        if "content" not in message:
+            return f"{where}: missing required field 'content' (role {message['role']})"
+        content = message["content"]
+        if not isinstance(content, str | list):
+            return f"{where}: 'content' must be a string or an array of content parts, not {content!r}"
+        tool_calls = message.get("tool_calls")
+        if tool_calls is not None:
+            if message["role"] != "assistant" or not isinstance(tool_calls, list) or not tool_calls:
+                return f"{where}: 'tool_calls' must be a non-empty array on an assistant message"
+            for call in tool_calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if (
+                    not isinstance(call.get("id"), str)
+                    or call.get("type") != "function"
+                    or not isinstance(function, dict)
+                    or not isinstance(function.get("name"), str)
+                    or not isinstance(function.get("arguments"), str)
+                ):
+                    return f"{where}: a tool call needs 'id', type 'function' and a function with 'name' and 'arguments' (a string)"
+                called.add(call["id"])
+        if message["role"] == "tool" and message.get("tool_call_id") not in called:
+            return f"{where}: a 'tool' message must answer a tool call made before it ('tool_call_id')"
+    tools = body.get("tools")
+    offered: set[str] = set()
+    if tools is not None:
+        if not isinstance(tools, list):
+            return "'tools' must be an array"
+        for tool in tools:
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if tool.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
+                return "each tool needs type 'function' and a function with a 'name'"
+            offered.add(function["name"])
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if not offered:
+            return "'tool_choice' is only allowed when 'tools' are specified"
+        if isinstance(choice, str):
+            if choice not in _TOOL_CHOICES:
+                return f"'tool_choice' must be one of {', '.join(_TOOL_CHOICES)} or a function"
+        elif not isinstance(choice, dict) or (choice.get("function") or {}).get("name") not in offered:
+            return "'tool_choice' must name one of the tools offered"
+    return None
 
 
 def _words(text: str | None) -> int:
@@ -384,6 +458,10 @@ class FakeOpenAIServer:
             return True
         if not isinstance(body, dict):
             self._send_json(writer, 400, _error_body(400, "request body is not a JSON object"))
+            return True
+        problem = request_problem(body)
+        if problem is not None:
+            self._send_json(writer, 400, _error_body(400, problem))
             return True
         reply = self._next_reply(body)
         wait = self.latency + reply.delay

@@ -34,14 +34,26 @@
   }
   fill("runs", el("table", { class: "runs" },
     el("caption", {}, `${runs.length} run${runs.length === 1 ? "" : "s"}, newest first`),
-    el("thead", {}, el("tr", {}, ["Run", "Flow", "Status", "Parent", "Started", "Duration", "Tokens", "Cost"].map((h) => el("th", { scope: "col" }, h)))),
+    el("thead", {}, el("tr", {}, ["Run", "Flow", "Status", "Input", "Parent", "Started", "Duration", "Tokens", "Cost"].map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, runs.map((run) => el("tr", { "data-run": run.run_id, "data-status": run.status },
       el("td", {}, el("a", { href: runUrl(run.run_id) }, el("code", {}, run.run_id))),
       el("td", {}, el("a", { href: flowUrl(run.flow) }, run.flow)),
       el("td", {}, badge(run.status)),
+      el("td", { class: "input" }, firstText(run.inputs)),
       el("td", {}, run.parent_id ? el("a", { href: runUrl(run.parent_id) }, el("code", {}, run.parent_id.slice(0, 12))) : "–"),
       el("td", {}, time(run.started_at)),
       el("td", {}, duration(run.duration)),
       el("td", {}, tokens(run.usage)),
       el("td", {}, cost(run.usage)))))));
+
+  /** The run's first text input, cut to one short line: what the run was about. */
+  function firstText(inputs) {
+    for (const value of Object.values(inputs || {})) {
+      if (typeof value === "string" && value.trim()) {
+        const line = value.trim().split(/\s+/).join(" ");
+        return line.length > 60 ? `${line.slice(0, 59)}…` : line;
+      }
+    }
+    return "–";
+  }
 })();
