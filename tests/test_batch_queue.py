@@ -186,3 +186,36 @@ def test_a_failed_row_on_a_worker_exits_1_and_runs_again_when_queued_again(tmp_p
     assert [(line["row"], line["status"]) for line in lines] == [(1, "succeeded"), (2, "succeeded"), (3, "failed")]
     assert _log(tmp_path, "prepare.log").count("good") == 1
     assert _log(tmp_path, "prepare.log").count("bad") == 2
+
+
+def test_sigterm_stops_a_worker_after_its_rows_a_second_one_at_once_and_no_row_is_lost(
+        tmp_path, postgres_dsn, postgres_schema):
+    from testkit import LiveProcess
+
+    flow = _flow(tmp_path, postgres_dsn, postgres_schema)
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"question": "slow1"}\n{"question": "q2"}\n')
+    (tmp_path / "hold").touch()
+    assert timbal("batch", flow, "--data", data, "--queue", cwd=tmp_path).returncode == 0
+    uri = _worker_uri(postgres_dsn, postgres_schema)
+    worker = LiveProcess("worker", "--saver", uri, "--concurrency", "1", "--stall-timeout", "2", cwd=tmp_path)
+    try:
+        _wait_for(lambda: _log(tmp_path, "finish-start.log") == ["SLOW1"], "the held row")
+        worker.proc.send_signal(signal.SIGTERM)
+        worker.stderr_until(r"stopping after the rows in flight")
+        assert worker.proc.poll() is None  # the held row is still running: the worker waits for it
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.proc.wait(timeout=2) != 0  # the second signal ends it at once
+    finally:
+        worker.close()
+    (tmp_path / "hold").unlink()
+    rescuer = start_timbal("worker", "--saver", uri, "--stall-timeout", "2", cwd=tmp_path)
+    try:
+        follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=tmp_path, timeout=120)
+        assert follow.returncode == 0, follow.stderr
+    finally:
+        rescuer.send_signal(signal.SIGTERM)
+        assert rescuer.wait(timeout=WAIT) == 130  # stopped by a signal: interrupted
+    lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
+    assert [(line["row"], line["outputs"]) for line in lines] == [(1, {"answer": "SLOW1!"}), (2, {"answer": "Q2!"})]
+    assert sorted(_log(tmp_path, "prepare.log")) == ["q2", "slow1"]  # the held row resumed, not re-run

@@ -161,6 +161,17 @@ def test_runs_delete_refuses_a_run_with_children_unless_recursive(history: dict[
         assert {r.run_id for r in saver.list_runs()} == {history["root"], history["branch"]}
 
 
+def test_runs_delete_of_a_run_and_its_ancestor_deletes_children_first(history: dict[str, Any]) -> None:
+    done = timbal("runs", "delete", history["third"], history["root"], "-r", "--json",
+                  "--saver", history["uri"], cwd=history["dir"])
+    assert done.returncode == 0, done.stderr
+    order = json.loads(done.stdout)["deleted"]
+    assert set(order) == {history["root"], history["second"], history["third"], history["branch"]}
+    for child, parent in ((history["third"], history["second"]), (history["second"], history["root"]),
+                          (history["branch"], history["root"])):
+        assert order.index(child) < order.index(parent)
+
+
 def test_runs_delete_of_a_leaf_needs_no_flag(history: dict[str, Any]) -> None:
     out = timbal("runs", "delete", history["third"], "--saver", history["uri"], cwd=history["dir"])
     assert out.returncode == 0, out.stderr

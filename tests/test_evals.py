@@ -426,13 +426,25 @@ def test_judge_on_an_openai_compatible_server_uses_its_verdict_and_reason(tmp_pa
     assert asked["response_format"] == {"type": "json_object"}
 
 
-def test_a_judge_needs_a_model(tmp_path):
+def test_a_judge_without_a_model_uses_the_flows_own(tmp_path):
     flow = _flow_with_tests(tmp_path, """
         - name: judged
           inputs: {name: Bob}
-          assert: [{judge: "is polite"}]
+          assert: [{judge: "greets 'Bob'"}]
     """, ECHO_FLOW.replace("defaults: {model: echo}", "").replace("prompt:", "model: echo\n        prompt:"))
-    proc = timbal("test", flow)
+    proc = timbal("test", flow, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (check,) = _json(proc)["cases"][0]["checks"]
+    assert check["passed"] is True and "quoted phrase" in check["reason"]
+    no_model = _flow_with_tests(tmp_path, """
+        - name: judged
+          assert: [{judge: "says hi"}]
+    """, """
+        version: 1
+        steps:
+          - {id: hi, type: template, text: "hi"}
+    """)
+    proc = timbal("test", no_model)
     assert proc.returncode == 2 and "a judge needs a model" in proc.stderr, proc.stderr
 
 

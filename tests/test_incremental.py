@@ -8,12 +8,12 @@ import asyncio
 import textwrap
 from pathlib import Path
 
-from testkit import edit, write
+from testkit import WAIT, edit, write
 
 from runner import events as ev
 from runner.cache import StepCache
 from runner.compiler import compile_file
-from runner.flow import RunnableFlow
+from runner.runnable import RunnableFlow
 from runner.savers.in_memory import InMemorySaver
 
 
@@ -45,7 +45,7 @@ def chain(tmp_path: Path, server_url: str | None = None, memory: bool = False) -
 def test_an_edit_to_the_last_step_of_five_calls_the_model_once(watch, tmp_path, openai_server):
     flow = chain(tmp_path, openai_server.url)
     live = watch(flow, "-i", "topic=tea")
-    first = live.line()
+    first = live.line(timeout=WAIT * 4)  # through litellm, the first run imports it (seconds)
     assert first.startswith("reply to: step 5")
     assert len(openai_server.requests) == 5
     edit(flow, "step 5 after", "finally, step 5 after")

@@ -393,3 +393,26 @@ def test_wrong_api_base_scheme_is_one_clear_error() -> None:
     )
     err = failure(request)
     assert "ftp://127.0.0.1:9/v1" in str(err)
+
+
+def test_client_params_become_headers_and_body_extras(
+    fake_model: FakeModel, openai_server: FakeOpenAIServer
+) -> None:
+    params = {"organization": "org-42", "extra_headers": {"X-Trace": "t-1"},
+              "extra_body": {"top_k": 5}}
+    call(fake_model.request("hi", params=params))
+    body, headers = openai_server.requests[0], openai_server.calls[0].headers
+    assert headers["openai-organization"] == "org-42" and headers["x-trace"] == "t-1"
+    assert body["top_k"] == 5
+    assert not {"organization", "extra_headers", "extra_body"} & set(body)
+
+
+def test_reasoning_models_get_max_completion_tokens(
+    fake_model: FakeModel, openai_server: FakeOpenAIServer
+) -> None:
+    request = fake_model.request("hi", params={"max_tokens": 50})
+    request.model = "openai/o3-mini"
+    call(request)
+    body = openai_server.requests[0]
+    assert body["model"] == "o3-mini"
+    assert body["max_completion_tokens"] == 50 and "max_tokens" not in body

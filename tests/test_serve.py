@@ -168,6 +168,16 @@ def test_a_huge_body_is_refused_with_413(served: ServeProcess) -> None:
                           headers={"content-type": "application/json"}, timeout=30)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the size is only known while reading
+        yield b'{"inputs": {"prompt": "'
+        for _ in range(11):
+            yield b"x" * (1024 * 1024)
+        yield b'"}}'
+
+    chunked = httpx.post(f"{served.url}/flows/chat/runs", content=chunks(),
+                         headers={"content-type": "application/json"}, timeout=30)
+    assert chunked.status_code == 413 and chunked.json()["code"] == "body_too_large"
     assert httpx.get(f"{served.url}/health").status_code == 200
 
 
@@ -530,6 +540,13 @@ def test_reload_serves_the_new_flow_and_keeps_the_last_good_one_on_a_broken_edit
         write(tmp_path / "typed.yaml", TYPED_FLOW)  # a new flow file in the served folder
         wait_until(lambda: "typed" in [m["id"] for m in httpx.get(f"{server.url}/v1/models").json()["data"]],
                    what="the new flow to be served")
+        write(tmp_path / "broken.yaml", "version: 1\nname: broken\nsteps:\n  - id: a\n    type: nope\n")
+
+        def broken() -> list[dict[str, Any]]:
+            return [f for f in httpx.get(f"{server.url}/flows").json() if f["path"].endswith("broken.yaml")]
+
+        (entry,) = wait_until(broken, what="the broken new file to be listed")
+        assert entry["name"] is None and entry["errors"][0]["line"] == 5
     finally:
         server.close()
 
@@ -628,3 +645,26 @@ def test_a_waiting_run_is_answered_over_http_even_after_a_restart(tmp_path: Path
         assert again["status"] == "succeeded" and again["outputs"] == {"done": "published=False"}
     finally:
         second.close()
+
+
+def test_reload_lets_a_run_in_flight_finish_on_the_flow_it_started_with(tmp_path: Path) -> None:
+    flow = write(tmp_path / "slow.yaml", SLOW_FLOW)
+    write(tmp_path / "gates.py", GATES)
+    server = ServeProcess("slow.yaml", "--reload", cwd=tmp_path)
+    try:
+        gate = Gate(tmp_path, "old")
+        run_id = start_slow(server, gate)
+        flow.write_text(flow.read_text().replace('"after {{', '"later {{'))
+        ready = Gate(tmp_path, "new")
+        ready.open("go")
+
+        def new_reply() -> str:
+            run = httpx.post(f"{server.url}/flows/slow/runs", json={"inputs": {"gate": str(ready.path)}}).json()
+            return str(run["outputs"]["response"])
+
+        wait_until(lambda: new_reply() == "echo (1 message): later go", what="new runs on the new flow")
+        gate.open("go")
+        assert "run_finished" in httpx.get(f"{server.url}/runs/{run_id}/events").text  # follows it to its end
+        assert httpx.get(f"{server.url}/runs/{run_id}").json()["outputs"] == {"response": "echo (1 message): after go"}
+    finally:
+        server.close()

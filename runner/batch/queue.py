@@ -265,14 +265,31 @@ async def follow_batch(saver: Any, batch_id: str, output: Path, skipped: int, to
     return progress
 
 
-class _Worker:
-    """What a worker's jobs share: the saver and the flows compiled so far (by path)."""
+class RowBusy(Exception):
+    """A row's job ran while a live worker holds the row; procrastinate retries the job later."""
 
-    def __init__(self, saver: Any, connector: Any) -> None:
+
+def _row_key(batch: str, row: int) -> int:
+    """The advisory lock key of a row (a signed 64-bit integer)."""
+    return int.from_bytes(hashlib.sha256(f"{batch}:{row}".encode()).digest()[:8], "big", signed=True)
+
+
+class _Worker:
+    """What a worker's jobs share: the saver, the flows compiled so far (by path), and the
+    connection that holds the advisory lock of every row this process is running.
+
+    The lock is what makes a row run once: a job whose row is locked by a live worker (a
+    duplicate job, or one retried while its worker is still finishing it) leaves the row
+    alone, and a dead worker's locks go with its connection, so its rows can be taken over.
+    """
+
+    def __init__(self, saver: Any, connector: Any, locks: Any) -> None:
         self.saver = saver
         self.connector = connector
+        self.locks = locks
         self.flows: dict[str, tuple[tuple[int, int] | None, Any]] = {}
         self.rows_done = 0
+        self.pending: set[asyncio.Future[Any]] = set()  # writes in flight (kept from the GC)
 
     def flow(self, path: str) -> Any:
         from .. import RunnableFlow  # the public name: wherever the module that defines it lives
@@ -288,6 +305,19 @@ class _Worker:
 
     async def run_job(self, job_id: int, batch: str, row: int, flow: str, flow_hash: str,
                       values: dict[str, Any], from_text: bool) -> None:
+        key = _row_key(batch, row)
+        locked = await (await self.locks.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
+        if not locked or not locked[0]:
+            # A live worker is running this row: look again later (if it dies, this job
+            # takes the row over; if it finishes, there is nothing left to do).
+            raise RowBusy(f"row {row} of batch {batch} is running on another worker")
+        try:
+            await self._claimed_job(job_id, batch, row, flow, flow_hash, values, from_text)
+        finally:
+            await self.locks.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    async def _claimed_job(self, job_id: int, batch: str, row: int, flow: str, flow_hash: str,
+                           values: dict[str, Any], from_text: bool) -> None:
         from ..errors import FlowError
 
         claimed = await self.connector.execute_query_all_async(_CLAIM, batch=batch, row=row, job=job_id)
@@ -323,8 +353,11 @@ class _Worker:
             def listener(event: Any) -> None:
                 if event.type == "run_started" and not run_ids:
                     run_ids.append(event.run_id)
-                    asyncio.ensure_future(self.connector.execute_query_async(
+                    # Recorded at once, so a worker that takes the row over resumes this run.
+                    write = asyncio.ensure_future(self.connector.execute_query_async(
                         _STARTED, batch=batch, row=row.number, job=job_id, run_id=event.run_id))
+                    self.pending.add(write)
+                    write.add_done_callback(self.pending.discard)
 
             return await run_row(runnable, runnable.graph, row, from_text, self.saver, listener=listener)
         return await run_row(runnable, runnable.graph, row, from_text, self.saver, resume=earlier_run)
@@ -345,27 +378,79 @@ async def _retry_stalled(app: Any, stall_seconds: float) -> None:
 
 
 async def run_worker(saver: Any, concurrency: int = 8, stall_seconds: float = 30.0,
-                     burst: bool = False) -> int:
-    """Take rows off the queue and run them until stopped (SIGINT/SIGTERM: the rows in
-    flight finish first), or with `burst` until the queue is empty. The number of rows run."""
+                     burst: bool = False, on_stop: Callable[[], None] | None = None) -> int:
+    """Take rows off the queue and run them until stopped, or with `burst` until the queue is
+    empty; the number of rows run. SIGINT/SIGTERM stop it after the rows in flight (`on_stop`
+    is told); a second signal ends the process at once, and its rows in flight go back to
+    the queue as a killed worker's do."""
     await _ensure_schema(saver)
     app = _app(saver)
     holder: dict[str, _Worker] = {}
 
-    @app.task(name=TASK_NAME, queue=QUEUE_NAME, pass_context=True)
+    import procrastinate
+    import psycopg
+
+    # A busy row, or a lost connection while claiming or recording it, is tried again later.
+    retry = procrastinate.RetryStrategy(wait=max(1, int(stall_seconds)),
+                                        retry_exceptions=[RowBusy, psycopg.OperationalError])
+
+    @app.task(name=TASK_NAME, queue=QUEUE_NAME, pass_context=True, retry=retry)
     async def run_row_job(context: Any, **args: Any) -> None:
         await holder["worker"].run_job(context.job.id, **args)
 
-    async with app.open_async():
-        worker = holder["worker"] = _Worker(saver, app.connector)
+    async with app.open_async(), await psycopg.AsyncConnection.connect(
+        saver.dsn, autocommit=True, connect_timeout=10, **_connection_kwargs(saver)
+    ) as locks:
+        worker = holder["worker"] = _Worker(saver, app.connector, locks)
         retrier = asyncio.create_task(_retry_stalled(app, stall_seconds))
+        running = asyncio.ensure_future(app.run_worker_async(
+            queues=[QUEUE_NAME], concurrency=concurrency, wait=not burst,
+            update_heartbeat_interval=max(0.2, stall_seconds / 4), stalled_worker_timeout=stall_seconds,
+            delete_jobs="successful", install_signal_handlers=False, name=f"timbal-{os.getpid()}",
+        ))
+        installed = _stop_on_signals(running, on_stop)
         try:
-            await app.run_worker_async(
-                queues=[QUEUE_NAME], concurrency=concurrency, wait=not burst,
-                update_heartbeat_interval=max(0.2, stall_seconds / 4), stalled_worker_timeout=stall_seconds,
-                delete_jobs="successful", install_signal_handlers=True, name=f"timbal-{os.getpid()}",
-            )
+            await running
+        except asyncio.CancelledError:
+            if not running.cancelled():
+                raise  # we were cancelled, not the worker stopped by a signal
         finally:
+            _restore_signals(installed)
             retrier.cancel()
             await asyncio.gather(retrier, return_exceptions=True)
     return worker.rows_done
+
+
+def _stop_on_signals(running: asyncio.Future[Any], on_stop: Callable[[], None] | None) -> list[int]:
+    """First SIGINT/SIGTERM: a graceful stop (procrastinate finishes the jobs in flight when
+    its worker is cancelled). Second: the signal's default action, at once."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    signals: list[int] = [signal.SIGINT, signal.SIGTERM]
+
+    def handle(sig: int) -> None:
+        if running.cancelled() or getattr(handle, "stopping", False):
+            _restore_signals(signals)
+            os.kill(os.getpid(), sig)  # the default action now: the process ends
+            return
+        handle.stopping = True  # type: ignore[attr-defined]
+        if on_stop is not None:
+            on_stop()
+        running.cancel()
+
+    try:
+        for sig in signals:
+            loop.add_signal_handler(sig, handle, sig)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        return []
+    return signals
+
+
+def _restore_signals(signals: list[int]) -> None:
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_DFL)

@@ -85,6 +85,22 @@ def output_names(graph: ExecutionGraph) -> list[str]:
     return [graph.steps[-1].id] if graph.steps else []
 
 
+def judge_model(graph: ExecutionGraph) -> str | None:
+    """The model a judge uses when its check names none: the flow's `defaults.model`, else
+    the model of the step that feeds the output, else the first model a step names."""
+    defaults = graph.spec.get("defaults") if isinstance(graph.spec, Mapping) else None
+    model = defaults.get("model") if isinstance(defaults, Mapping) else None
+    if isinstance(model, str):
+        return model
+    out = graph.output_step
+    feeding = [graph.by_id[out]] if out is not None and out in graph.by_id else []
+    for step in (*feeding, *graph.steps):
+        model = step.config.get("model")
+        if isinstance(model, str):
+            return model
+    return None
+
+
 def cases_from_flow(graph: ExecutionGraph, doc: Document | None = None) -> list[TestCase]:
     """The cases of a flow file's own `tests:` block (the compiler has checked its shape).
     Raises FlowError with every problem found."""
@@ -173,9 +189,7 @@ class _CaseReader:
         self.base = base
         self.problems: list[Diagnostic] = []
         self.outputs = output_names(graph)
-        defaults = graph.spec.get("defaults") if isinstance(graph.spec, Mapping) else None
-        model = defaults.get("model") if isinstance(defaults, Mapping) else None
-        self.default_model = model if isinstance(model, str) else None
+        self.default_model = judge_model(graph)
 
     def error(self, message: str, path: PathKey, key: bool = False, hint: str | None = None) -> None:
         self.problems.append(Diagnostic(message, self.doc.location(self.base + path, key), hint=hint))
@@ -270,7 +284,7 @@ class _CaseReader:
         elif kind == "judge":
             model = raw.get("model") or self.default_model
             if not model:
-                self.error("a judge needs a model: give the check a 'model:' or the flow a defaults.model", path)
+                self.error("a judge needs a model: give the check a 'model:' (the flow names none)", path)
         return Check(kind=kind, expected=expected, output=output, location=self.doc.location(self.base + at),
                      model=model)
 

@@ -9,6 +9,7 @@ state store. Cases run concurrently (`concurrency` at a time); a session's `Step
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ class TestReport:
                 "cases": [r.to_dict() for r in self.results]}
 
 
+_TESTS_KEY = re.compile(r"(?m)^tests\s*:")
 _SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".tox", ".mypy_cache"}
 
 
@@ -118,8 +120,9 @@ def find_flow_files(folder: Path) -> list[Path]:
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
-            data = None  # unreadable: not ours to judge here, unless it names tests
-            if "\ntests:" in path.read_bytes().decode("utf-8", "replace"):
+            # Broken YAML that has a tests: block is a flow with tests: compile it, so its
+            # located errors are shown (exit 2) rather than the file quietly left out.
+            if _TESTS_KEY.search(path.read_bytes().decode("utf-8", "replace")):
                 found.append(path)
             continue
         if isinstance(data, dict) and "tests" in data and "steps" in data:

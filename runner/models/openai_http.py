@@ -27,9 +27,13 @@ import sys
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
 
 from ..errors import ProviderError
+from ..registry import ModelBackend
 from . import ChunkCallback, ModelReply, ModelRequest
 from .prices import call_cost
 from .provider import (
@@ -50,6 +54,7 @@ from .provider import (
     unreachable_error,
     wire_messages,
 )
+from .types import OPENAI_CLIENT_VAR
 
 
 @contextlib.contextmanager
@@ -72,10 +77,20 @@ def _without_unused_extras() -> Iterator[None]:
                 del sys.modules[name]
 
 
-with _without_unused_extras():
-    import httpx
+_httpx: Any = None
 
-__all__ = ["complete", "Endpoint", "endpoint", "request_body", "DEFAULT_API_BASE", "PREFIXES"]
+
+def _load_httpx() -> Any:
+    """httpx, imported on the first call, not with this module: importing the module (to
+    read what it serves) stays free for `timbal validate` and for runs on other models."""
+    global _httpx
+    if _httpx is None:
+        with _without_unused_extras():
+            import httpx as module
+        _httpx = module
+    return _httpx
+
+__all__ = ["MODEL_BACKEND", "complete", "Endpoint", "endpoint", "request_body", "DEFAULT_API_BASE", "PREFIXES"]
 
 PREFIXES = ("openai/",)
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -187,11 +202,12 @@ def _client(secure: bool) -> httpx.AsyncClient:
     if client is None:
         # A plain-http client never makes a TLS connection (it gets only http:// URLs and
         # follows no redirects), so it skips loading the CA bundle, ~20 ms at start-up.
+        hx = _load_httpx()
         with _without_unused_extras():  # the transport imports httpcore
-            client = httpx.AsyncClient(
+            client = hx.AsyncClient(
                 verify=True if secure else False,
                 follow_redirects=False,
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+                limits=hx.Limits(max_connections=1000, max_keepalive_connections=100),
             )
         by_scheme[secure] = client
     return client
@@ -205,6 +221,7 @@ async def _call(
     on_chunk: ChunkCallback | None,
 ) -> ModelReply:
     model, address = request.model, target.address
+    hx = _load_httpx()
     try:
         client = _client(target.url.startswith("https:"))
         if not stream:
@@ -221,9 +238,9 @@ async def _call(
                 await response.aread()
                 raise _status_error(model, address, response)
             return await _read_stream(model, address, response, on_chunk)
-    except httpx.HTTPError as exc:
+    except hx.HTTPError as exc:
         raise _transport_error(exc, request, address) from None
-    except httpx.InvalidURL as exc:
+    except hx.InvalidURL as exc:
         raise ProviderError(f"{model}: invalid api_base {address!r}: {short(exc)}") from None
 
 
@@ -379,16 +396,25 @@ def _stream_error(model: str, address: str, error: Any) -> ProviderError:
 def _transport_error(exc: httpx.HTTPError, request: ModelRequest, address: str) -> ProviderError:
     """A failure below HTTP (connect, read, timeout) as one line."""
     model = request.model
-    if isinstance(exc, httpx.TimeoutException):
+    hx = _load_httpx()
+    if isinstance(exc, hx.TimeoutException):
         return timeout_error(model, address, request.timeout)
-    if isinstance(exc, httpx.UnsupportedProtocol):
+    if isinstance(exc, hx.UnsupportedProtocol):
         return ProviderError(f"{model}: invalid api_base {address!r}: {short(exc)}")
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, hx.ConnectError):
         if any(isinstance(e, ConnectionRefusedError) for e in exception_chain(exc)) or (
             "refused" in str(exc).lower()
         ):
             return refused_error(model, address)
         return unreachable_error(model, address, str(exc) or type(exc).__name__)
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+    if isinstance(exc, hx.RemoteProtocolError | hx.ReadError | hx.WriteError):
         return broken_error(model, address)
     return ProviderError(f"{model}: call to {address} failed: {short(exc)}")
+
+
+MODEL_BACKEND = ModelBackend(
+    name="openai",
+    complete=complete,
+    prefixes=tuple(p.rstrip("/") for p in PREFIXES),
+    available=lambda: os.environ.get(OPENAI_CLIENT_VAR, "") != "litellm",
+)

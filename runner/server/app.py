@@ -26,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import history
-from ..chat import reply_text
 from ..engine import RunResult
 from ..errors import FlowError, InputError, RunNotFound, SaverError
 from ..events import STEP_CHUNK, Event
@@ -35,9 +34,11 @@ from ..openai_chat import (
     completion,
     completion_chunk,
     model_object,
+    reply_text,
     streams_verbatim,
 )
-from ..savers.base import RUN_STATUSES, Saver
+from ..savers.base import Saver
+from ..status import RUN_STATUSES
 from .catalog import FlowCatalog, FlowNotFound, ServedFlow, flow_info
 from .guard import ApiError, Guard, error_body
 from .live import LiveRun, LiveRuns
@@ -46,6 +47,18 @@ __all__ = ["create_app", "ServerState"]
 
 #: How often a follower of a run on another server looks at the store again (seconds).
 STORE_POLL = 0.2
+#: How /openapi.json describes an answer that can be a stream of server-sent events.
+_EVENTS_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The run's JSON, or with `Accept: text/event-stream` its events "
+                         "(`event: TYPE`, `id: N`, `data: JSON`)",
+          "content": {"application/json": {}, "text/event-stream": {}}},
+    202: {"description": "Started in the background (`\"background\": true`): `{run_id, status}`"},
+}
+_CHAT_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "A `chat.completion`, or with `\"stream\": true` `chat.completion.chunk` "
+                         "server-sent events ending in `data: [DONE]`",
+          "content": {"application/json": {}, "text/event-stream": {}}},
+}
 #: Statuses a run can be resumed from.
 RESUMABLE = ("failed", "interrupted", "waiting")
 
@@ -68,6 +81,10 @@ class ServerState:
             except RunNotFound:
                 continue
         raise RunNotFound(f"no run with id {run_id!r}")
+
+    async def locate(self, run_id: str) -> tuple[Saver, str]:
+        """`find_run` off the event loop (a store may answer slowly)."""
+        return await run_in_threadpool(self.find_run, run_id)
 
     def flow_of(self, flow_name: str) -> ServedFlow:
         """The served flow of a saved run (to resume it); 404 when it is not served."""
@@ -261,8 +278,8 @@ def create_app(
             raise live.error
         if live.result is None:  # cancelled (POST /runs/ID/cancel, or the server stopping)
             record = await run_in_threadpool(live.saver.get_run, live.run_id)
-            return JSONResponse(history.run_summary(record), headers=headers)
-        return JSONResponse(_jsonable(live.result.to_dict()), headers=headers)
+            return DataResponse(history.run_summary(record), headers=headers)
+        return DataResponse(live.result.to_dict(), headers=headers)
 
     # -- native API ----------------------------------------------------------------------
     @app.get("/health", tags=["server"], summary="Whether the server is up (no key needed)")
@@ -275,7 +292,7 @@ def create_app(
 
     @app.get("/flows/{name}", tags=["flows"], summary="One flow, with its execution graph")
     async def get_flow(name: str) -> dict[str, Any]:
-        from ..cli.compile_cmds import graph_json, render_graph
+        from ..graph_views import graph_json, render_graph
 
         served = catalog.get(name)
         info = flow_info(served)
@@ -284,7 +301,7 @@ def create_app(
         return info
 
     @app.post("/flows/{name}/runs", tags=["runs"], summary="Run a flow (JSON, events, or background)",
-              responses={202: {"description": "Started in the background"}})
+              responses=_EVENTS_DOC)
     async def create_run(name: str, request: Request, body: RunRequest | None = None) -> Response:
         served = catalog.get(name)
         body = body or RunRequest.model_validate({})
@@ -301,12 +318,12 @@ def create_app(
                            inputs=body.inputs, parent_id=parent, answers=body.answers or None)
         return await answer_run(request, live, body.background)
 
-    @app.get("/runs", tags=["runs"], summary="The saved runs, newest first")
+    @app.get("/runs", tags=["runs"], summary="The saved runs, newest first", response_class=DataResponse)
     async def list_runs(
         flow: str | None = None,
-        status: str | None = Query(None, description=f"One of {', '.join((*RUN_STATUSES, 'waiting'))}."),
+        status: str | None = Query(None, description=f"One of {', '.join(RUN_STATUSES)}."),
         limit: int = Query(100, ge=0, description="At most this many (0: all)."),
-    ) -> list[dict[str, Any]]:
+    ) -> Response:
         def read() -> list[dict[str, Any]]:
             found = []
             for saver in catalog.savers():
@@ -314,44 +331,51 @@ def create_app(
             found.sort(key=lambda r: (r.started_at, r.run_id), reverse=True)
             return [history.run_summary(r) for r in found[: limit or None]]
 
-        return await run_in_threadpool(read)
+        return DataResponse(await run_in_threadpool(read))
 
-    @app.get("/runs/{run_id}", tags=["runs"], summary="One run: steps, usage, memory")
-    async def get_run(run_id: str) -> dict[str, Any]:
-        saver, full = state.find_run(run_id)
-        return await run_in_threadpool(history.run_detail, saver, full)
+    @app.get("/runs/{run_id}", tags=["runs"], summary="One run: steps, usage, memory",
+             response_class=DataResponse)
+    async def get_run(run_id: str) -> Response:
+        saver, full = await state.locate(run_id)
+        return DataResponse(await run_in_threadpool(history.run_detail, saver, full))
 
-    @app.get("/runs/{run_id}/tree", tags=["runs"], summary="The branch tree holding a run")
-    async def get_tree(run_id: str) -> list[dict[str, Any]]:
-        saver, full = state.find_run(run_id)
-        return await run_in_threadpool(history.run_tree, saver, full)
+    @app.get("/runs/{run_id}/tree", tags=["runs"], summary="The branch tree holding a run",
+             response_class=DataResponse)
+    async def get_tree(run_id: str) -> Response:
+        saver, full = await state.locate(run_id)
+        return DataResponse(await run_in_threadpool(history.run_tree, saver, full))
 
     @app.delete("/runs/{run_id}", tags=["runs"], summary="Delete a run (its branches too with ?recursive=true)")
     async def delete_run(run_id: str, recursive: bool = False) -> dict[str, Any]:
-        saver, full = state.find_run(run_id)
-        try:
-            order = await run_in_threadpool(history.delete_plan, saver, [full], recursive)
-        except InputError as exc:
-            raise ApiError(409, str(exc), "has_children") from None
-        for rid in order:
-            if state.live.running.get(rid) is not None or saver.get_run(rid).status == "running":
-                raise ApiError(409, f"run {rid} is still running; cancel it first", "run_in_flight")
-        await run_in_threadpool(history.delete_runs, saver, order, recursive)
+        saver, full = await state.locate(run_id)
+
+        def delete() -> list[str]:
+            try:
+                order = saver.delete_plan([full], recursive)
+            except InputError as exc:
+                raise ApiError(409, str(exc), "has_children") from None
+            for rid in order:
+                if state.live.running.get(rid) is not None or saver.get_run(rid).status == "running":
+                    raise ApiError(409, f"run {rid} is still running; cancel it first", "run_in_flight")
+            return saver.delete_runs([full], recursive)
+
+        order = await run_in_threadpool(delete)
         return {"deleted": order}
 
     @app.get("/runs/{run_id}/events", tags=["runs"], summary="A run's events (server-sent), from Last-Event-ID on",
              response_class=EventSourceResponse)
     async def run_events(run_id: str, request: Request) -> Response:
-        saver, full = state.find_run(run_id)
+        saver, full = await state.locate(run_id)
         after = _last_event_id(request)
         live = state.live.get(full)
         source = _follow_live(live, after, False) if live is not None else _follow_store(saver, full, after)
         return EventSourceResponse(source, headers=_run_headers(full))
 
-    @app.post("/runs/{run_id}/resume", tags=["runs"], summary="Resume a failed, interrupted or waiting run")
+    @app.post("/runs/{run_id}/resume", tags=["runs"], summary="Resume a failed, interrupted or waiting run",
+              responses=_EVENTS_DOC)
     async def resume_run(run_id: str, request: Request, body: ResumeRequest | None = None) -> Response:
         body = body or ResumeRequest.model_validate({})
-        saver, full = state.find_run(run_id)
+        saver, full = await state.locate(run_id)
         record = await run_in_threadpool(saver.get_run, full)
         if state.live.running.get(full) is not None or record.status not in RESUMABLE:
             raise ApiError(409, f"run {full} is {record.status}: only a failed, interrupted or waiting "
@@ -361,9 +385,10 @@ def create_app(
                            resume=full, answers=body.answers or None)
         return await answer_run(request, live, body.background)
 
-    @app.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a run (it becomes interrupted)")
-    async def cancel_run(run_id: str) -> dict[str, Any]:
-        saver, full = state.find_run(run_id)
+    @app.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a run (it becomes interrupted)",
+              response_class=DataResponse)
+    async def cancel_run(run_id: str) -> Response:
+        saver, full = await state.locate(run_id)
         if not await state.live.cancel(full):
             record = await run_in_threadpool(saver.get_run, full)
             if record.status not in ("running", "waiting"):
@@ -371,19 +396,20 @@ def create_app(
             # In flight on another server (it sees this and stops), or left by a dead one.
             await run_in_threadpool(saver.finish_run, full, "interrupted", None, "cancelled",
                                     record.usage, time.time())
-        return history.run_summary(await run_in_threadpool(saver.get_run, full))
+        return DataResponse(history.run_summary(await run_in_threadpool(saver.get_run, full)))
 
     # -- OpenAI-compatible ---------------------------------------------------------------
     @app.get("/v1/models", tags=["openai"], summary="Every served flow as a model")
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [model_object(name) for name in catalog.names()]}
 
-    @app.post("/v1/chat/completions", tags=["openai"], summary="Run a flow as a chat completion")
+    @app.post("/v1/chat/completions", tags=["openai"], summary="Run a flow as a chat completion",
+              responses=_CHAT_DOC)
     async def chat_completions(body: ChatCompletionRequest) -> Response:
         served = catalog.get(body.model)
         parent = body.parent_run_id
         if parent is not None:
-            _, parent = state.find_run(parent)
+            _, parent = await state.locate(parent)
         req = chat_request(served.graph, body.messages, parent, body.inputs)
         graph = served.graph
         out_step = graph.output_step
@@ -465,8 +491,12 @@ async def _events_until_done(live: LiveRun) -> AsyncIterator[tuple[int | None, E
             live.task.cancel()  # the client went away: the run is recorded interrupted
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+class DataResponse(JSONResponse):
+    """JSON of run data: values a python step returned that JSON has no type for are text,
+    as the savers store them."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, default=str, separators=(",", ":")).encode()
 
 
 async def _watch_files(catalog: FlowCatalog) -> None:
@@ -475,7 +505,7 @@ async def _watch_files(catalog: FlowCatalog) -> None:
 
     import watchfiles
 
-    from ..watch import POLL_MS, STEP_MS
+    from ..reload import POLL_MS, STEP_MS
 
     while True:
         folders = sorted(catalog.watched_folders())
