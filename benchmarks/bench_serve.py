@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_serve.py [--requests N] [--postgres DSN]   # prints JSON
 
 `measure()` starts real server processes on loopback, one at a time, each uvicorn with one
-worker, and drives them from this process with httpx at 50 concurrent clients:
+worker, and drives them from this process with aiohttp at 50 concurrent clients:
 
 - **bare**: a FastAPI app with one `POST /run` route that answers the text the echo flow
   answers (`benchmarks/bench_serve.py bare PORT`), the stack's own limit;
@@ -106,13 +106,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def _load(url: str, total: int, clients: int) -> dict[str, float]:
-    import httpx
+    # aiohttp (installed with litellm) drives the load: httpx's async client costs several
+    # times more CPU per request, and on a small machine it, not the server, set the pace.
+    import aiohttp
 
     latencies: list[float] = []
     body = {"inputs": {"prompt": "hello"}}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        await asyncio.gather(*(client.post(url, json=body) for _ in range(clients)))  # warm-up
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def post() -> tuple[int, str]:
+            async with session.post(url, json=body) as response:
+                return response.status, await response.text()
+
+        await asyncio.gather(*(post() for _ in range(clients)))  # warm-up: open the connections
         remaining = total
 
         async def worker() -> None:
@@ -120,10 +127,10 @@ async def _load(url: str, total: int, clients: int) -> dict[str, float]:
             while remaining > 0:
                 remaining -= 1
                 started = time.perf_counter()
-                response = await client.post(url, json=body)
+                status, text = await post()
                 latencies.append(time.perf_counter() - started)
-                if response.status_code != 200 or REPLY not in response.text:
-                    raise RuntimeError(f"bad answer {response.status_code}: {response.text[:200]}")
+                if status != 200 or REPLY not in text:
+                    raise RuntimeError(f"bad answer {status}: {text[:200]}")
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))

@@ -227,6 +227,13 @@ def serve(params: dict[str, Any]) -> dict[str, Any]:
     return flat(measure(params["requests"], params.get("postgres"), params["stream_times"]))
 
 
+def web_page(params: dict[str, Any]) -> dict[str, Any]:
+    """The web page's chat turn beside an httpx client, and each page's weight: `bench_ui.measure`."""
+    from .bench_ui import measure
+
+    return flat(measure(params["turns"]))
+
+
 def flat(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested figures as one level, `side.metric` (the harness takes medians of numbers)."""
     out: dict[str, Any] = {}
@@ -371,6 +378,7 @@ TASKS = {
     "compile": compile_time,
     "hot_reload": hot_reload,
     "serve": serve,
+    "web_page": web_page,
     "batch": batch_scale,
     "once": once,
     "map_items": map_items,

@@ -843,7 +843,7 @@ SERVE = Bench(
     "serve",
     "Serving over HTTP",
     "`benchmarks/bench_serve.py` (`measure()`): real server processes on loopback, one at a "
-    "time, each uvicorn with one worker, driven by httpx from the benchmark process at 50 "
+    "time, each uvicorn with one worker, driven by aiohttp from the benchmark process at 50 "
     "concurrent clients: `timbal serve` on a one-step echo flow (`POST /flows/echo/runs`) with "
     "the in-memory and the PostgreSQL saver, beside a bare FastAPI route that answers the same "
     "text (the stack's own limit). Streaming: one client at a time, the time to the first byte "
@@ -854,5 +854,45 @@ SERVE = Bench(
 )
 
 
+# -- the web page ----------------------------------------------------------------------------------------
+
+
+def _ui_jobs(ctx: Context) -> list[Job]:
+    return [Job("ours.ui", "ours", "web_page", {"turns": ctx.pick(30, 5)})]
+
+
+def _ui_rows(r: Results, ctx: Context) -> list[Row]:
+    client = "httpx streaming the same run (POST, Accept: text/event-stream)"
+    rows = [
+        Row("web page chat: first streamed text on screen after Send", r.get("ours.ui", "page_first_ms", "ms"),
+            r.get("ours.ui", "client_first_ms", "ms"), client, Target("max", 200)),
+        Row("web page chat: turn done and conversation redrawn", r.get("ours.ui", "page_ms", "ms"),
+            r.get("ours.ui", "client_ms", "ms"), client),
+    ]
+    for page in ("flows", "flow", "runs"):
+        rows.append(Row(f"web page weight on first load, {page} page (all from the server)",
+                        r.get("ours.ui", f"weight.{page}.kb", "KB"), target=Target("max", 100)))
+    turns = ctx.pick(30, 5)
+    for page in ("chat", "run"):  # these carry the conversation itself, so they grow with it
+        rows.append(Row(f"web page weight on first load, {page} page of a {turns}-turn conversation",
+                        r.get("ours.ui", f"weight.{page}.kb", "KB")))
+    return rows
+
+
+UI = Bench(
+    "ui",
+    "The web page",
+    "`benchmarks/bench_ui.py` (`measure()`): `timbal serve` on a one-step echo chat flow and "
+    "Debian's chromium through Playwright. One turn at a time, interleaved: on the chat page, "
+    "the time from Send to the reply's first streamed text and to the finished turn, timed in "
+    "the page (`performance.now()`); beside it the same turn from an httpx client that streams "
+    "`POST /flows/chat/runs`. The page starts a background run and follows its events, one more "
+    "round trip than the client. Weight: bytes received while each page first loads.",
+    (1, 1),
+    _ui_jobs,
+    _ui_rows,
+)
+
+
 BENCHES = [ENGINE, DURABLE, CONVERSATION, CONCURRENCY, LITELLM, STARTUP, COMPILE, HOT_RELOAD, BATCH,
-           MAP, OPENAI_CLI, SERVE]
+           MAP, OPENAI_CLI, SERVE, UI]

@@ -492,6 +492,9 @@ def test_home_page_lists_the_flows_in_its_html_and_loads_nothing_from_elsewhere(
     assert assets and all(a.startswith(("/", "#")) for a in assets), assets
     for asset in (a for a in assets if a.startswith("/ui/static/")):
         assert httpx.get(served.url + asset).status_code == 200, asset
+    # the OpenAPI document describes the JSON API, not the pages
+    paths = httpx.get(served.url + "/openapi.json").json()["paths"]
+    assert "/flows" in paths and not [p for p in paths if p == "/" or p.startswith("/ui")]
 
 
 def test_flows_page_shows_the_located_errors_of_a_broken_edit(page, serve_ui, tmp_path: Path) -> None:

@@ -34,6 +34,15 @@
 
   let turns = [];
   let nodes = {};
+  const finished = new Map(); // run_id -> details of a run that is over (they never change)
+
+  /** A run's details: from the server once, then from `finished` when the run is over. */
+  async function detail(runId) {
+    if (finished.has(runId)) return finished.get(runId);
+    const run = await api(`/runs/${encodeURIComponent(runId)}`);
+    if (["succeeded", "failed", "interrupted"].includes(run.status)) finished.set(runId, run);
+    return run;
+  }
 
   async function load() {
     if (!head) {
@@ -52,7 +61,7 @@
       for (const root of Array.isArray(tree) ? tree : [tree]) index(root, null);
       const chain = [];
       for (let id = head; id && nodes[id]; id = nodes[id].parent) chain.unshift(id);
-      turns = await Promise.all(chain.map((id) => api(`/runs/${encodeURIComponent(id)}`)));
+      turns = await Promise.all(chain.map(detail));
     } catch (error) {
       fill("turns", alertBox(error));
       return;
