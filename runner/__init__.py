@@ -39,11 +39,11 @@ __all__ = [
 ]
 
 _WHERE = {
-    "load_flow": "runner.flow",
+    "load_flow": "runner.runnable",
     "Flow": "runner.builder",
     "Agent": "runner.builder",
-    "RunnableFlow": "runner.flow",
-    "RunResult": "runner.flow",
+    "RunnableFlow": "runner.runnable",
+    "RunResult": "runner.runnable",
     "compile_file": "runner.compiler",
     "FlowError": "runner.errors",
     "InputError": "runner.errors",
@@ -56,10 +56,10 @@ _WHERE = {
     "Saver": "runner.savers.base",
     "RunRecord": "runner.savers.base",
     "StepRecord": "runner.savers.base",
-    "InMemorySaver": "runner.savers.in_memory",
-    "JSONLSaver": "runner.savers.jsonl",
-    "SQLiteSaver": "runner.savers.sqlite",
-    "PostgresSaver": "runner.savers.postgres",
+    "InMemorySaver": "runner.savers",
+    "JSONLSaver": "runner.savers",
+    "SQLiteSaver": "runner.savers",
+    "PostgresSaver": "runner.savers",
     "saver_from_uri": "runner.savers",
     "Event": "runner.events",
 }

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from .errors import Diagnostic, FlowError, did_you_mean
+from .registry import step_kinds
 
 __all__ = ["Flow", "Agent", "AgentCall", "function_reference"]
 
@@ -208,6 +209,14 @@ class Flow:
             **more,
         )
 
+    def __getattr__(self, name: str) -> Callable[..., Flow]:
+        """`add_<kind>(id, **keys)` for every registered step kind without its own method
+        above (plugin kinds included): the same as `add_step(id, "<kind>", **keys)`."""
+        if name.startswith("add_") and step_kinds.get(name[4:]) is not None:
+            kind = name[4:]
+            return lambda id, **keys: self.add_step(id, kind, **keys)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # -- wiring ------------------------------------------------------------------------
     def _target(self, target: str) -> tuple[dict[str, Any], list[str]]:
         """The step dict and key path named by ``"step.key[.subkey…]"``."""
@@ -360,7 +369,7 @@ class Flow:
     def compile(self, state_saver: Any = None) -> Any:
         """Compile through the flow compiler and return a RunnableFlow using `state_saver`
         (a Saver; default: the `state_saver` block if set, else in memory)."""
-        from .flow import RunnableFlow
+        from .runnable import RunnableFlow
 
         return RunnableFlow(self.graph(), state_saver)
 

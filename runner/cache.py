@@ -9,8 +9,9 @@ the same step with the same key, the engine reuses the outcome instead of callin
 model: the step still appends its messages to memory and is recorded (with
 ``attempts == 0`` and its `cache_key`), and the engine emits ``step_reused``.
 
-Only side-effect free kinds are cached by default (`llm`, `template`): a python step may
-write files or call services, and the user expects it to run every time. The cache lives
+Only side-effect free kinds are cached by default (those whose `StepKind.cacheable` is set:
+`llm`, `template`): a python step may write files or call services, and the user expects
+it to run every time. The cache lives
 in the process only, for one watch or chat session.
 """
 
@@ -23,15 +24,14 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .registry import step_kinds
 from .templates import TemplateRenderError
 
 if TYPE_CHECKING:
-    from .engine import StepContext, StepOutcome
+    from .steps.base import StepContext, StepOutcome
 
-__all__ = ["StepCache", "CACHEABLE_KINDS", "step_cache_key"]
+__all__ = ["StepCache", "step_cache_key"]
 
-#: Step kinds whose results are reused by default: no side effects, deterministic request.
-CACHEABLE_KINDS: frozenset[str] = frozenset({"llm", "template"})
 _DEFAULT_MAX_ENTRIES = 4096
 
 
@@ -74,9 +74,10 @@ class StepCache:
     """
 
     def __init__(
-        self, kinds: Iterable[str] = CACHEABLE_KINDS, max_entries: int = _DEFAULT_MAX_ENTRIES
+        self, kinds: Iterable[str] | None = None, max_entries: int = _DEFAULT_MAX_ENTRIES
     ) -> None:
-        self.kinds = frozenset(kinds)
+        # Default: the kinds that declare themselves cacheable (no side effects).
+        self.kinds = frozenset(kinds) if kinds is not None else frozenset(k.name for k in step_kinds if k.cacheable)
         self.max_entries = max_entries
         self._entries: OrderedDict[str, StepOutcome] = OrderedDict()
         self.reused: list[str] = []

@@ -25,38 +25,22 @@ from .errors import InputError, SaverError, StepError, WaitingForAnswer
 from .events import Event
 from .graph import ExecutionGraph, StepSpec, thaw
 from .ids import new_run_id
-from .memory import ConversationStore, MemoryView, SnapshotMemoryView
-from .savers.base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
+from .memory import ConversationStore, MemoryView, SnapshotMemoryView, join_deltas, steps_delta
+from .registry import step_kinds
+from .savers.base import RunRecord, Saver, StepRecord, encode_json
 from .secrets import Redactor, secret_param_values
+from .steps.base import StepOutcome, add_usage, is_true
 from .templates import TemplateRenderError, render_value
 
 if TYPE_CHECKING:
     from .cache import StepCache
 
-__all__ = ["Engine", "RunResult", "StepOutcome", "StepContext", "DEFAULT_MAX_CONCURRENCY",
+__all__ = ["Engine", "RunResult", "StepOutcome", "EngineStepContext", "DEFAULT_MAX_CONCURRENCY",
            "check_answers"]
 
 DEFAULT_MAX_CONCURRENCY = 64
-_FALSE_TEXT = {"", "false", "no", "0", "off", "none", "null"}
-# Step kinds that hold a concurrency slot while they run (containers don't, or they'd deadlock).
-_LEAF_KINDS = {"llm", "template", "python"}
-# Step kinds whose body runs again on resume (its own succeeded steps are kept, not re-run).
-_CONTAINER_KINDS = {"map", "loop"}
 
 Listener = Callable[[Event], None]
-
-
-@dataclass
-class StepOutcome:
-    """What a step executor returns. `messages` maps memory_id -> messages to append."""
-
-    return_value: Any = None
-    usage: dict[str, Any] = field(default_factory=dict)
-    model: str | None = None
-    attempts: int = 1
-    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    # What templates read of this step besides its return (a loop's `last`, `iterations`).
-    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,20 +80,6 @@ class RunResult:
         if self.status == "waiting":
             data["waiting"] = self.waiting
         return data
-
-
-def add_usage(total: dict[str, Any], usage: Mapping[str, Any]) -> None:
-    """Sum numeric usage fields (tokens, cost) into `total`."""
-    for key, value in usage.items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            total[key] = total.get(key, 0) + value
-
-
-def is_true(value: Any) -> bool:
-    """Truth of a rendered `when`: text such as 'false' or '0' counts as false."""
-    if isinstance(value, str):
-        return value.strip().lower() not in _FALSE_TEXT
-    return bool(value)
 
 
 class _RunState:
@@ -226,8 +196,8 @@ def environ_view() -> Mapping[str, str]:
     return _ENVIRON
 
 
-class StepContext:
-    """What a step executor sees: its spec, rendering, its memory, streaming, sub-flows."""
+class EngineStepContext:
+    """The engine's `runner.steps.base.StepContext`: a step's spec, rendering, memory, sub-flows."""
 
     def __init__(self, engine: Engine, scope: _Scope, spec: StepSpec) -> None:
         self.engine = engine
@@ -259,6 +229,11 @@ class StepContext:
     def add_secret(self, value: Any) -> None:
         """Keep `value` (an api key passed in params, ...) out of everything saved."""
         self._run.redact.add(value)
+
+    @property
+    def max_concurrency(self) -> int:
+        """How many steps of the run may run at once."""
+        return self.engine.max_concurrency
 
     @property
     def slots(self) -> asyncio.Semaphore:
@@ -362,7 +337,6 @@ class StepContext:
         return SnapshotMemoryView(self.memory, self.spec.memory_ids)
 
 
-Executor = Callable[[StepContext], Any]  # async (ctx) -> StepOutcome
 
 
 def _resumable(graph: ExecutionGraph, succeeded: dict[str, StepRecord]) -> dict[str, StepRecord]:
@@ -391,20 +365,6 @@ def _tool_call_parts(graph: ExecutionGraph, parts: list[str]) -> Iterator[int]:
             continue
         owner = current.by_id.get(name) if current is not None else None
         current = owner.subflow if owner is not None else None
-
-
-_EXECUTORS: dict[str, Executor] = {}
-
-
-def executor_for(kind: str) -> Executor:
-    """The async function that runs steps of `kind`."""
-    fn = _EXECUTORS.get(kind)
-    if fn is None:
-        from importlib import import_module
-
-        module = import_module(f"runner.steps.{kind}")
-        fn = _EXECUTORS[kind] = module.execute
-    return fn
 
 
 class Engine:
@@ -450,7 +410,7 @@ class Engine:
         prior: dict[str, StepRecord] = {}
         seq = 0
         if resume_id is not None:
-            old = saver.get_run(resume_id)
+            old = await saver.aget_run(resume_id)
             check_answers(old, answers or {})
             run_id, parent_id = old.run_id, old.parent_id
             if inputs:  # `--resume ID -i n=100`: the run goes on with, and records, the new inputs
@@ -474,17 +434,17 @@ class Engine:
                 flow_hash=self.graph.content_hash,
                 inputs=redactor(inputs),
             )
-        base = saver.load_memory(parent_id) if parent_id else {}
+        base = await saver.aload_memory(parent_id) if parent_id else {}
         store = ConversationStore(base)
         for mid, msgs in steps_delta(prior.values()).items():  # a resumed run's kept steps
             store.append(mid, msgs)
-        saver.start_run(record)
+        await saver.astart_run(record)
         run = _RunState(
             run_id, parent_id, saver, redactor, listener, stream, self.max_concurrency, prior, seq,
             answers,
         )
         if history and resume_id is None:
-            self._seed_history(run, store, history)
+            await self._seed_history(run, store, history)
         run.emit(ev.RUN_STARTED, parent_id=parent_id, flow=self.graph.name, resumed=bool(resume_id))
         scope = _Scope(self.graph, dict(inputs), store.view(), "", run)
         outputs: Any = None
@@ -500,17 +460,17 @@ class Engine:
         except SaverError as exc:  # the store failed mid-run: what was saved stays resumable
             exc.run_id = run_id
             with contextlib.suppress(SaverError):
-                saver.finish_run(run_id, "failed", None, redactor(str(exc)), redactor(run.usage))
+                await saver.afinish_run(run_id, "failed", None, redactor(str(exc)), redactor(run.usage))
             raise
         except (asyncio.CancelledError, KeyboardInterrupt):
-            saver.finish_run(
+            await saver.afinish_run(
                 run_id, "interrupted", None, "interrupted", redactor(run.usage), time.time()
             )
             run.emit(ev.RUN_FINISHED, status="interrupted", outputs=None, error="interrupted")
             raise
         ended = time.time()
         error = redactor(run.failed)  # a step's error may quote a secret (its record's is redacted too)
-        saver.finish_run(run_id, status, redactor(outputs), error, redactor(run.usage), ended)
+        await saver.afinish_run(run_id, status, redactor(outputs), error, redactor(run.usage), ended)
         if status == "succeeded":
             saver.remember_memory(run_id, _final_memory(base, {**prior, **run.saved}))
         if status == "waiting":
@@ -522,7 +482,7 @@ class Engine:
             run.waiting if status == "waiting" else [],
         )
 
-    def _seed_history(
+    async def _seed_history(
         self, run: _RunState, store: ConversationStore, history: dict[str, list[dict[str, Any]]]
     ) -> None:
         """Save `history` as the run's first record (HISTORY_STEP) and start its memory with it."""
@@ -532,7 +492,7 @@ class Engine:
         record = StepRecord(step_id=HISTORY_STEP, status="succeeded", seq=run.next_seq(),
                             started_at=now, ended_at=now, attempts=0,
                             messages={mid: list(msgs) for mid, msgs in history.items()})
-        self._save(run, record)
+        await self._save(run, record)
         for mid, msgs in record.messages.items():
             store.append(mid, msgs)
 
@@ -572,43 +532,43 @@ class Engine:
             return "not_run"
         if any(scope.status.get(d) in ("not_run", "waiting") for d in spec.deps):
             return "not_run"  # (data deps among them) a step waiting on an answer holds its users
-        old = run.prior.get(path) if spec.kind not in _CONTAINER_KINDS else None
+        old = run.prior.get(path) if not step_kinds[spec.kind].container else None
         if old is not None:
             self._publish(scope, spec, old)
             add_usage(run.usage, old.usage)  # the run's total counts the work it kept
             run.emit(ev.STEP_REUSED, path, **{"return": old.return_value, "reason": "resumed"})
             return "succeeded"
         if "skipped" in dep_status and not spec.config.get("allow_skipped"):
-            return self._skip(scope, spec, "a step it needs was skipped")
-        ctx = StepContext(self, scope, spec)
+            return await self._skip(scope, spec, "a step it needs was skipped")
+        ctx = EngineStepContext(self, scope, spec)
         started = time.time()
         try:
             if spec.when is not None and not is_true(ctx.render(spec.when)):
-                return self._skip(scope, spec, "condition is false")
+                return await self._skip(scope, spec, "condition is false")
             cache_key, cached = self.cache.lookup(ctx) if self.cache is not None else (None, None)
             if cached is not None:
                 outcome: StepOutcome = cached
             else:
-                executor = executor_for(spec.kind)
-                if spec.kind in _LEAF_KINDS:
+                kind = step_kinds[spec.kind]
+                if kind.leaf:
                     async with run.slots:  # a step starts when it has a slot, not before
                         started = time.time()
                         run.emit(ev.STEP_STARTED, path, kind=spec.kind)
-                        outcome = await executor(ctx)
-                else:
+                        outcome = await kind.execute(ctx)
+                else:  # containers hold no slot, or nested flows would deadlock
                     run.emit(ev.STEP_STARTED, path, kind=spec.kind)
-                    outcome = await executor(ctx)
+                    outcome = await kind.execute(ctx)
         except asyncio.CancelledError:
             raise
         except WaitingForAnswer as exc:
-            return self._wait(scope, spec, exc.question, started)
+            return await self._wait(scope, spec, exc.question, started)
         except TemplateRenderError as exc:
-            return self._fail(scope, spec, str(exc), started, 1)
+            return await self._fail(scope, spec, str(exc), started, 1)
         except StepError as exc:  # its usage: what the step spent before it failed
             attempts = getattr(exc, "attempts", 1)
-            return self._fail(scope, spec, str(exc), started, attempts, exc.usage)
+            return await self._fail(scope, spec, str(exc), started, attempts, exc.usage)
         except Exception as exc:  # noqa: BLE001 - any error of a step fails that step only
-            return self._fail(scope, spec, f"{type(exc).__name__}: {exc}", started, 1)
+            return await self._fail(scope, spec, f"{type(exc).__name__}: {exc}", started, 1)
         record = StepRecord(
             step_id=path,
             status="succeeded",
@@ -622,7 +582,7 @@ class Engine:
             messages={scope.memory.key(m): msgs for m, msgs in outcome.messages.items()},
             cache_key=cache_key,
         )
-        self._save(run, record)
+        await self._save(run, record)
         for key, msgs in record.messages.items():
             scope.memory.store.append(key, msgs)
         self._publish(scope, spec, record, outcome.attributes)
@@ -637,7 +597,8 @@ class Engine:
         )
         return "succeeded"
 
-    def _save(self, run: _RunState, record: StepRecord) -> None:
+    async def _save(self, run: _RunState, record: StepRecord) -> None:
+        """Record a finished step: durable (off the event loop) before it counts as done."""
         run.records[record.step_id] = record
         saved = record
         if run.redact.active:
@@ -648,7 +609,7 @@ class Engine:
                 usage=run.redact(record.usage),  # an agent's tool_trace quotes tool errors
                 messages=run.redact(record.messages),
             )
-        run.saver.save_step(run.run_id, saved)
+        await run.saver.asave_step(run.run_id, saved)
         run.saved[saved.step_id] = saved
 
     def _publish(
@@ -667,7 +628,7 @@ class Engine:
             **(attributes or {}),
         }
 
-    def _wait(
+    async def _wait(
         self, scope: _Scope, spec: StepSpec, question: dict[str, Any] | None, started: float
     ) -> str:
         """Record a step that waits on a person's answer (an input step, or a body holding one)."""
@@ -676,23 +637,23 @@ class Engine:
         asked = {k: v for k, v in (question or {}).items() if k != "step_id"}
         record = StepRecord(step_id=path, status="waiting", seq=run.next_seq(),
                             return_value=asked or None, started_at=started, ended_at=time.time())
-        self._save(run, record)
+        await self._save(run, record)
         self._publish(scope, spec, record)
         if question is not None:
             run.waiting.append(question)
         return "waiting"
 
-    def _skip(self, scope: _Scope, spec: StepSpec, reason: str) -> str:
+    async def _skip(self, scope: _Scope, spec: StepSpec, reason: str) -> str:
         run = scope.run
         path = scope.path(spec.id)
         record = StepRecord(step_id=path, status="skipped", seq=run.next_seq(), error=None)
         record.started_at = record.ended_at = time.time()
-        self._save(run, record)
+        await self._save(run, record)
         self._publish(scope, spec, record)
         run.emit(ev.STEP_SKIPPED, path, reason=reason)
         return "skipped"
 
-    def _fail(
+    async def _fail(
         self,
         scope: _Scope,
         spec: StepSpec,
@@ -715,12 +676,14 @@ class Engine:
             attempts=attempts,
         )
         add_usage(run.usage, record.usage)  # the tokens were spent even though the step failed
-        self._save(run, record)
-        self._publish(scope, spec, record)
+        # No new step starts from here on: the flag is set before the record's write is
+        # awaited, as it was when saves were synchronous.
         if scope.boundary is not None:
             scope.boundary.failed = scope.boundary.failed or f"step '{path}' failed: {error}"
         elif run.failed is None:
             run.failed = f"step '{path}' failed: {error}"
+        await self._save(run, record)
+        self._publish(scope, spec, record)
         run.emit(ev.STEP_FAILED, path, error=error)
         return "failed"
 
@@ -818,6 +781,6 @@ def check_answers(run: RunRecord, answers: Mapping[str, Any]) -> None:
         raise InputError(problems)
 
 
-def resolve_run_id(saver: Saver, run_id: str | None) -> str | None:
+async def resolve_run_id(saver: Saver, run_id: str | None) -> str | None:
     """The full id for `run_id` (a unique prefix is enough); RunNotFound when unknown."""
-    return None if run_id is None else saver.resolve(run_id)
+    return None if run_id is None else await saver.aresolve(run_id)

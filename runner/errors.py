@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .status import ExitCode
+
 __all__ = [
     "WaitingForAnswer",
     "Location",
@@ -70,13 +72,13 @@ class Diagnostic:
 class TimbalError(Exception):
     """Base class of every error the runner raises on purpose."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class FlowError(TimbalError):
     """A flow file (or builder spec) is invalid. Carries every diagnostic found, in order."""
 
-    exit_code = 2
+    exit_code: int = ExitCode.INVALID
 
     def __init__(
         self,
@@ -107,7 +109,7 @@ class InputError(FlowError):
 class RunError(TimbalError):
     """A run could not be carried out (failed step, missing parent run, ...)."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
 
 
 class StepError(RunError):
@@ -152,14 +154,14 @@ class SaverError(TimbalError):
     """The state saver cannot read or write its store. `run_id`: the run whose write failed
     (set by the engine; that run can be resumed once the store is back)."""
 
-    exit_code = 1
+    exit_code: int = ExitCode.FAILED
     run_id: str | None = None
 
 
 class RunNotFound(SaverError):
     """No run with that id (or unique id prefix) exists in the saver."""
 
-    exit_code = 2
+    exit_code: int = ExitCode.INVALID
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:

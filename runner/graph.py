@@ -17,9 +17,7 @@ from typing import Any
 from .errors import Location
 from .templates import CompiledTemplate
 
-__all__ = ["StepSpec", "InputSpec", "SaverSpec", "ExecutionGraph", "STEP_KINDS", "freeze", "thaw"]
-
-STEP_KINDS = ("llm", "template", "python", "flow", "agent", "map", "loop", "input")
+__all__ = ["StepSpec", "InputSpec", "SaverSpec", "ExecutionGraph", "freeze", "thaw"]
 
 
 def freeze(value: Any) -> Any:
@@ -141,3 +139,28 @@ class ExecutionGraph:
             if len(roots) == 1:
                 return roots[0]
         return None
+
+    def waves(self) -> list[list[str]]:
+        """Steps grouped in waves, in file order within each: every step of a wave may run
+        at the same time, once the waves before it are done (`timbal run --dry-run`)."""
+        level: dict[str, int] = {}
+        for sid in self.order:
+            level[sid] = 1 + max((level[d] for d in self.by_id[sid].deps), default=-1)
+        waves: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+        for spec in self.steps:
+            waves[level[spec.id]].append(spec.id)
+        return waves
+
+    def edges(self) -> list[dict[str, Any]]:
+        """Edges `from` -> `to` (to runs after from): data references (`kind: data`), then
+        the order of a shared memory id (`kind: memory`, with its `memory_id`)."""
+        out: list[dict[str, Any]] = []
+        for s in self.steps:
+            for dep in sorted(s.deps, key=lambda d: self.step(d).index):
+                if dep in s.data_deps:
+                    out.append({"from": dep, "to": s.id, "kind": "data"})
+                else:
+                    shared = sorted(s.memory_ids & self.step(dep).memory_ids)
+                    out.append({"from": dep, "to": s.id, "kind": "memory",
+                                "memory_id": shared[0] if shared else None})
+        return out

@@ -19,9 +19,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import events as ev
-from .errors import InputError
 from .events import Event
-from .savers.base import FINISHED_STATUSES, RunRecord, Saver, StepRecord
+from .savers.base import RunRecord, Saver, StepRecord
+from .status import FINISHED_STATUSES
 
 __all__ = [
     "iso",
@@ -32,8 +32,6 @@ __all__ = [
     "run_detail",
     "run_tree",
     "replay_events",
-    "delete_plan",
-    "delete_runs",
     "latest_finished",
     "FINISHED_STATUSES",
     "HISTORY_STEP",
@@ -248,36 +246,6 @@ def replay_events(run: RunRecord) -> list[Event]:
         data = {"status": run.status, "outputs": run.outputs, "error": run.error, "usage": run.usage}
         out.append(Event(ev.RUN_FINISHED, rid, None, data))
     return out
-
-
-def delete_plan(saver: Saver, run_ids: list[str], recursive: bool = False) -> list[str]:
-    """The full ids of the runs deleting `run_ids` removes, children before parents.
-
-    A run with descendants not named is refused (InputError) unless `recursive`."""
-    targets = list(dict.fromkeys(saver.resolve(r) for r in run_ids))
-    order: list[str] = []
-    for rid in targets:  # check every run before deleting any
-        below = list(saver.descendants(rid))
-        if below and not recursive and not set(below) <= set(targets):
-            raise InputError(
-                f"run {rid} has {len(below)} descendant run(s) ({', '.join(below[:3])}"
-                f"{', …' if len(below) > 3 else ''}); delete them too with --recursive "
-                "(over HTTP: ?recursive=true)"
-            )
-        order.extend([rid, *below])
-    # `descendants` lists each parent before its children, and a run named after one of its
-    # ancestors is listed again under it: read backwards, each run's last place comes first,
-    # so children come before their parents and an interrupted delete never leaves orphans
-    # (and no run's ancestry is walked).
-    return list(dict.fromkeys(reversed(order)))
-
-
-def delete_runs(saver: Saver, run_ids: list[str], recursive: bool = False) -> list[str]:
-    """Delete runs (see `delete_plan`); returns the ids deleted, in the order deleted."""
-    order = delete_plan(saver, run_ids, recursive)
-    for rid in order:
-        saver.delete_run(rid)
-    return order
 
 
 def latest_finished(saver: Saver, flow: str) -> RunRecord | None:

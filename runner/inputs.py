@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .errors import Diagnostic, InputError, did_you_mean
 from .graph import ExecutionGraph, InputSpec, thaw
 
-__all__ = ["coerce_text", "prepare_inputs", "parse_assignments"]
+__all__ = ["coerce_text", "prepare_inputs", "parse_assignments", "read_inputs", "read_answer"]
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}
@@ -185,3 +189,46 @@ def _check(spec: InputSpec, value: Any, label: str | None = None) -> str | None:
         if error is not None:
             return f"{name}: {error.message}"
     return None
+
+
+def read_inputs(
+    graph: ExecutionGraph, assignments: Sequence[str] = (), inputs_file: str | None = None
+) -> dict[str, Any]:
+    """Inputs from --inputs FILE (JSON or YAML), then -i NAME=VALUE, then stdin for a lone
+    required string input when stdin is not a terminal."""
+    values: dict[str, Any] = {}
+    if inputs_file:
+        try:
+            text = sys.stdin.read() if inputs_file == "-" else Path(inputs_file).read_text("utf-8")
+            data = yaml.safe_load(text)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise InputError([Diagnostic(f"--inputs {inputs_file}: {exc}")]) from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise InputError([Diagnostic(f"--inputs {inputs_file}: expected a mapping of inputs")])
+        values.update(data)
+    values.update(parse_assignments(graph, list(assignments)))
+    required = [i for i in graph.inputs if i.required and "default" not in i.schema]
+    missing = [i for i in required if i.name not in values]
+    if (
+        len(missing) == 1
+        and len(required) == 1
+        and missing[0].type in (None, "string")
+        and inputs_file != "-"
+        and not sys.stdin.isatty()
+    ):
+        text = sys.stdin.read()
+        if text:
+            values[missing[0].name] = text[:-1] if text.endswith("\n") else text
+    return values
+
+
+def read_answer(question: dict[str, Any], text: str) -> Any:
+    """A typed answer from text (as `-i` values are read); InputError when it does not fit."""
+    step_id, schema = question["step_id"], question["schema"]
+    value = coerce_text(answer_spec(step_id, schema), text, answer_label(step_id))
+    problem = check_answer(step_id, schema, value)
+    if problem:
+        raise InputError([Diagnostic(problem)])
+    return value

@@ -9,11 +9,26 @@ kept apart under ``step_path:memory_id`` keys and never mix with the parent's.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["ConversationStore", "MemoryView", "ForkedMemoryView", "SnapshotMemoryView", "window_messages"]
+__all__ = [
+    "ConversationStore", "MemoryView", "ForkedMemoryView", "SnapshotMemoryView", "window_messages",
+    "steps_delta", "join_deltas", "in_map_item",
+]
 
 Message = dict[str, Any]
+Delta = dict[str, list[Message]]
+
+
+class DeltaRecord(Protocol):
+    """What `steps_delta` reads of a step record (`runner.savers.base.StepRecord`)."""
+
+    seq: int
+    step_id: str
+    status: str
+    messages: Delta
+
+
 
 
 def window_messages(history: list[Message], window: int | None) -> list[Message]:
@@ -115,3 +130,30 @@ class SnapshotMemoryView(MemoryView):
 
     def key(self, memory_id: str) -> str:
         return self.parent.key(memory_id)
+
+
+# -- the delta algebra: a run's memory = its ancestors' deltas, then its own, in order
+
+
+def in_map_item(step_id: str) -> bool:
+    """Whether a step record belongs to one item of a map (`STEP[i]/child`): what an item
+    adds to a conversation stays in its records and never joins the run's memory."""
+    return "[" in step_id  # step ids and tool names never hold '['
+
+
+def steps_delta(steps: Iterable[DeltaRecord]) -> Delta:
+    """The messages some step records added, per memory id (succeeded steps, in seq order;
+    map items' steps left out)."""
+    ordered = sorted(steps, key=lambda s: (s.seq, s.step_id))
+    return join_deltas(
+        s.messages for s in ordered if s.status == "succeeded" and not in_map_item(s.step_id)
+    )
+
+
+def join_deltas(deltas: Iterable[Delta]) -> Delta:
+    """Memory deltas one after another (oldest first), per memory id, in new lists."""
+    memory: Delta = {}
+    for delta in deltas:
+        for mid, msgs in delta.items():
+            memory.setdefault(mid, []).extend(msgs)
+    return memory

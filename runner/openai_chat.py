@@ -2,7 +2,7 @@
 the response objects (whole or as `chat.completion.chunk`s).
 
 The last user message goes to the flow's chat input (the rule of `timbal chat`, see
-`runner.chat.line_input_name`). The messages before it become the starting history of
+`line_input_name`). The messages before it become the starting history of
 the memory id of the step that feeds the output, unless the request continues a saved
 run (`parent_run_id`): then the history comes from that run and the request's earlier
 messages are ignored. System messages never join a history (SPEC §2: they are never
@@ -18,6 +18,7 @@ stored); the flow's own steps say their system prompts.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,8 +26,11 @@ from typing import Any
 
 from .errors import Diagnostic, InputError
 from .graph import ExecutionGraph
+from .tools import single_text_output
 
 __all__ = [
+    "line_input_name",
+    "reply_text",
     "ChatRequest",
     "chat_request",
     "history_memory_id",
@@ -91,7 +95,6 @@ def chat_request(
     """Map OpenAI `messages` (and the optional `parent_run_id`, and extra flow `inputs`)
     onto a run of `graph`. InputError when there is no user message or a message is
     malformed, or the flow has no input for chat lines."""
-    from .chat import line_input_name
 
     if not isinstance(messages, Sequence) or isinstance(messages, str | bytes):
         raise _invalid("'messages' must be a list of messages")
@@ -191,3 +194,37 @@ def completion_chunk(
 def model_object(name: str, created: int = 0) -> dict[str, Any]:
     """A flow as an entry of `GET /v1/models`."""
     return {"id": name, "object": "model", "created": created, "owned_by": "timbal"}
+
+
+_LINE_INPUT_NAMES = ("prompt", "message")
+
+
+def line_input_name(graph: ExecutionGraph) -> str:
+    """The input each chat line goes to: the flow's single required string input, else an
+    input named `prompt` or `message`. InputError when there is none."""
+    required = [
+        i for i in graph.inputs
+        if i.required and "default" not in i.schema and i.type in (None, "string")
+    ]
+    if len(required) == 1:
+        return required[0].name
+    names = {i.name for i in graph.inputs}
+    for name in _LINE_INPUT_NAMES:
+        if name in names:
+            return name
+    raise InputError(
+        [
+            Diagnostic(
+                f"flow '{graph.name}' has no input for chat lines: it needs one required "
+                "string input, or an input named 'prompt' or 'message'"
+            )
+        ]
+    )
+
+
+def reply_text(outputs: Any) -> str:
+    """A run's outputs as one reply: the text of a single string output, else compact JSON."""
+    text = single_text_output(outputs)
+    if text is not None:
+        return text
+    return json.dumps(outputs, ensure_ascii=False, default=str)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "load_schema", "schema_text", "schema_path", "SCHEMA_URL", "JSON_TYPES", "compile_check", "flow_check",
+    "load_schema", "schema_text", "schema_path", "step_properties", "SCHEMA_URL", "JSON_TYPES", "compile_check", "flow_check",
 ]
 
 #: Where the schema is published, for editors when no local copy can be referenced.
@@ -34,9 +34,56 @@ def schema_text() -> str:
 
 @functools.cache
 def load_schema() -> dict[str, Any]:
-    """The flow JSON Schema (Draft 2020-12) as a dict. Loaded once; do not mutate it."""
+    """The flow JSON Schema (Draft 2020-12) as a dict, with the step kinds and savers of
+    installed plugins merged in. Loaded once; do not mutate it."""
     schema: dict[str, Any] = json.loads(schema_text())
+    _add_plugins(schema)
     return schema
+
+
+# The keys every step takes, whatever its kind (copied from a built-in kind's schema).
+_COMMON_STEP_KEYS = ("id", "type", "description", "when", "allow_skipped", "metadata")
+
+
+def _add_plugins(schema: dict[str, Any]) -> None:
+    """Describe registered step kinds and savers the shipped file does not know (plugins)."""
+    from .registry import saver_types, step_kinds
+
+    defs = schema["$defs"]
+    kinds: list[str] = defs["stepType"]["enum"]
+    common = {k: v for k, v in defs["templateStep"]["properties"].items() if k in _COMMON_STEP_KEYS}
+    for kind in step_kinds:
+        if kind.name in kinds:
+            continue
+        kinds.append(kind.name)
+        own = dict(kind.schema or {})
+        defs[f"{kind.name}Step"] = {
+            "type": "object",
+            "description": kind.description,
+            **own,
+            "properties": {**common, **own.get("properties", {})},
+            "patternProperties": {"^x-": {}},
+            "additionalProperties": False,
+            "required": ["id", *own.get("required", [])],
+        }
+        defs["step"]["allOf"].append({
+            "if": {"properties": {"type": {"const": kind.name}}, "required": ["type"]},
+            "then": {"$ref": f"#/$defs/{kind.name}Step"},
+        })
+    savers: list[str] = defs["saverType"]["enum"]
+    block = schema["properties"]["state_saver"]["properties"]
+    for saver in saver_types:
+        if saver.name not in savers:
+            savers.append(saver.name)
+            for key, sub in (saver.options or {}).items():
+                block.setdefault(key, dict(sub))
+
+
+def step_properties(kind: str) -> dict[str, Any]:
+    """The keys a step of `kind` takes, as JSON Schema properties ({} for an unknown kind)."""
+    definition = load_schema()["$defs"].get(f"{kind}Step", {})
+    properties: dict[str, Any] = definition.get("properties", {})
+    return properties
 
 
 def schema_path() -> Path | None:

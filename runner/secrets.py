@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["Redactor", "SECRET_NAME", "REDACTED", "MIN_SECRET_LENGTH", "secret_param_values"]
+__all__ = ["Redactor", "SECRET_NAME", "REDACTED", "MIN_SECRET_LENGTH", "secret_param_values", "redact_dsn"]
 
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
 REDACTED = "***"
@@ -114,3 +114,12 @@ def secret_param_values(params: dict[str, Any]) -> list[Any]:
         elif key in ("headers", "extra_headers") and isinstance(value, dict):
             out.extend(value.values())
     return out
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+def redact_dsn(text: str) -> str:
+    """`text` with any DSN password replaced by `***` (URL and key=value forms)."""
+    text = _URL_PASSWORD.sub(r"\g<head>:***@", text)
+    return _KV_PASSWORD.sub(r"\g<head>***", text)

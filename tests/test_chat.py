@@ -205,7 +205,7 @@ def _open_fds() -> set[str]:
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 @pytest.mark.parametrize("cause", ["unknown parent run", "no input for chat lines"])
 def test_a_chat_that_cannot_start_leaves_no_state_file_open(tmp_path, cause):
-    from runner.chat import chat as run_chat
+    from runner.cli.chat import chat as run_chat
     from runner.errors import TimbalError
 
     inputs = "inputs: {prompt: {type: string}}" if cause == "unknown parent run" else ""

@@ -13,7 +13,7 @@ from testkit import WAIT, edit, write
 from runner import events as ev
 from runner.cache import StepCache
 from runner.compiler import compile_file
-from runner.flow import RunnableFlow
+from runner.runnable import RunnableFlow
 from runner.savers.in_memory import InMemorySaver
 
 

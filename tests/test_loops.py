@@ -23,7 +23,7 @@ from testkit import ROOT, TIMBAL, WAIT, child_env, timbal, write
 from runner import FlowError, InputError, JSONLSaver, PostgresSaver, SQLiteSaver, load_flow
 from runner.builder import Flow
 from runner.cache import StepCache
-from runner.flow import RunnableFlow
+from runner.runnable import RunnableFlow
 from runner.savers import InMemorySaver
 from runner.savers.base import Saver
 

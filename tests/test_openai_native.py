@@ -5,14 +5,19 @@ litellm."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from testkit import PYTHON, child_env, write
 
-from runner.models import OPENAI_CLIENT_VAR, backend_for
+from runner.errors import ProviderError
+from runner.models import OPENAI_CLIENT_VAR, ModelRequest, backend_for
 from runner.models.openai_http import complete as native_complete
 from runner.models.prices import call_cost, model_prices, price_table_path
 from runner.testing import FakeOpenAIServer
@@ -94,3 +99,69 @@ def test_importing_the_client_does_not_import_httpx() -> None:
     out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True,
                          env=child_env())
     assert out.stdout.strip() == "False"
+
+
+# -- streams that end early, from a server that closes the connection cleanly ---------------
+
+# What the server streams, by the user message: SSE `data:` payloads, then it closes.
+STREAMS = {
+    "truncated": ["one ", "two "],  # no finish reason, no [DONE]: the reply is not complete
+    "finished": ["one ", "two ", None],  # a finish reason and no [DONE]: complete
+    "error": ["one ", {"error": {"message": "the model is overloaded"}}],
+}
+
+
+class _StreamHandler(BaseHTTPRequestHandler):
+    """HTTP/1.0: the body ends when the server closes the connection, as a proxy may."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for piece in STREAMS[body["messages"][-1]["content"]]:
+            if isinstance(piece, dict):
+                event = piece
+            else:
+                delta = {"content": piece} if piece else {}
+                finish = None if piece else "stop"
+                event = {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def closing_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StreamHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def _streamed(api_base: str, prompt: str) -> tuple[str, list[str]]:
+    request = ModelRequest("openai/any", [{"role": "user", "content": prompt}],
+                           params={"api_base": api_base}, retries=0, stream=True)
+    chunks: list[str] = []
+    reply = asyncio.run(native_complete(request, chunks.append))
+    return reply.text, chunks
+
+
+def test_a_stream_closed_before_its_end_is_a_retryable_error(closing_server: str) -> None:
+    with pytest.raises(ProviderError) as info:
+        _streamed(closing_server, "truncated")
+    assert info.value.retryable
+    assert str(info.value) == (f"openai/any: the connection to {closing_server} closed "
+                               "before the reply was complete")
+
+
+def test_a_stream_with_a_finish_reason_needs_no_done_marker(closing_server: str) -> None:
+    assert _streamed(closing_server, "finished") == ("one two ", ["one ", "two "])
+
+
+def test_an_error_event_in_a_stream_is_a_retryable_error(closing_server: str) -> None:
+    with pytest.raises(ProviderError) as info:
+        _streamed(closing_server, "error")
+    assert info.value.retryable and "the model is overloaded" in str(info.value)

@@ -351,6 +351,19 @@ def test_delete_run_forgets_the_run_and_only_it(saver: Saver) -> None:
         saver.delete_run(child)
 
 
+def test_delete_refuses_to_orphan_a_run_unless_recursive(saver: Saver) -> None:
+    root = add_run(saver, said="root")
+    child = add_run(saver, root, said="child")
+    grandchild = add_run(saver, child, said="grandchild")
+    with pytest.raises(InputError, match="descendant"):
+        saver.delete_run(root)
+    assert saver.get_run(root).run_id == root  # nothing was deleted
+    assert saver.delete_runs([child, grandchild]) == [grandchild, child]  # all named: no orphan
+    other = add_run(saver, root, said="other")
+    assert saver.delete_run(root[:12], recursive=True) == [other, root]  # children first
+    assert saver.list_runs() == []
+
+
 # -- reopening -------------------------------------------------------------------------------
 def test_a_new_saver_on_the_same_store_sees_everything(store: Opener) -> None:
     first = store()
@@ -553,6 +566,6 @@ def test_memory_of_a_run_whose_ancestor_was_deleted_names_the_missing_run(saver:
     root = add_run(saver)
     child = add_run(saver, root)
     grandchild = add_run(saver, child)
-    saver.delete_run(child)
+    saver._delete_run(child)  # the one-run primitive: what a store damaged by hand would hold
     with pytest.raises(RunNotFound, match=child):
         saver.load_memory(grandchild)

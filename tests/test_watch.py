@@ -187,8 +187,8 @@ def test_an_invalid_flow_at_start_exits_2(watch, flow):
 def test_an_invalid_flow_at_start_gives_back_the_callers_sigterm_handler(flow):
     import signal
 
+    from runner.cli.watch import watch_and_run
     from runner.errors import FlowError
-    from runner.watch import watch_and_run
 
     edit(flow, "steps:", "stepz:")
     before = signal.getsignal(signal.SIGTERM)

@@ -12,10 +12,13 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import FlowError, TimbalError
+from ..status import ExitCode
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING, EXIT_INTERRUPTED = (
+    ExitCode.OK, ExitCode.FAILED, ExitCode.INVALID, ExitCode.WAITING, ExitCode.INTERRUPTED,
+)
 
 
 def _version() -> str:

@@ -76,14 +76,15 @@ def batch_command(flow: Path, data: Path, output: Path | None, concurrency: int,
     from ..batch.data import count_rows, data_format
     from ..batch.local import default_output, run_batch
     from ..compiler import compile_file
-    from .run_cmds import open_saver, run_interruptibly
+    from ..savers import open_saver
+    from .running import run_interruptibly
 
     if wait and not use_queue:
         raise click.UsageError("--wait follows a queued batch: use it with --queue")
     data_format(data)  # an unknown kind of file: exit 2 before anything runs
     output = output or default_output(data)
     graph = compile_file(flow)
-    saver = open_saver(graph, saver_uri)
+    saver = open_saver(graph.saver, saver_uri)
     interactive = sys.stderr.isatty() and not as_json
     try:
         if use_queue:
@@ -114,7 +115,7 @@ def _report(progress: Any, output: Path, as_json: bool) -> None:
 def _queued(graph: Any, saver: Any, data: Path, output: Path, wait: bool, interactive: bool, as_json: bool) -> int:
     from ..batch.data import count_rows
     from ..batch.queue import enqueue_batch, follow_batch, queue_saver
-    from .run_cmds import run_interruptibly
+    from .running import run_interruptibly
 
     queue_saver(saver)
     batch = asyncio.run(enqueue_batch(saver, graph, data, output))

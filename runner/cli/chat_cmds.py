@@ -1,4 +1,4 @@
-"""`timbal chat`: a conversation with a flow, one run per line (see runner.chat)."""
+"""`timbal chat`: a conversation with a flow, one run per line (see runner.cli.chat)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def chat_command(
     Commands: /history, /rewind [N], /reset, /help, /quit (or Ctrl-D). With piped
     stdin, each line prints its reply as one line on stdout.
     """
-    from ..chat import chat
+    from .chat import chat
 
     if parent and cont:
         raise click.UsageError("--parent and --continue exclude each other")

@@ -11,17 +11,15 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from ..errors import FlowError
+from ..graph_views import GRAPH_FORMATS
 from .base import EXIT_INVALID, handle_errors, main, print_json, use_color
 
-if TYPE_CHECKING:
-    from ..graph import ExecutionGraph, StepSpec
-
-__all__ = ["validate", "graph", "schema", "init", "render_graph", "init_text"]
+__all__ = ["validate", "graph", "schema", "init", "init_text"]
 
 
 def _diag_json(exc: FlowError) -> list[dict[str, Any]]:
@@ -60,126 +58,10 @@ def validate(flows: tuple[str, ...], as_json: bool) -> None:
         sys.exit(EXIT_INVALID)
 
 
-def render_graph(graph: ExecutionGraph, fmt: str = "text") -> str:
-    """The execution graph as text, Mermaid or Graphviz dot: steps, kinds, memory ids, edges.
-
-    Map and loop bodies are drawn as clusters (a subgraph holding the body's steps)."""
-    if fmt == "mermaid":
-        return "\n".join(["flowchart TD", *_mermaid(graph, "", "    ")])
-    if fmt == "dot":
-        name = json.dumps(graph.name)
-        lines = [f"digraph {name} {{", "    rankdir=TB;", "    node [shape=box];"]
-        return "\n".join([*lines, *_dot(graph, "", "    "), "}"])
-    return "\n".join([f"flow {graph.name} ({len(graph.steps)} steps)", *_text(graph, "  ")])
-
-
-def _body(step: StepSpec) -> ExecutionGraph | None:
-    """The body a map or loop step runs (inline or a flow file), drawn as its cluster."""
-    return step.subflow if step.kind in ("map", "loop") else None
-
-
-def _about(step: StepSpec) -> str:
-    """What a container does, in a few words: `map over doc`, `loop (max 5)`."""
-    if step.kind == "map":
-        return f"map over {step.config.get('as', 'item')}"
-    if step.kind == "loop":
-        return f"loop (max {step.config.get('max_iterations')})"
-    return step.kind
-
-
-def _mermaid(graph: ExecutionGraph, prefix: str, indent: str) -> list[str]:
-    lines: list[str] = []
-    for s in graph.steps:
-        mem = f"<br/>memory: {', '.join(sorted(s.memory_ids))}" if s.memory_ids else ""
-        body = _body(s)
-        if body is None:
-            lines.append(f'{indent}{prefix}{s.id}["{s.id}<br/>{s.kind}{mem}"]')
-            continue
-        lines.append(f'{indent}subgraph {prefix}{s.id}["{s.id}<br/>{_about(s)}{mem}"]')
-        lines.extend(_mermaid(body, f"{prefix}{s.id}__", indent + "    "))
-        lines.append(f"{indent}end")
-    for e in _edges(graph):
-        arrow = "-->" if e["kind"] == "data" else "-.->"
-        label = "" if e["kind"] == "data" else f"|{e['memory_id']}|"
-        lines.append(f"{indent}{prefix}{e['from']} {arrow}{label} {prefix}{e['to']}")
-    return lines
-
-
-def _dot(graph: ExecutionGraph, prefix: str, indent: str) -> list[str]:
-    lines: list[str] = []
-    for s in graph.steps:
-        mem = f"\\nmemory: {', '.join(sorted(s.memory_ids))}" if s.memory_ids else ""
-        body = _body(s)
-        if body is None:
-            lines.append(f'{indent}{prefix}{s.id} [label="{s.id}\\n{s.kind}{mem}"];')
-            continue
-        lines.append(f"{indent}subgraph cluster_{prefix}{s.id} {{")
-        lines.append(f'{indent}    label="{s.id}: {_about(s)}";')
-        lines.append(f'{indent}    {prefix}{s.id} [label="{s.id}\\n{s.kind}{mem}", shape=ellipse];')
-        lines.extend(_dot(body, f"{prefix}{s.id}__", indent + "    "))
-        lines.append(f"{indent}}}")
-    for e in _edges(graph):
-        style = "" if e["kind"] == "data" else f' [style=dashed, label="{e["memory_id"]}"]'
-        lines.append(f"{indent}{prefix}{e['from']} -> {prefix}{e['to']}{style};")
-    return lines
-
-
-def _text(graph: ExecutionGraph, indent: str) -> list[str]:
-    width = max((len(s.id) for s in graph.steps), default=0)
-    lines: list[str] = []
-    for sid in graph.order:
-        s = graph.step(sid)
-        mem = f"  memory: {', '.join(sorted(s.memory_ids))}" if s.memory_ids else ""
-        after = f"  after: {', '.join(sorted(s.deps, key=lambda d: graph.step(d).index))}" if s.deps else ""
-        lines.append(f"{indent}{s.id:<{width}}  {s.kind:<8}{mem}{after}".rstrip())
-        body = _body(s)
-        if body is not None:
-            lines.append(f"{indent}  ┌ {_about(s)}: {len(body.steps)} step{'' if len(body.steps) == 1 else 's'}")
-            lines.extend(f"{indent}  │{line[len(indent) - 1:]}" for line in _text(body, indent + "  "))
-            lines.append(f"{indent}  └")
-    return lines
-
-
-def _edges(graph: ExecutionGraph) -> list[dict[str, Any]]:
-    """Edges `from` -> `to` (to runs after from): data references, then memory order."""
-    out: list[dict[str, Any]] = []
-    for s in graph.steps:
-        for dep in sorted(s.deps, key=lambda d: graph.step(d).index):
-            if dep in s.data_deps:
-                out.append({"from": dep, "to": s.id, "kind": "data"})
-            else:
-                shared = sorted(s.memory_ids & graph.step(dep).memory_ids)
-                out.append({"from": dep, "to": s.id, "kind": "memory",
-                            "memory_id": shared[0] if shared else None})
-    return out
-
-
-def graph_json(graph: ExecutionGraph) -> dict[str, Any]:
-    """The execution graph as plain data (for --json)."""
-    return {
-        "name": graph.name,
-        "path": str(graph.path) if graph.path else None,
-        "order": list(graph.order),
-        "steps": [
-            {
-                "id": s.id,
-                "kind": s.kind,
-                "memory_id": s.memory_id,
-                "memory_ids": sorted(s.memory_ids),
-                "deps": sorted(s.deps),
-                "data_deps": sorted(s.data_deps),
-                **({"body": graph_json(body)} if (body := _body(s)) is not None else {}),
-            }
-            for s in graph.steps
-        ],
-        "edges": _edges(graph),
-    }
-
-
 @main.command()
 @click.argument("flow", metavar="FLOW")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text",
+    "--format", "fmt", type=click.Choice(GRAPH_FORMATS), default="text",
     show_default=True, help="How to draw the graph.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON (steps and edges).")
@@ -187,6 +69,7 @@ def graph_json(graph: ExecutionGraph) -> dict[str, Any]:
 def graph(flow: str, fmt: str, as_json: bool) -> None:
     """Show a flow's execution graph: steps, kinds, memory ids and edges."""
     from ..compiler import compile_file
+    from ..graph_views import graph_json, render_graph
 
     compiled = compile_file(flow)
     if as_json:

@@ -14,9 +14,10 @@ from typing import Any
 import click
 
 from ..errors import InputError
-from ..history import delete_runs, duration, iso, nested_steps, run_detail, run_summary, run_tree
+from ..history import duration, iso, nested_steps, run_detail, run_summary, run_tree
 from ..history import snippet as _snippet
-from ..savers.base import RUN_STATUSES, RunRecord, Saver
+from ..savers.base import RunRecord, Saver
+from ..status import RUN_STATUSES
 from .base import handle_errors, main, print_json
 
 __all__ = ["runs", "open_runs_saver", "run_summary", "iso"]
@@ -247,7 +248,7 @@ def delete_cmd(run_ids: tuple[str, ...], recursive: bool, saver_uri: str | None,
                as_json: bool) -> None:
     """Delete runs (refused for a run with children unless --recursive)."""
     with open_runs_saver(saver_uri) as saver:
-        order = delete_runs(saver, list(run_ids), recursive)
+        order = saver.delete_runs(run_ids, recursive)
     if as_json:
         print_json({"deleted": order})
         return

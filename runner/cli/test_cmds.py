@@ -89,17 +89,9 @@ def watch_tests(paths: tuple[Path, ...], cases_file: Path | None, name_filter: s
     from ..cache import StepCache
     from ..errors import FlowError
     from ..evals.suite import watched_files
-    from ..watch import (
-        DEBOUNCE_MS,
-        POLL_MS,
-        SEPARATOR,
-        STEP_MS,
-        FileStamps,
-        describe_paths,
-        forget_bytecode,
-        say,
-    )
+    from ..reload import DEBOUNCE_MS, POLL_MS, STEP_MS, FileStamps, forget_bytecode
     from .base import use_color
+    from .watch import SEPARATOR, describe_paths, say
 
     def _terminate(_sig: int, _frame: Any) -> None:
         raise KeyboardInterrupt

@@ -1,11 +1,14 @@
 """Model backends behind one call: `complete(request, on_chunk)`.
 
+Each backend module declares a `runner.registry.ModelBackend` (`MODEL_BACKEND`) naming
+the model prefixes it serves; `backend_for` picks the longest matching prefix:
+
 - ``echo``: built in, offline, deterministic (models/echo.py); never imports litellm.
 - ``local/smollm2`` and ``local/PATH.gguf``: llama.cpp in-process (models/local.py).
 - ``openai/…``: our httpx client of the OpenAI protocol (models/openai_http.py), for OpenAI
   and every OpenAI-compatible server; ``TIMBAL_OPENAI_CLIENT=litellm`` sends them to
   litellm instead.
-- anything else: litellm (models/litellm_adapter.py), imported lazily.
+- anything else: litellm (models/litellm_adapter.py, the fallback), imported lazily.
 
 Retries with exponential backoff and jitter live here, once, for every backend.
 """
@@ -13,71 +16,48 @@ Retries with exponential backoff and jitter live here, once, for every backend.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProviderError
+from .types import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    OPENAI_CLIENT_VAR,
+    ChunkCallback,
+    ModelReply,
+    ModelRequest,
+)
 
-__all__ = ["ModelRequest", "ModelReply", "complete", "backend_for", "OPENAI_CLIENT_VAR"]
+__all__ = [
+    "ModelRequest", "ModelReply", "ChunkCallback", "complete", "backend_for", "DEFAULT_TIMEOUT",
+    "DEFAULT_RETRIES", "OPENAI_CLIENT_VAR",
+]
 
-# `litellm` sends openai/… models through litellm instead of our own client.
-OPENAI_CLIENT_VAR = "TIMBAL_OPENAI_CLIENT"
-
-
-@dataclass
-class ModelRequest:
-    """One chat completion call. `messages` and `tools` are in the OpenAI form."""
-
-    model: str
-    messages: list[dict[str, Any]]
-    params: dict[str, Any] = field(default_factory=dict)
-    tools: list[dict[str, Any]] | None = None
-    timeout: float = 60.0
-    retries: int = 2
-    stream: bool = False
-
-
-@dataclass
-class ModelReply:
-    """The assistant's answer. `message` is the assistant message in the OpenAI form
-    (with `tool_calls` when the model asked for tools); `usage` has prompt_tokens,
-    completion_tokens, total_tokens and, when known, cost (USD)."""
-
-    text: str
-    message: dict[str, Any]
-    usage: dict[str, Any] = field(default_factory=dict)
-    model: str = ""
-    attempts: int = 1
-
-    @property
-    def tool_calls(self) -> list[dict[str, Any]]:
-        return list(self.message.get("tool_calls") or [])
-
-
-ChunkCallback = Callable[[str], None]
 Backend = Callable[[ModelRequest, "ChunkCallback | None"], Any]  # async
 
 
 def backend_for(model: str) -> Backend:
-    """The async function that serves `model`."""
-    if model == "echo" or model.startswith("echo/"):
-        from .echo import complete as echo_complete
+    """The async function that serves `model`: the backend with the longest matching
+    prefix, else the fallback backend. ProviderError when none serves it."""
+    from ..registry import model_backends
 
-        return echo_complete
-    if model.startswith("local/"):
-        from .local import complete as local_complete
-
-        return local_complete
-    if model.startswith("openai/") and os.environ.get(OPENAI_CLIENT_VAR, "") != "litellm":
-        from .openai_http import complete as openai_complete
-
-        return openai_complete
-    from .litellm_adapter import complete as litellm_complete
-
-    return litellm_complete
+    best: tuple[int, Backend] | None = None
+    fallback: Backend | None = None
+    for backend in model_backends:
+        if backend.available is not None and not backend.available():
+            continue  # turned off (e.g. TIMBAL_OPENAI_CLIENT=litellm)
+        prefix = backend.serves(model)
+        if prefix is not None and (best is None or len(prefix) > best[0]):
+            best = (len(prefix), backend.complete)
+        if backend.fallback and fallback is None:
+            fallback = backend.complete
+    if best is not None:
+        return best[1]
+    if fallback is None:
+        raise ProviderError(f"no model backend serves {model!r}")
+    return fallback
 
 
 async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None) -> ModelReply:

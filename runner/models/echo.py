@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any
 
+from ..registry import ModelBackend
 from . import ChunkCallback, ModelReply, ModelRequest
 from .toolcall import message_text as _text
 from .toolcall import parse_call, tool_results
@@ -130,3 +131,6 @@ async def complete(request: ModelRequest, on_chunk: ChunkCallback | None = None)
         "cost": 0.0,
     }
     return ModelReply(text=text, message=message, usage=usage, model="echo")
+
+
+MODEL_BACKEND = ModelBackend(name="echo", complete=complete, prefixes=("echo",))

@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 from ..errors import ProviderError
+from ..registry import ModelBackend
 from . import ChunkCallback, ModelReply, ModelRequest
 from .provider import (
     DUMMY_KEY,
@@ -41,7 +42,7 @@ from .provider import (
     wire_messages,
 )
 
-__all__ = ["complete", "load_litellm"]
+__all__ = ["MODEL_BACKEND", "complete", "load_litellm"]
 
 # Providers that speak the OpenAI protocol and accept any key on a self-hosted api_base.
 _OPENAI_COMPATIBLE = {"openai", "custom_openai", "openai_like", "text-completion-openai"}
@@ -312,3 +313,6 @@ def _retry_after(exc: BaseException) -> float | None:
         if seconds is not None:
             return seconds
     return None
+
+
+MODEL_BACKEND = ModelBackend(name="litellm", complete=complete, fallback=True)

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ProviderError
+from ..registry import ModelBackend
 from . import ChunkCallback, ModelReply, ModelRequest
 from .toolcall import message_text
 
-__all__ = ["complete", "model_path", "smollm2_path", "load_model", "observe_loading"]
+__all__ = ["MODEL_BACKEND", "complete", "model_path", "smollm2_path", "load_model", "observe_loading"]
 
 N_CTX = 2048
 # Without a limit llama.cpp generates until the context is full (tens of seconds on a
@@ -258,3 +259,6 @@ def _plain(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             content = f"(called {calls})"
         out.append({"role": role, "content": content or ""})
     return out
+
+
+MODEL_BACKEND = ModelBackend(name="local", complete=complete, prefixes=("local",))

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import httpx
 
 from ..errors import ProviderError
+from ..registry import ModelBackend
 from . import ChunkCallback, ModelReply, ModelRequest
 from .prices import call_cost
 from .provider import (
@@ -53,6 +54,7 @@ from .provider import (
     unreachable_error,
     wire_messages,
 )
+from .types import OPENAI_CLIENT_VAR
 
 
 @contextlib.contextmanager
@@ -88,7 +90,7 @@ def _load_httpx() -> Any:
         _httpx = module
     return _httpx
 
-__all__ = ["complete", "Endpoint", "endpoint", "request_body", "DEFAULT_API_BASE", "PREFIXES"]
+__all__ = ["MODEL_BACKEND", "complete", "Endpoint", "endpoint", "request_body", "DEFAULT_API_BASE", "PREFIXES"]
 
 PREFIXES = ("openai/",)
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -408,3 +410,11 @@ def _transport_error(exc: httpx.HTTPError, request: ModelRequest, address: str) 
     if isinstance(exc, hx.RemoteProtocolError | hx.ReadError | hx.WriteError):
         return broken_error(model, address)
     return ProviderError(f"{model}: call to {address} failed: {short(exc)}")
+
+
+MODEL_BACKEND = ModelBackend(
+    name="openai",
+    complete=complete,
+    prefixes=tuple(p.rstrip("/") for p in PREFIXES),
+    available=lambda: os.environ.get(OPENAI_CLIENT_VAR, "") != "litellm",
+)

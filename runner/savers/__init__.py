@@ -1,19 +1,28 @@
 """State savers: where runs, their steps and their memory deltas are kept.
 
-`saver_from_uri` reads the `--saver` / `TIMBAL_SAVER` form; `saver_from_config` reads a
-flow file's `state_saver:` block. The saver classes are imported lazily, so the
-PostgreSQL driver is only loaded when a PostgreSQL saver is asked for.
+Each saver module declares a `runner.registry.SaverType` (`SAVER_TYPE`): its
+`state_saver.type`, its URI schemes and file suffixes, and how it is built. This module
+turns a `--saver` / `TIMBAL_SAVER` URI (`saver_from_uri`) or a flow's `state_saver:`
+block (`open_saver`, the one place that does) into a saver, through that registry.
+The PostgreSQL driver is only imported when a PostgreSQL saver is built.
 """
 
 from __future__ import annotations
 
 import os
-from importlib import import_module
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import FlowError, InputError
 from .base import RunRecord, Saver, StepRecord
+
+if TYPE_CHECKING:
+    from ..graph import SaverSpec
+    from ..registry import SaverType
+
+# The registry, loader and templates are imported where they are used: `import runner.savers`
+# (and the `timbal` command's start-up) stays light.
 
 __all__ = [
     "Saver",
@@ -26,128 +35,111 @@ __all__ = [
     "saver_from_uri",
     "saver_from_config",
     "saver_from_flow_file",
-    "SAVER_TYPES",
+    "open_saver",
+    "saver_type",
 ]
-
-#: The `state_saver.type` values a flow file may name.
-SAVER_TYPES = ("in_memory", "jsonl", "sqlite", "postgres")
-
-_WHERE = {
-    "InMemorySaver": ".in_memory",
-    "JSONLSaver": ".jsonl",
-    "SQLiteSaver": ".sqlite",
-    "PostgresSaver": ".postgres",
-}
-_JSONL_SUFFIXES = (".jsonl", ".ndjson")
-_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-_URI_HELP = "expected memory, jsonl:PATH, sqlite:PATH or postgresql://…"
 
 
 def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(import_module(_WHERE[name], __name__), name)
-        globals()[name] = value
-        return value
+    # The saver classes (`runner.savers.SQLiteSaver`, ...) come from the registry.
+    from ..registry import saver_types
+
+    for kind in saver_types:
+        if kind.cls is not None and kind.cls.__name__ == name:
+            globals()[name] = kind.cls
+            return kind.cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _path(text: str, base_dir: Path | None) -> Path:
-    path = Path(os.path.expanduser(text))
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    return path
+def _uri_help() -> str:
+    from ..registry import saver_types
+
+    forms = [k.uri_help for k in saver_types if k.uri_help]
+    return "expected " + (", ".join(forms[:-1]) + " or " + forms[-1] if len(forms) > 1 else "".join(forms))
+
+
+def saver_type(name: str) -> SaverType | None:
+    """The saver type a `state_saver.type` (or one of its aliases) names."""
+    from ..registry import saver_types
+
+    for kind in saver_types:
+        if name == kind.name or name in kind.aliases:
+            return kind
+    return None
 
 
 def saver_from_uri(uri: str, base_dir: Path | None = None, create: bool = True) -> Saver:
-    """The saver a URI names: `memory`, `jsonl:PATH`, `sqlite:PATH`, `postgresql://…`.
-
-    A bare path ending in .jsonl, or in .db/.sqlite/.sqlite3, names a JSONL or SQLite
-    file. Relative paths are relative to `base_dir` (default: the working directory).
-    Raises InputError (exit 2) for anything else. With `create=False` (commands that only
-    inspect state) a state file that does not exist is an InputError, never created.
+    """The saver a URI names: `memory`, `jsonl:PATH`, `sqlite:PATH`, `postgresql://…`, or a
+    plugin's scheme. A bare path ending in a saver's suffix (.jsonl, .db, ...) names a file
+    of that saver. Relative paths are relative to `base_dir` (default: the working
+    directory). Raises InputError (exit 2) for anything else. With `create=False` (commands
+    that only inspect state) a state file that does not exist is an InputError, never created.
     """
-    from .postgres import redact_dsn
+    from ..registry import saver_types
+    from ..secrets import redact_dsn
 
     text = uri.strip()
-    scheme, sep, rest = text.partition(":")
-    scheme = scheme.lower() if sep else ""
-    if text.lower() in ("memory", "in_memory", "memory:", "in_memory:"):
-        from .in_memory import InMemorySaver
-
-        return InMemorySaver()
-    if scheme in ("postgresql", "postgres") and rest.startswith("//"):
-        from .postgres import PostgresSaver
-
-        return PostgresSaver(text)
-    if scheme in ("jsonl", "sqlite"):
-        if rest.startswith("//"):  # jsonl://rel/path, sqlite:///abs/path
-            rest = rest[2:]
-        if not rest:
-            raise InputError(f"saver {uri!r} names no file: {_URI_HELP}")
-        return _file_saver(scheme, _path(rest, base_dir), create)
+    scheme, sep, _ = text.partition(":")
+    scheme = (scheme if sep else text).lower()
+    for kind in saver_types:
+        if scheme in kind.schemes:
+            return kind.from_uri(text, base_dir, create)
     lowered = text.lower()
-    if lowered.endswith(_JSONL_SUFFIXES):
-        return _file_saver("jsonl", _path(text, base_dir), create)
-    if lowered.endswith(_SQLITE_SUFFIXES):
-        return _file_saver("sqlite", _path(text, base_dir), create)
-    raise InputError(f"unknown saver {redact_dsn(uri)!r}: {_URI_HELP}")
-
-
-def _file_saver(kind: str, path: Path, create: bool = True) -> Saver:
-    if path.is_dir():
-        raise InputError(f"saver path {path} is a directory, not a {kind} file")
-    if not create and not path.exists():
-        raise InputError(f"no {kind} state file at {path} (nothing has been saved there)")
-    if kind == "jsonl":
-        from .jsonl import JSONLSaver
-
-        return JSONLSaver(path)
-    from .sqlite import SQLiteSaver
-
-    return SQLiteSaver(path)
+    for kind in saver_types:
+        if kind.suffixes and lowered.endswith(kind.suffixes):
+            return kind.from_uri(text, base_dir, create)
+    raise InputError(f"unknown saver {redact_dsn(uri)!r}: {_uri_help()}")
 
 
 def saver_from_config(
-    type: str, options: dict[str, Any], base_dir: Path | None = None, create: bool = True
+    type: str, options: Mapping[str, Any], base_dir: Path | None = None, create: bool = True
 ) -> Saver:
-    """The saver a flow file's `state_saver:` block names (its templates already rendered).
+    """The saver a `state_saver:` block names, its templates already rendered.
 
-    `type` is in_memory, jsonl or sqlite (with `path`, relative to `base_dir`, the flow
-    file's folder) or postgres (with `dsn`, and optionally `schema`).
+    `type` is a registered saver type (in_memory, jsonl, sqlite, postgres, a plugin's);
+    file paths are relative to `base_dir`, the flow file's folder.
     """
-    kind = {"memory": "in_memory", "postgresql": "postgres"}.get(type, type)
-    if kind == "in_memory":
-        from .in_memory import InMemorySaver
+    kind = saver_type(type)
+    if kind is None:
+        from ..registry import saver_types
 
-        return InMemorySaver()
-    if kind in ("jsonl", "sqlite"):
-        path = options.get("path")
-        if not isinstance(path, str) or not path:
-            raise FlowError(f"state_saver of type {type!r} needs a 'path'")
-        return _file_saver(kind, _path(path, base_dir), create)
-    if kind == "postgres":
-        dsn = options.get("dsn")
-        if not isinstance(dsn, str) or not dsn:
-            raise FlowError("state_saver of type 'postgres' needs a 'dsn'")
-        from .postgres import PostgresSaver
+        names = ", ".join(k.name for k in saver_types)
+        raise FlowError(f"unknown state_saver type {type!r} (expected one of {names})")
+    return kind.from_config(options, base_dir, create)
 
-        return PostgresSaver(dsn, schema=options.get("schema"))
-    raise FlowError(f"unknown state_saver type {type!r} (expected one of {', '.join(SAVER_TYPES)})")
+
+def open_saver(spec: SaverSpec | None, uri: str | None = None, create: bool = True) -> Saver:
+    """The saver a run uses: `uri` (`--saver`) when given, else the flow's `state_saver`
+    block `spec` (in memory when there is none), its templates (`dsn: "{{ env.DSN }}"`)
+    rendered from the environment. The one place a `state_saver` block becomes a saver."""
+    from ..templates import TemplateRenderError, render_value
+
+    if uri:
+        return saver_from_uri(uri, create=create)
+    if spec is None:
+        return saver_from_config("in_memory", {})
+    options: dict[str, Any] = {}
+    for key, value in spec.options.items():
+        try:
+            options[key] = render_value(value, {"env": os.environ, "inputs": {}})
+        except TemplateRenderError as exc:  # e.g. the variable is unset
+            raise FlowError(f"state_saver.{key}: {exc}") from None
+    return saver_from_config(spec.type, options, spec.base_dir, create)
 
 
 def saver_from_flow_file(path: str | os.PathLike[str], create: bool = True) -> Saver:
-    """The saver a flow file's `state_saver:` block names, without compiling the rest of it.
-
-    `{{ env.VAR }}` in its options is rendered from the environment; paths are relative
-    to the file's folder. A flow without the block keeps its runs in memory only, so
-    there is nothing to inspect: InputError.
+    """The saver a flow file's `state_saver:` block names, without compiling the rest of it
+    (`timbal runs --saver flow.yaml` works while the flow has errors elsewhere). A flow
+    without the block keeps its runs in memory only, so there is nothing to inspect:
+    InputError.
     """
+    from ..graph import SaverSpec, freeze
     from ..loader import load_document
     from ..templates import compile_template, is_template
 
     flow_path = Path(path)
-    data = load_document(flow_path).data  # read as the compiler reads it (YAML 1.2; located errors)
-    block = data.get("state_saver") if isinstance(data, dict) else None
+    document = load_document(os.fspath(flow_path))
+    block = document.data.get("state_saver") if isinstance(document.data, dict) else None
     if not isinstance(block, dict) or not isinstance(block.get("type"), str):
         raise InputError(
             f"{flow_path} has no state_saver block (its runs are kept in memory only); "
@@ -155,12 +147,13 @@ def saver_from_flow_file(path: str | os.PathLike[str], create: bool = True) -> S
         )
     options: dict[str, Any] = {}
     for key, value in block.items():
-        if key == "type":
+        if key == "type" or key.startswith("x-"):
             continue
         if isinstance(value, str) and is_template(value):
             try:
-                value = compile_template(value).render({"env": dict(os.environ), "inputs": {}})
-            except Exception as exc:  # noqa: BLE001 - render errors and jinja syntax errors alike
+                value = compile_template(value)
+            except Exception as exc:  # noqa: BLE001 - jinja syntax errors
                 raise InputError(f"{flow_path}: state_saver.{key}: {exc}") from None
         options[key] = value
-    return saver_from_config(block["type"], options, flow_path.parent, create)
+    spec = SaverSpec(type=block["type"], options=freeze(options), base_dir=flow_path.parent)
+    return open_saver(spec, create=create)

@@ -11,25 +11,27 @@ Every saver passes the one conformance suite in tests/test_saver_conformance.py.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ..errors import RunNotFound, SaverError
+from ..errors import FlowError, InputError, RunNotFound, SaverError
+from ..memory import join_deltas, steps_delta
+from ..status import FINISHED_STATUSES, RUN_STATUSES, STEP_STATUSES
+from .lanes import WriteLane, run_blocking
 
-__all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "FINISHED_STATUSES", "STEP_STATUSES", "encode_json",
-           "steps_delta", "join_deltas", "in_map_item"]
+__all__ = ["RunRecord", "StepRecord", "Saver", "RUN_STATUSES", "FINISHED_STATUSES", "STEP_STATUSES",
+           "encode_json", "config_option", "saver_file", "uri_path"]
 
 _MEMORY_LOCK = threading.Lock()  # guards every saver's `remember_memory` cache
+_LANES_LOCK = threading.Lock()  # guards every saver's write lanes
 
-#: The statuses of a run that has ended: the runs `--continue` may continue.
-FINISHED_STATUSES = ("succeeded", "failed", "interrupted")
-RUN_STATUSES = ("running", "succeeded", "failed", "interrupted", "waiting")
-STEP_STATUSES = ("succeeded", "failed", "skipped", "waiting")
 
 
 def _json_fallback(value: Any) -> Any:
@@ -123,37 +125,20 @@ _STEP_FIELDS = tuple(StepRecord.__dataclass_fields__)
 _RUN_FIELDS = tuple(f for f in RunRecord.__dataclass_fields__ if f != "steps")
 
 
-def in_map_item(step_id: str) -> bool:
-    """Whether a step record belongs to one item of a map (`STEP[i]/child`): what an item
-    adds to a conversation stays in its records and never joins the run's memory."""
-    return "[" in step_id  # step ids and tool names never hold '['
-
-
-def steps_delta(steps: Iterable[StepRecord]) -> dict[str, list[dict[str, Any]]]:
-    """The messages some step records added, per memory id (succeeded steps, in seq order;
-    map items' steps left out)."""
-    ordered = sorted(steps, key=lambda s: (s.seq, s.step_id))
-    return join_deltas(
-        s.messages for s in ordered if s.status == "succeeded" and not in_map_item(s.step_id)
-    )
-
-
-def join_deltas(
-    deltas: Iterable[dict[str, list[dict[str, Any]]]],
-) -> dict[str, list[dict[str, Any]]]:
-    """Memory deltas one after another (oldest first), per memory id, in new lists."""
-    memory: dict[str, list[dict[str, Any]]] = {}
-    for delta in deltas:
-        for mid, msgs in delta.items():
-            memory.setdefault(mid, []).extend(msgs)
-    return memory
-
-
 class Saver(ABC):
-    """Where runs are kept. Sync methods; each write is durable when it returns."""
+    """Where runs are kept. Sync methods; each write is durable when it returns.
+
+    The engine calls the async forms (`astart_run`, `asave_step`, `afinish_run`,
+    `aget_run`, `aload_memory`): by default they run the sync method in the saver thread
+    pool, a run's writes in order (`runner.savers.lanes`), so the event loop never waits
+    on a disk or a database. A saver with a native async client may override them.
+    """
 
     #: The URI scheme / `state_saver.type` this saver answers to.
     kind: str = ""
+    #: Whether calls wait on I/O (a file, a database): the async forms then run them in the
+    #: saver thread pool. A saver that answers from memory sets False (no thread hop).
+    blocking: bool = True
 
     # -- writing -------------------------------------------------------------------------
     @abstractmethod
@@ -177,8 +162,62 @@ class Saver(ABC):
         """Record the end of a run."""
 
     @abstractmethod
-    def delete_run(self, run_id: str) -> None:
-        """Forget a run and its steps (callers check for children first)."""
+    def _delete_run(self, run_id: str) -> None:
+        """Forget one run and its steps (RunNotFound if unknown). `delete_runs` checks
+        children and calls this deepest first; never call it directly."""
+
+    # -- the async forms the engine awaits (off the event loop) ------------------------
+    def _lane(self, run_id: str) -> WriteLane:
+        with _LANES_LOCK:
+            lanes: dict[str, WriteLane] = self.__dict__.setdefault("_write_lanes", {})
+            lane = lanes.get(run_id)
+            if lane is None:
+                lane = lanes[run_id] = WriteLane()
+            return lane
+
+    async def _write(self, run_id: str, fn: Callable[..., None], *args: Any) -> None:
+        if not self.blocking:
+            fn(*args)
+            return
+        await self._lane(run_id).run(fn, *args)
+
+    async def astart_run(self, run: RunRecord) -> None:
+        """`start_run`, awaited: durable when it returns, after the run's earlier writes."""
+        await self._write(run.run_id, self.start_run, run)
+
+    async def asave_step(self, run_id: str, step: StepRecord) -> None:
+        """`save_step`, awaited: durable when it returns; a run's steps keep their order."""
+        await self._write(run_id, self.save_step, run_id, step)
+
+    async def afinish_run(
+        self,
+        run_id: str,
+        status: str,
+        outputs: Any = None,
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+        ended_at: float | None = None,
+    ) -> None:
+        """`finish_run`, awaited, after every write of the run asked for before it."""
+        try:
+            await self._write(run_id, self.finish_run, run_id, status, outputs, error, usage, ended_at)
+        finally:
+            with _LANES_LOCK:  # the run's last write: its lane is done
+                self.__dict__.get("_write_lanes", {}).pop(run_id, None)
+
+    async def aget_run(self, run_id: str) -> RunRecord:
+        """`get_run`, awaited (in the saver pool)."""
+        return self.get_run(run_id) if not self.blocking else await run_blocking(self.get_run, run_id)
+
+    async def aload_memory(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """`load_memory`, awaited (in the saver pool)."""
+        if not self.blocking:
+            return self.load_memory(run_id)
+        return await run_blocking(self.load_memory, run_id)
+
+    async def aresolve(self, prefix: str) -> str:
+        """`resolve`, awaited (in the saver pool)."""
+        return self.resolve(prefix) if not self.blocking else await run_blocking(self.resolve, prefix)
 
     # -- reading -------------------------------------------------------------------------
     @abstractmethod
@@ -307,6 +346,39 @@ class Saver(ABC):
             yield current
             stack.extend(reversed(self.children(current)))
 
+    def delete_run(self, run_id: str, recursive: bool = False) -> list[str]:
+        """Forget a run (and, with `recursive`, the runs below it); the ids deleted."""
+        return self.delete_runs([run_id], recursive)
+
+    def delete_plan(self, run_ids: Iterable[str], recursive: bool = False) -> list[str]:
+        """The full ids of the runs `delete_runs` would remove, children before parents.
+        A run with descendants that are not deleted too is refused (InputError) unless
+        `recursive`, so no run is ever left without its parent. Ids may be prefixes."""
+        targets = list(dict.fromkeys(self.resolve(r) for r in run_ids))
+        order: list[str] = []
+        for rid in targets:  # check every run before deleting any
+            below = list(self.descendants(rid))
+            if below and not recursive and not set(below) <= set(targets):
+                raise InputError(
+                    f"run {rid} has {len(below)} descendant run(s) ({', '.join(below[:3])}"
+                    f"{', …' if len(below) > 3 else ''}); delete them too with --recursive "
+                    "(over HTTP: ?recursive=true)"
+                )
+            order.extend([rid, *below])
+        # `descendants` lists each parent before its children, and a run named after one of its
+        # ancestors is listed again under it: read backwards, each run's last place comes first,
+        # so children come before their parents and an interrupted delete never leaves orphans
+        # (and no run's ancestry is walked).
+        return list(dict.fromkeys(reversed(order)))
+
+    def delete_runs(self, run_ids: Iterable[str], recursive: bool = False) -> list[str]:
+        """Forget runs, checked (`delete_plan`) before any is deleted; the ids deleted, in
+        the order deleted."""
+        order = self.delete_plan(run_ids, recursive)
+        for rid in order:
+            self._delete_run(rid)
+        return order
+
     def close(self) -> None:  # noqa: B027 - most savers hold nothing to release
         """Release files and connections."""
 
@@ -315,3 +387,39 @@ class Saver(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- helpers for a saver's `SaverType` (how it is built from a URI or a `state_saver` block)
+
+
+def config_option(options: Any, key: str, type_name: str) -> str:
+    """The non-empty string option `key` of a `state_saver` block (FlowError if missing)."""
+    value = options.get(key)
+    if not isinstance(value, str) or not value:
+        raise FlowError(f"state_saver of type {type_name!r} needs a {key!r}")
+    return value
+
+
+def saver_file(text: str, base_dir: Path | None, type_name: str, create: bool = True) -> Path:
+    """A saver's file: `~` expanded, relative to `base_dir`; InputError for a directory, or
+    (with `create=False`: a command that only inspects state) for a file that is not there."""
+    path = Path(os.path.expanduser(text))
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if path.is_dir():
+        raise InputError(f"saver path {path} is a directory, not a {type_name} file")
+    if not create and not path.exists():
+        raise InputError(f"no {type_name} state file at {path} (nothing has been saved there)")
+    return path
+
+
+def uri_path(uri: str, base_dir: Path | None, type_name: str, create: bool = True) -> Path:
+    """The file a `SCHEME:PATH` URI (or a bare path) names; `SCHEME://PATH` reads the same."""
+    scheme, sep, rest = uri.strip().partition(":")
+    if not sep or "/" in scheme or "." in scheme:  # a bare path such as runs.db
+        rest = uri.strip()
+    elif rest.startswith("//"):  # jsonl://rel/path, sqlite:///abs/path
+        rest = rest[2:]
+    if not rest:
+        raise InputError(f"saver {uri!r} names no file: expected {type_name}:PATH")
+    return saver_file(rest, base_dir, type_name, create)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-from ..errors import RunNotFound
-from .base import RunRecord, Saver, StepRecord, encode_json, steps_delta
+from ..errors import InputError, RunNotFound
+from ..memory import steps_delta
+from ..registry import SaverType
+from .base import RunRecord, Saver, StepRecord, encode_json
 
-__all__ = ["InMemorySaver"]
+__all__ = ["SAVER_TYPE", "InMemorySaver"]
 
 
 def _copy(value: Any) -> Any:
@@ -26,6 +29,7 @@ class InMemorySaver(Saver):
     """
 
     kind = "in_memory"
+    blocking = False  # answers from a dict: no thread hop
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -74,7 +78,7 @@ class InMemorySaver(Saver):
         with self._lock:
             self._run(run_id).update(update)
 
-    def delete_run(self, run_id: str) -> None:
+    def _delete_run(self, run_id: str) -> None:
         """Forget a run and its steps."""
         self.forget_memory(run_id)
         with self._lock:
@@ -124,3 +128,20 @@ class InMemorySaver(Saver):
     def _ids_with_prefix(self, prefix: str) -> list[str]:
         with self._lock:
             return [i for i in self._runs if i.upper().startswith(prefix.upper())]
+
+
+def _from_uri(uri: str, base_dir: Path | None, create: bool = True) -> InMemorySaver:
+    if uri.strip().partition(":")[2]:
+        raise InputError(f"saver {uri!r}: memory takes no path")
+    return InMemorySaver()
+
+
+SAVER_TYPE = SaverType(
+    cls=InMemorySaver,
+    name="in_memory",
+    aliases=("memory",),
+    schemes=("memory", "in_memory"),
+    from_config=lambda options, base_dir, create: InMemorySaver(),
+    from_uri=_from_uri,
+    uri_help="memory",
+)

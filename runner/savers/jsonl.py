@@ -51,9 +51,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunNotFound, SaverError
-from .base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
+from ..memory import join_deltas, steps_delta
+from ..registry import SaverType
+from .base import (
+    RunRecord,
+    Saver,
+    StepRecord,
+    config_option,
+    encode_json,
+    saver_file,
+    uri_path,
+)
 
-__all__ = ["JSONLSaver", "INDEX_SUFFIX"]
+__all__ = ["SAVER_TYPE", "JSONLSaver", "INDEX_SUFFIX"]
 
 INDEX_SUFFIX = ".idx"
 _INDEX_VERSION = 1
@@ -501,7 +511,7 @@ class JSONLSaver(Saver):
                  "ended_at": ended_at if ended_at is not None else time.time()}
         self._append(event, must_exist=run_id)
 
-    def delete_run(self, run_id: str) -> None:
+    def _delete_run(self, run_id: str) -> None:
         """Forget a run: a `run_deleted` line; its old lines stay in the file but are unindexed."""
         self.forget_memory(run_id)
         self._append({"event": "run_deleted", "run_id": run_id, "at": time.time()},
@@ -619,3 +629,16 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+SAVER_TYPE = SaverType(
+    cls=JSONLSaver,
+    name="jsonl",
+    schemes=("jsonl",),
+    suffixes=(".jsonl", ".ndjson"),
+    from_config=lambda options, base_dir, create: JSONLSaver(
+        saver_file(config_option(options, "path", "jsonl"), base_dir, "jsonl", create)
+    ),
+    from_uri=lambda uri, base_dir, create: JSONLSaver(uri_path(uri, base_dir, "jsonl", create)),
+    uri_help="jsonl:PATH",
+)

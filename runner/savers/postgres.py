@@ -23,23 +23,19 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import SaverError
+from ..errors import InputError, SaverError
+from ..registry import SaverType
+from ..secrets import redact_dsn
+from .base import config_option
 from .sqlite import SQLSaver
 
-__all__ = ["PostgresSaver", "redact_dsn"]
+__all__ = ["SAVER_TYPE", "PostgresSaver", "redact_dsn"]
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]*@", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _T = TypeVar("_T")
-
-
-def redact_dsn(text: str) -> str:
-    """`text` with any DSN password replaced by `***` (URL and key=value forms)."""
-    text = _URL_PASSWORD.sub(r"\g<head>:***@", text)
-    return _KV_PASSWORD.sub(r"\g<head>***", text)
 
 
 class PostgresSaver(SQLSaver):
@@ -155,3 +151,23 @@ class _ConnectionLost(SaverError):
 def _reason(exc: BaseException) -> str:
     """A driver error as one line, without passwords."""
     return redact_dsn(" ".join(str(exc).split()))
+
+
+def _from_uri(uri: str, base_dir: Path | None, create: bool = True) -> PostgresSaver:
+    if not uri.partition(":")[2].startswith("//"):
+        raise InputError(f"saver {redact_dsn(uri)!r} is not a postgresql://… URL")
+    return PostgresSaver(uri)
+
+
+SAVER_TYPE = SaverType(
+    cls=PostgresSaver,
+    name="postgres",
+    aliases=("postgresql",),
+    schemes=("postgresql", "postgres"),
+    from_config=lambda options, base_dir, create: PostgresSaver(
+        config_option(options, "dsn", "postgres"), schema=options.get("schema")
+    ),
+    from_uri=_from_uri,
+    uri_help="postgresql://…",
+)
+

@@ -36,9 +36,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import RunNotFound, SaverError
-from .base import RunRecord, Saver, StepRecord, encode_json, join_deltas, steps_delta
+from ..memory import join_deltas, steps_delta
+from ..registry import SaverType
+from .base import (
+    RunRecord,
+    Saver,
+    StepRecord,
+    config_option,
+    encode_json,
+    saver_file,
+    uri_path,
+)
 
-__all__ = ["SQLiteSaver", "SQLSaver", "SCHEMA_VERSION"]
+__all__ = ["SAVER_TYPE", "SQLiteSaver", "SQLSaver", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
 
@@ -195,7 +205,7 @@ class SQLSaver(Saver):
 
         self._in_transaction(True, work)
 
-    def delete_run(self, run_id: str) -> None:
+    def _delete_run(self, run_id: str) -> None:
         """Forget a run and its steps."""
         self.forget_memory(run_id)
 
@@ -447,3 +457,16 @@ class SQLiteSaver(SQLSaver):
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+
+
+SAVER_TYPE = SaverType(
+    cls=SQLiteSaver,
+    name="sqlite",
+    schemes=("sqlite",),
+    suffixes=(".db", ".sqlite", ".sqlite3"),
+    from_config=lambda options, base_dir, create: SQLiteSaver(
+        saver_file(config_option(options, "path", "sqlite"), base_dir, "sqlite", create)
+    ),
+    from_uri=lambda uri, base_dir, create: SQLiteSaver(uri_path(uri, base_dir, "sqlite", create)),
+    uri_help="sqlite:PATH",
+)

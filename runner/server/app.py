@@ -26,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import history
-from ..chat import reply_text
 from ..engine import RunResult
 from ..errors import FlowError, InputError, RunNotFound, SaverError
 from ..events import STEP_CHUNK, Event
@@ -35,9 +34,11 @@ from ..openai_chat import (
     completion,
     completion_chunk,
     model_object,
+    reply_text,
     streams_verbatim,
 )
-from ..savers.base import RUN_STATUSES, Saver
+from ..savers.base import Saver
+from ..status import RUN_STATUSES
 from .catalog import FlowCatalog, FlowNotFound, ServedFlow, flow_info
 from .guard import ApiError, Guard, error_body
 from .live import LiveRun, LiveRuns
@@ -291,7 +292,7 @@ def create_app(
 
     @app.get("/flows/{name}", tags=["flows"], summary="One flow, with its execution graph")
     async def get_flow(name: str) -> dict[str, Any]:
-        from ..cli.compile_cmds import graph_json, render_graph
+        from ..graph_views import graph_json, render_graph
 
         served = catalog.get(name)
         info = flow_info(served)
@@ -320,7 +321,7 @@ def create_app(
     @app.get("/runs", tags=["runs"], summary="The saved runs, newest first", response_class=DataResponse)
     async def list_runs(
         flow: str | None = None,
-        status: str | None = Query(None, description=f"One of {', '.join((*RUN_STATUSES, 'waiting'))}."),
+        status: str | None = Query(None, description=f"One of {', '.join(RUN_STATUSES)}."),
         limit: int = Query(100, ge=0, description="At most this many (0: all)."),
     ) -> Response:
         def read() -> list[dict[str, Any]]:
@@ -350,13 +351,13 @@ def create_app(
 
         def delete() -> list[str]:
             try:
-                order = history.delete_plan(saver, [full], recursive)
+                order = saver.delete_plan([full], recursive)
             except InputError as exc:
                 raise ApiError(409, str(exc), "has_children") from None
             for rid in order:
                 if state.live.running.get(rid) is not None or saver.get_run(rid).status == "running":
                     raise ApiError(409, f"run {rid} is still running; cancel it first", "run_in_flight")
-            return history.delete_runs(saver, [full], recursive)
+            return saver.delete_runs([full], recursive)
 
         order = await run_in_threadpool(delete)
         return {"deleted": order}
@@ -504,7 +505,7 @@ async def _watch_files(catalog: FlowCatalog) -> None:
 
     import watchfiles
 
-    from ..watch import POLL_MS, STEP_MS
+    from ..reload import POLL_MS, STEP_MS
 
     while True:
         folders = sorted(catalog.watched_folders())

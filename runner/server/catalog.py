@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Diagnostic, FlowError, InputError
-from ..flow import RunnableFlow, saver_for_graph
 from ..graph import ExecutionGraph, thaw
+from ..reload import FileStamps, forget_bytecode
+from ..runnable import RunnableFlow
+from ..savers import open_saver
 from ..savers.base import Saver
-from ..watch import FileStamps, forget_bytecode
 
 __all__ = ["ServedFlow", "FlowCatalog", "FlowNotFound", "find_flow_files", "flow_info"]
 
@@ -107,7 +108,7 @@ def flow_info(served: ServedFlow) -> dict[str, Any]:
 def chat_input(graph: ExecutionGraph) -> str | None:
     """The input a chat message goes to (the rule of `timbal chat` and the OpenAI route),
     or None when the flow has no such input."""
-    from ..chat import line_input_name
+    from ..openai_chat import line_input_name
 
     try:
         return line_input_name(graph)
@@ -179,7 +180,7 @@ class FlowCatalog:
             return self._shared_saver
         key = _saver_key(graph)
         if key not in self._savers:
-            self._savers[key] = saver_for_graph(graph)
+            self._savers[key] = open_saver(graph.saver)
         return self._savers[key]
 
     # -- reading -------------------------------------------------------------------------

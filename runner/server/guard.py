@@ -11,15 +11,19 @@ from __future__ import annotations
 import hmac
 import json
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from .app import ServerState
-
 __all__ = ["ApiError", "BodyTooLarge", "Guard", "error_body", "OPEN_PATHS"]
+
+class GuardedState(Protocol):
+    """What the guard reads of the server's state (`app.ServerState` has it)."""
+
+    draining: bool
+    api_key: str | None
+
 
 #: (method, path) pairs that need no key.
 OPEN_PATHS = {("GET", "/health")}
@@ -60,7 +64,7 @@ class Guard:
     """ASGI middleware: refuses requests while draining (503), without the key (401), with a
     body over `max_body_bytes` (413); turns an unexpected error into a clean 500."""
 
-    def __init__(self, app: ASGIApp, state: ServerState, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, state: GuardedState, max_body_bytes: int) -> None:
         self.app = app
         self.state = state
         self.max_body_bytes = max_body_bytes

@@ -46,14 +46,15 @@ import time
 from collections import Counter
 from typing import Any
 
-from ..engine import StepContext, StepOutcome, add_usage
 from ..errors import StepError, did_you_mean
-from ..models import ModelReply, complete
+from ..models import DEFAULT_RETRIES, DEFAULT_TIMEOUT, ModelReply, complete
+from ..registry import StepKind
 from ..tools import Tool, check_arguments, convert_arguments, result_text, tools_for_step
-from .llm import make_request, parse_reply, prompt_messages, stored_reply
+from .base import StepContext, StepOutcome, add_usage
+from .llm import MODEL_STEP_RENDERED, make_request, parse_reply, prompt_messages, stored_reply
 from .python import call_function
 
-__all__ = ["execute", "DEFAULT_MAX_ITERATIONS"]
+__all__ = ["STEP_KIND", "execute", "DEFAULT_MAX_ITERATIONS"]
 
 DEFAULT_MAX_ITERATIONS = 10
 
@@ -240,3 +241,22 @@ async def _invoke(
         tool.flow, arguments, tool.isolated, name=call.run_name, memory=memory, contained=True
     )
     return result_text(outputs, outputs=True)
+
+
+def compile_step(compiler: Any, step: dict[str, Any]) -> None:
+    """Compile the agent's tools: python functions and flows (their memory ids shared)."""
+    tools = step["raw"].get("tools")
+    if isinstance(tools, list):
+        compiler.compile_tools(tools, step["path"], step)
+
+
+STEP_KIND = StepKind(
+    name="agent",
+    execute=execute,
+    leaf=False,  # it holds one slot per model call and per tool call itself
+    rendered=MODEL_STEP_RENDERED,
+    defaults={"timeout": DEFAULT_TIMEOUT, "retries": DEFAULT_RETRIES, "max_iterations": DEFAULT_MAX_ITERATIONS},
+    uses_model=True,
+    compile=compile_step,
+    description="A model that calls tools (python functions, flows) until it answers.",
+)

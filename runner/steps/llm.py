@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..engine import StepContext, StepOutcome
 from ..errors import StepError
-from ..models import ModelReply, ModelRequest, complete
+from ..models import DEFAULT_RETRIES, DEFAULT_TIMEOUT, ModelReply, ModelRequest, complete
+from ..registry import StepKind
 from ..secrets import secret_param_values
+from .base import StepContext, StepOutcome
 
-__all__ = ["execute", "prompt_messages", "make_request", "parse_reply", "stored_reply", "wants_json"]
+__all__ = ["STEP_KIND", "MODEL_STEP_RENDERED", "execute", "prompt_messages", "make_request", "parse_reply", "stored_reply", "wants_json"]
 
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_RETRIES = 2
+#: The keys of a model step (llm, agent) rendered at run time.
+MODEL_STEP_RENDERED = ("system", "prompt", "messages", "params")
 
 
 def _text(value: Any) -> str:
@@ -121,3 +122,14 @@ def stored_reply(reply: ModelReply) -> dict[str, Any]:
     if reply.message.get("tool_calls"):
         msg["tool_calls"] = reply.message["tool_calls"]
     return msg
+
+
+STEP_KIND = StepKind(
+    name="llm",
+    execute=execute,
+    cacheable=True,
+    rendered=MODEL_STEP_RENDERED,
+    defaults={"timeout": DEFAULT_TIMEOUT, "retries": DEFAULT_RETRIES},
+    uses_model=True,
+    description="One model call with the step's memory.",
+)

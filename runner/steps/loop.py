@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import StepContext, StepOutcome, is_true
 from ..errors import StepError
+from ..registry import StepKind
+from .base import StepContext, StepOutcome, is_true
 
 
 def loop_names(step_id: str, index: int, last: Any, done: int) -> dict[str, Any]:
@@ -44,3 +45,23 @@ async def execute(ctx: StepContext) -> StepOutcome:
                 "(set `on_max_iterations: succeed` to keep the last result)"
             )
     return StepOutcome(return_value=last, attributes={"last": last, "iterations": index})
+
+
+def compile_step(compiler: Any, step: dict[str, Any]) -> None:
+    """`until`, then the body (inline `steps:` or `flow:` + `inputs:`) in its own scope."""
+    from ..compiler.bodies import compile_container  # only when compiling
+
+    compile_container(compiler, step)
+
+
+STEP_KIND = StepKind(
+    name="loop",
+    execute=execute,
+    leaf=False,  # its iterations' steps take the slots
+    defaults={"on_max_iterations": "fail"},
+    attributes=("last", "iterations"),
+    container=True,
+    about=lambda config: f"loop (max {config.get('max_iterations')})",
+    compile=compile_step,
+    description="Runs its body again and again, in order, until `until` holds.",
+)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..engine import StepContext, StepOutcome
 from ..errors import StepError, WaitingForAnswer
 from ..memory import SnapshotMemoryView
+from ..registry import StepKind
+from .base import StepContext, StepOutcome
 
 #: The item's name in the body's templates when the step gives no `as:`.
 DEFAULT_ITEM_NAME = "item"
@@ -31,7 +32,7 @@ async def execute(ctx: StepContext) -> StepOutcome:
         raise StepError(f"items must render to a list, got {type(items).__name__}: {items!r:.80}")
     name = cfg.get("as") or DEFAULT_ITEM_NAME
     inline = cfg.get("flow") is None
-    gate = asyncio.Semaphore(cfg.get("max_concurrency") or ctx.engine.max_concurrency)
+    gate = asyncio.Semaphore(cfg.get("max_concurrency") or ctx.max_concurrency)
     start = ctx.snapshot_memory()  # the conversations as the map found them
 
     async def run_item(index: int, item: Any) -> Any:
@@ -58,3 +59,22 @@ async def execute(ctx: StepContext) -> StepOutcome:
     if any(isinstance(o, WaitingForAnswer) for o in outcomes):
         raise WaitingForAnswer()
     return StepOutcome(return_value=list(outcomes))
+
+
+def compile_step(compiler: Any, step: dict[str, Any]) -> None:
+    """`items`, then the body (inline `steps:` or `flow:` + `inputs:`) in its own scope."""
+    from ..compiler.bodies import compile_container  # only when compiling
+
+    compile_container(compiler, step)
+
+
+STEP_KIND = StepKind(
+    name="map",
+    execute=execute,
+    leaf=False,  # its items' steps take the slots
+    defaults={"as": DEFAULT_ITEM_NAME},
+    container=True,
+    about=lambda config: f"map over {config.get('as', DEFAULT_ITEM_NAME)}",
+    compile=compile_step,
+    description="Runs its body once per item of a list, items in parallel.",
+)

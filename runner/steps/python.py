@@ -34,11 +34,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..engine import StepContext, StepOutcome
 from ..errors import StepError, did_you_mean
+from ..registry import StepKind
 from ..savers.base import encode_json
+from .base import StepContext, StepOutcome
 
 __all__ = [
+    "STEP_KIND",
+    "local_module_files",
     "execute",
     "call_function",
     "resolve_function",
@@ -65,20 +68,36 @@ def split_reference(reference: str) -> tuple[str, str]:
     return module, name
 
 
-def _local_candidates(module: str, base_dir: Path) -> list[Path]:
+def local_module_files(reference: str, base_dir: Path) -> list[Path]:
+    """The files next to the flow (under `base_dir`) that importing the module of
+    `reference` reads: each package's `__init__.py`, then the module itself (last).
+    Empty when the module does not live next to the flow. The one python-module locator:
+    the compiler (files watched on reload) and the importer below both use it."""
+    try:
+        module, _ = split_reference(reference)
+    except ValueError:
+        return []
     parts = module.split(".")
-    stem = base_dir.joinpath(*parts)
-    return [stem.with_suffix(".py"), stem / "__init__.py"]
+    here, files = base_dir, []
+    for part in parts[:-1]:
+        here = here / part
+        if not here.is_dir():
+            return []
+        if (here / "__init__.py").is_file():  # namespace folders have none
+            files.append((here / "__init__.py").resolve())
+    for candidate in (here / f"{parts[-1]}.py", here / parts[-1] / "__init__.py"):
+        if candidate.is_file():
+            return [*files, candidate.resolve()]
+    return []
 
 
 def module_file(reference: str, base_dir: Path | None) -> Path | None:
     """The file that defines the module of `reference`, when it lives next to the flow
     (under `base_dir`) or can be located on the import path; None when not found."""
     module, _ = split_reference(reference)
-    if base_dir is not None:
-        for candidate in _local_candidates(module, base_dir):
-            if candidate.is_file():
-                return candidate.resolve()
+    local = local_module_files(reference, base_dir) if base_dir is not None else []
+    if local:
+        return local[-1]
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
@@ -89,7 +108,7 @@ def module_file(reference: str, base_dir: Path | None) -> Path | None:
 
 
 def _is_local(module: str, base_dir: Path | None) -> bool:
-    return base_dir is not None and any(c.is_file() for c in _local_candidates(module, base_dir))
+    return base_dir is not None and bool(local_module_files(f"{module}:_", base_dir))
 
 
 def _root_package(base_dir: Path) -> str:
@@ -374,3 +393,19 @@ async def execute(ctx: StepContext) -> StepOutcome:
         suffix = f" (at {where})" if where else ""
         raise StepError(f"{type(exc).__name__}: {exc}{suffix}", step) from None
     return StepOutcome(return_value=to_plain(result))
+
+
+def compile_step(compiler: Any, step: dict[str, Any]) -> None:
+    """Watch the function's module on reload when it lives next to the flow."""
+    function = step["raw"].get("function")
+    if isinstance(function, str):
+        compiler.python_module(function)
+
+
+STEP_KIND = StepKind(
+    name="python",
+    execute=execute,
+    rendered=("args",),
+    compile=compile_step,
+    description="Calls a Python function; `return` is what it returns.",
+)

@@ -192,7 +192,7 @@ def open_quietly(store: Store) -> tuple[Any, list[str]]:
 
 def check_readable(store: Store, saver: Any) -> list[Any]:
     """Every run and every step record reads back whole; the runs (with steps)."""
-    from runner.savers.base import RUN_STATUSES, STEP_STATUSES
+    from runner.status import RUN_STATUSES, STEP_STATUSES
 
     runs = []
     for brief in saver.list_runs():

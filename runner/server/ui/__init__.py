@@ -11,7 +11,7 @@ keeps the browser from reaching anything but this server.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -21,10 +21,10 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from ...savers.base import RUN_STATUSES
+from ...status import RUN_STATUSES
 
 if TYPE_CHECKING:
-    from ..app import ServerState
+    from ..catalog import FlowCatalog
 
 __all__ = ["mount_ui", "STATIC_DIR", "TEMPLATES_DIR", "CONTENT_SECURITY_POLICY"]
 
@@ -74,7 +74,13 @@ async def run_page(request: Request) -> Response:
     return _page(request, "run.html", "runs", run_id=request.path_params["run_id"])
 
 
-def mount_ui(app: Starlette, state: ServerState) -> None:
+class _UIState(Protocol):
+    """What the page reads of the server's state (`app.ServerState` has it)."""
+
+    catalog: FlowCatalog
+
+
+def mount_ui(app: Starlette, state: _UIState) -> None:
     """Add the web page to `app`: the pages at `/` and under `/ui/`, assets at `/ui/static/`.
     The routes stay out of the OpenAPI document, which describes the JSON API. `state` is the
     server's: the home page lists its flows as `GET /flows` does."""

@@ -23,7 +23,6 @@ watcher was being set up, is never lost.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -32,63 +31,14 @@ from typing import Any
 
 import click
 
-from .errors import FlowError, InputError, TimbalError
-from .graph import ExecutionGraph
-from .steps.python import file_stamp
+from ..errors import FlowError, InputError, TimbalError
+from ..graph import ExecutionGraph
+from ..reload import DEBOUNCE_MS, POLL_MS, STEP_MS, FileStamps, forget_bytecode
+from ..status import ExitCode
 
-__all__ = [
-    "FileStamps",
-    "WatchSession",
-    "describe_paths",
-    "forget_bytecode",
-    "recompile",
-    "watch_and_run",
-]
+__all__ = ["WatchSession", "describe_paths", "recompile", "watch_and_run"]
 
-# Milliseconds: group changes arriving less than STEP_MS apart (an editor's save is often
-# several writes), yet yield after DEBOUNCE_MS at most; poll the stamps every POLL_MS.
-STEP_MS = 30
-DEBOUNCE_MS = 1000
-POLL_MS = 500
 SEPARATOR = "──"
-
-
-Stamp = tuple[int, int] | None
-
-
-class FileStamps:
-    """The (mtime, size) of a set of files at one moment; tells which changed since."""
-
-    def __init__(self, paths: Iterable[Path], earlier: FileStamps | None = None) -> None:
-        self.paths: frozenset[Path] = frozenset(Path(os.path.realpath(p)) for p in paths)
-        known = earlier._stamps if earlier is not None else {}
-        # Files `earlier` knew keep the stamp it took; the others are stamped now.
-        self._stamps: dict[Path, Stamp] = {p: known[p] if p in known else file_stamp(p) for p in self.paths}
-        self.names: frozenset[str] = frozenset(str(p) for p in self.paths)
-
-    @property
-    def folders(self) -> frozenset[Path]:
-        """The folders that hold the files (watched instead of the files themselves)."""
-        return frozenset(p.parent for p in self.paths if p.parent.is_dir())
-
-    def changed(self) -> list[Path]:
-        """The files whose stamp differs from when this snapshot was taken, sorted."""
-        return sorted(p for p in self.paths if file_stamp(p) != self._stamps[p])
-
-
-def forget_bytecode(paths: Iterable[Path]) -> None:
-    """Remove the cached bytecode of edited python modules.
-
-    Python checks a .pyc against its source's mtime in whole seconds and its size, so an
-    edit within the same second that keeps the size would load the old code on re-import.
-    """
-    for path in paths:
-        if path.suffix != ".py":
-            continue
-        try:
-            Path(importlib.util.cache_from_source(str(path))).unlink(missing_ok=True)
-        except (OSError, ValueError, NotImplementedError):
-            pass
 
 
 def describe_paths(paths: Iterable[Path], base: Path) -> str:
@@ -116,8 +66,8 @@ def recompile(
     stamps to compare against from now on: those of the new flow's files (plus `extra`),
     taken before compiling, so an edit made while compiling still counts as a change.
     """
-    from .cli.base import use_color
-    from .compiler import compile_file
+    from ..compiler import compile_file
+    from .base import use_color
 
     forget_bytecode(stamps.changed())
     before = FileStamps(stamps.paths)
@@ -141,10 +91,10 @@ class WatchSession:
         as_json: bool,
         use_cache: bool,
     ) -> None:
-        from .cache import StepCache
-        from .cli.run_cmds import open_saver, read_inputs
-        from .compiler import compile_file
-        from .inputs import prepare_inputs
+        from ..cache import StepCache
+        from ..compiler import compile_file
+        from ..inputs import prepare_inputs, read_inputs
+        from ..savers import open_saver
 
         self.flow = flow
         self.base = Path(os.path.realpath(flow)).parent
@@ -164,7 +114,7 @@ class WatchSession:
         prepare_inputs(self.graph, first)  # invalid from the start: exit 2, as `run` does
         self.values = first
         self.saver_uri = saver_uri
-        self.saver = open_saver(self.graph, saver_uri)
+        self.saver = open_saver(self.graph.saver, saver_uri)
 
     # -- files ---------------------------------------------------------------------------
     def _watched(self, graph: ExecutionGraph | None) -> frozenset[Path]:
@@ -179,9 +129,8 @@ class WatchSession:
     def reload(self) -> bool:
         """Compile again after a change; keep the last good flow on errors. True when the
         new flow compiled and its inputs are valid (so it should run)."""
-        from .cli.base import use_color
-        from .cli.run_cmds import read_inputs
-        from .inputs import prepare_inputs
+        from ..inputs import prepare_inputs, read_inputs
+        from .base import use_color
 
         graph, self.stamps = recompile(self.flow, self.stamps, self._watched(None))
         if graph is None:
@@ -199,9 +148,9 @@ class WatchSession:
 
     def run_once(self) -> int:
         """Run the current flow with the session's inputs; the exit code of that run."""
-        from .cli.base import report_error
-        from .cli.run_cmds import execute_once
-        from .flow import RunnableFlow
+        from ..runnable import RunnableFlow
+        from .base import report_error
+        from .running import execute_once
 
         self.runs += 1
         if self.cache is not None:
@@ -256,10 +205,10 @@ class WatchSession:
                     f"{SEPARATOR} change detected: {describe_paths(changed, self.base)}"
                     f" — run {self.runs + 1}"
                 )
-                if self.reload() and self.run_once() == 130:
-                    return 130
+                if self.reload() and self.run_once() == ExitCode.INTERRUPTED:
+                    return ExitCode.INTERRUPTED
         except KeyboardInterrupt:
-            return 130
+            return ExitCode.INTERRUPTED
         finally:
             if events is not None:
                 events.close()  # type: ignore[attr-defined]
@@ -269,8 +218,8 @@ class WatchSession:
             f"{SEPARATOR} watching {describe_paths(sorted(self.stamps.paths), self.base)}"
             f" (Ctrl-C to stop) — run 1"
         )
-        if self.run_once() == 130:
-            return 130
+        if self.run_once() == ExitCode.INTERRUPTED:
+            return ExitCode.INTERRUPTED
         return None
 
 
@@ -298,11 +247,11 @@ def watch_and_run(
         try:
             code = session.loop()
         except KeyboardInterrupt:
-            code = 130
+            code = ExitCode.INTERRUPTED
         finally:
             session.saver.close()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if code == 130:
+    if code == ExitCode.INTERRUPTED:
         say(f"{SEPARATOR} stopped after {session.runs} run(s)")
     return code

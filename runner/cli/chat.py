@@ -30,16 +30,18 @@ from typing import Any
 
 import click
 
-from .continuation import refuse_in_memory, run_to_continue
-from .errors import Diagnostic, InputError, TimbalError
-from .graph import ExecutionGraph
-from .savers.base import Saver
-from .watch import FileStamps, describe_paths, recompile, say
+from ..continuation import refuse_in_memory, run_to_continue
+from ..errors import InputError, TimbalError
+from ..graph import ExecutionGraph
+from ..openai_chat import line_input_name, reply_text
+from ..reload import FileStamps
+from ..savers.base import Saver
+from ..status import ExitCode
+from .watch import describe_paths, recompile, say
 
-__all__ = ["ChatSession", "Turn", "chat", "line_input_name"]
+__all__ = ["ChatSession", "Turn", "chat"]
 
-EXIT_OK, EXIT_INTERRUPTED = 0, 130
-_LINE_INPUT_NAMES = ("prompt", "message")
+EXIT_OK, EXIT_INTERRUPTED = ExitCode.OK, ExitCode.INTERRUPTED
 HELP = "/history  /rewind [N]  /reset  /help  /quit"
 
 
@@ -52,43 +54,10 @@ class Turn:
     reply: str
 
 
-def line_input_name(graph: ExecutionGraph) -> str:
-    """The input each chat line goes to: the flow's single required string input, else an
-    input named `prompt` or `message`. InputError when there is none."""
-    required = [
-        i for i in graph.inputs
-        if i.required and "default" not in i.schema and i.type in (None, "string")
-    ]
-    if len(required) == 1:
-        return required[0].name
-    names = {i.name for i in graph.inputs}
-    for name in _LINE_INPUT_NAMES:
-        if name in names:
-            return name
-    raise InputError(
-        [
-            Diagnostic(
-                f"flow '{graph.name}' has no input for chat lines: it needs one required "
-                "string input, or an input named 'prompt' or 'message'"
-            )
-        ]
-    )
-
-
 def one_line(text: str) -> str:
     """`text` on one line, reversibly: a newline is written `\\n`, a backslash `\\\\`, so a
     script reading a piped chat keeps each reply paired with its input line."""
     return text.replace("\\", "\\\\").replace("\r", "\\r").replace("\n", "\\n")
-
-
-def reply_text(outputs: Any) -> str:
-    """A run's outputs as one reply: the text of a single string output, else compact JSON."""
-    from .tools import single_text_output
-
-    text = single_text_output(outputs)
-    if text is not None:
-        return text
-    return json.dumps(outputs, ensure_ascii=False, default=str)
 
 
 class ChatSession:
@@ -104,9 +73,9 @@ class ChatSession:
         interactive: bool = False,
         stream: bool = False,
     ) -> None:
-        from .cache import StepCache
-        from .cli.run_cmds import open_saver
-        from .compiler import compile_file
+        from ..cache import StepCache
+        from ..compiler import compile_file
+        from ..savers import open_saver
 
         self.flow = flow
         self.assignments = assignments
@@ -120,7 +89,7 @@ class ChatSession:
         self.line_input = line_input_name(self.graph)
         self._check_inputs(self.graph, "")  # bad -i values: exit 2 before the first turn
         # Opened last: nothing after it can fail, so the caller always gets it to close.
-        self.saver: Saver = open_saver(self.graph, saver_uri)
+        self.saver: Saver = open_saver(self.graph.saver, saver_uri)
         self.turns: list[Turn] = []
         # A turn whose run waits on answers: the next lines answer its questions, in order.
         self.pending: _PendingTurn | None = None
@@ -179,7 +148,7 @@ class ChatSession:
 
     # -- one turn ------------------------------------------------------------------------
     def _check_inputs(self, graph: ExecutionGraph, text: str) -> dict[str, Any]:
-        from .inputs import parse_assignments, prepare_inputs
+        from ..inputs import parse_assignments, prepare_inputs
 
         values = {**parse_assignments(graph, list(self.assignments)), self.line_input: text}
         prepare_inputs(graph, values)
@@ -202,7 +171,7 @@ class ChatSession:
     def answer(self, line: str) -> bool:
         """Take `line` as the answer to the waiting turn's next question; once all are
         answered, the run goes on. False when the answer does not fit (it is asked again)."""
-        from .cli.run_cmds import read_answer
+        from ..inputs import read_answer
 
         pending = self.pending
         assert pending is not None
@@ -221,15 +190,15 @@ class ChatSession:
                          {"resume": pending.run_id, "answers": pending.answers})
 
     def _ask(self, question: dict[str, Any]) -> None:
-        from .cli.run_cmds import question_text
+        from .running import question_text
 
         say(click.style(question_text(question), bold=True) if self.interactive else question_text(question))
 
     def _run(self, graph: ExecutionGraph, text: str, values: dict[str, Any] | None,
              how: dict[str, Any]) -> bool:
         """Run (or resume, `how`) one turn and print what it gives."""
-        from .cli.run_cmds import print_outputs, run_interruptibly
-        from .flow import RunnableFlow
+        from ..runnable import RunnableFlow
+        from .running import print_outputs, run_interruptibly
 
         out_step = graph.output_step
         streamed: list[str] = []
@@ -288,7 +257,7 @@ class ChatSession:
 
     def _status(self, line: str) -> None:
         """A status line on stderr, dimmed at a terminal so replies stand out."""
-        from .cli.base import use_color
+        from .base import use_color
 
         say(click.style(line, dim=True) if self.interactive and use_color() else line)
 

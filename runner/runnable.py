@@ -14,32 +14,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .engine import Engine, RunResult, environ_view, resolve_run_id
-from .errors import FlowError
+from .engine import Engine, RunResult, resolve_run_id
 from .events import Event
 from .graph import ExecutionGraph
 from .inputs import prepare_inputs
+from .savers import open_saver
 from .savers.base import Saver
-from .templates import TemplateRenderError, render_value
 
 if TYPE_CHECKING:
     from .cache import StepCache
 
-__all__ = ["RunnableFlow", "RunResult", "load_flow", "saver_for_graph"]
-
-
-def saver_for_graph(graph: ExecutionGraph) -> Saver:
-    """The saver a flow file's `state_saver` block names (in_memory when there is none)."""
-    from .savers import saver_from_config
-
-    spec = graph.saver
-    if spec is None:
-        return saver_from_config("in_memory", {})
-    try:
-        options = render_value(dict(spec.options), {"env": environ_view(), "inputs": {}})
-    except TemplateRenderError as exc:  # e.g. `dsn: "{{ env.DATABASE_URL }}"` with it unset
-        raise FlowError(f"state_saver: {exc}") from None
-    return saver_from_config(spec.type, options, spec.base_dir)
+__all__ = ["RunnableFlow", "RunResult", "load_flow"]
 
 
 class RunnableFlow:
@@ -61,7 +46,7 @@ class RunnableFlow:
     def saver(self) -> Saver:
         """The default saver: the one given, else the flow file's `state_saver` (opened once)."""
         if self._saver is None:
-            self._saver = saver_for_graph(self.graph)
+            self._saver = open_saver(self.graph.saver)
         return self._saver
 
     async def run(
@@ -85,9 +70,9 @@ class RunnableFlow:
         question (the run then stays waiting)."""
         saver = saver or self.saver
         engine = Engine(self.graph, saver, max_concurrency, cache=self._cache)
-        parent = resolve_run_id(saver, parent_id)
+        parent = await resolve_run_id(saver, parent_id)
         if resume is not None:
-            resume_id = resolve_run_id(saver, resume)
+            resume_id = await resolve_run_id(saver, resume)
             values = prepare_inputs(self.graph, inputs) if inputs else {}
             return await engine.execute(
                 values, resume_id=resume_id, listener=listener, stream=stream, answers=answers
