@@ -79,6 +79,9 @@ def test_models_lists_every_flow(client: openai.OpenAI) -> None:
     models = {m.id: m for m in client.models.list()}
     assert set(models) == {"chat", "typed"}
     assert models["chat"].owned_by == "timbal" and models["chat"].object == "model"
+    assert client.models.retrieve("typed").id == "typed"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
 
 
 def test_chat_completion_runs_the_flow_and_names_the_run(client: openai.OpenAI, served: ServeProcess) -> None:

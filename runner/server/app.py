@@ -403,6 +403,10 @@ def create_app(
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [model_object(name) for name in catalog.names()]}
 
+    @app.get("/v1/models/{model}", tags=["openai"], summary="One served flow as a model")
+    async def get_model(model: str) -> dict[str, Any]:
+        return model_object(catalog.get(model).name)
+
     @app.post("/v1/chat/completions", tags=["openai"], summary="Run a flow as a chat completion",
               responses=_CHAT_DOC)
     async def chat_completions(body: ChatCompletionRequest) -> Response:
