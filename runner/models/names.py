@@ -4,8 +4,9 @@ located compile error with a did-you-mean, not a failure ten seconds into a run.
 - ``echo`` (and ``echo/…``) is built in;
 - ``local/smollm2`` and ``local/PATH.gguf``: the file must exist (a relative PATH is
   resolved against the current directory, as the run resolves it);
-- ``PROVIDER/MODEL``: PROVIDER must be one litellm knows; MODEL is the provider's
-  business (self-hosted servers serve any name);
+- a name a registered backend claims by its prefix (a plugin's) is that backend's business;
+- ``PROVIDER/MODEL`` otherwise goes to litellm: PROVIDER must be one litellm knows; MODEL
+  is the provider's business (self-hosted servers serve any name);
 - a bare name (``gpt-4o-mini``) must be one litellm can route without a prefix.
 
 litellm is never imported (it takes seconds, and `timbal validate` must stay fast): its
@@ -43,6 +44,8 @@ def model_problem(model: str) -> str | None:
         return None
     if model.startswith("local/"):
         return _local_problem(model.removeprefix("local/"))
+    if _claimed(model):
+        return None  # a backend of its own serves it (a plugin's, the native OpenAI client)
     provider, slash, rest = model.partition("/")
     if slash:
         if provider in _COMMON_PROVIDERS:
@@ -60,6 +63,16 @@ def model_problem(model: str) -> str | None:
     hint = f" (did you mean '{guess}'?)" if guess else ""
     return (f"unknown model '{model}'{hint}; use echo, local/smollm2, local/PATH.gguf or "
             "PROVIDER/MODEL (e.g. openai/gpt-4o-mini)")
+
+
+def _claimed(model: str) -> bool:
+    """Whether a registered backend other than the fallback (litellm) claims `model`."""
+    from ..registry import model_backends
+
+    return any(
+        backend.serves(model) is not None and (backend.available is None or backend.available())
+        for backend in model_backends
+    )
 
 
 def _local_problem(name: str) -> str | None:
