@@ -150,7 +150,7 @@ def page(browser: Any) -> Iterator[Any]:
     than the loopback server, or if its scripts threw."""
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=15_000)
+    expect.set_options(timeout=30_000)  # generous for 2 shared cores; reached only on failure
     context = browser.new_context()
     page = context.new_page()
     requests: list[str] = []

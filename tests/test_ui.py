@@ -252,6 +252,16 @@ def test_form_runs_the_flow_and_streams_its_outputs(page, served: ServeProcess) 
     expect(page.locator("#run-result .status").first).to_have_text("succeeded")
 
 
+def test_form_continues_the_latest_run_when_asked(page, served: ServeProcess) -> None:
+    run_flow(page, served, "chat", prompt="remember me")
+    page.get_by_label("prompt").fill("still there?")
+    page.get_by_text("Options").click()
+    page.get_by_label("Continue the latest run").check()
+    page.get_by_role("button", name="Run", exact=True).click()
+    # the system message, the first turn's two messages, and this one
+    expect(page.locator("pre[data-output=reply]")).to_have_text("echo (4 messages): still there?")
+
+
 def test_form_runs_by_keyboard_alone(page, served: ServeProcess) -> None:
     page.goto(f"{served.url}/ui/flows/chat")
     page.locator("body").press("Tab")  # the skip link comes first

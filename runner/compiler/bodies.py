@@ -121,6 +121,10 @@ class _BodyCompiler(FlowCompiler):
         self.defaults = outer.defaults
         self.step_ids: dict[str, int] = {}
         self.body_ids = {}
+        # The body's own step ids, known before its steps are compiled: the container's keys
+        # (`until`, `inputs`) are checked first, and may not read them.
+        steps = self.data.get("steps") if isinstance(self.data, dict) else None
+        self.own_ids = {s["id"] for s in steps or [] if isinstance(s, dict) and isinstance(s.get("id"), str)}
 
     def reaches(self, name: str) -> bool:
         """Whether `name` is a step or name of an enclosing scope that this body may read."""
@@ -146,6 +150,11 @@ class _BodyCompiler(FlowCompiler):
                 mean = f" (did you mean '{guess}'?)" if guess else ""
                 self.error(f"unknown attribute '{root}.{attr}' in {label}{mean}", path, at=locate(),
                            hint=f"'{root}' has {', '.join(allowed)} here")
+            return
+        if root in self.own_ids and not self.step_ids:
+            owner = self.container.step_id
+            self.error(f"step '{root}' is inside the body of '{owner}' and cannot be read in {label}",
+                       path, at=locate(), hint=f"{label} reads the iteration's result as {owner}.last")
             return
         if root not in self.step_ids and self.reaches(root):
             # An outer step: the container waits for it; the outer scope checks the attribute.

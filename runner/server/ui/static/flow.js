@@ -44,6 +44,7 @@
     const body = { inputs };
     const parent = document.getElementById("parent-id").value.trim();
     if (parent) body.parent_id = parent;
+    if (document.getElementById("continue").checked) body.continue = true;
     button.disabled = true;
     fill("run-result", el("p", { class: "muted" }, "Starting…"));
     let run;
