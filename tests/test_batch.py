@@ -172,11 +172,7 @@ def test_the_readme_batch_example_runs(tmp_path):
 
 
 def test_a_terminal_shows_a_progress_bar_with_rows_failures_tokens_and_rate(tmp_path):
-    import os
-    import pty
-    import subprocess
-
-    from testkit import TIMBAL, child_env
+    from testkit import timbal_at_a_terminal
 
     flow = write(tmp_path / "flow.yaml", """
         version: 1
@@ -185,21 +181,6 @@ def test_a_terminal_shows_a_progress_bar_with_rows_failures_tokens_and_rate(tmp_
           - {id: reply, model: echo, prompt: "{{ inputs.prompt }}"}
     """)
     data = _jsonl(tmp_path / "rows.jsonl", [{"prompt": f"hello {i}"} for i in range(5)] + [{"prompt": 7}])
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([*TIMBAL, "batch", str(flow), "--data", str(data)], cwd=tmp_path,
-                            env=child_env(COLUMNS="200"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=slave)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the terminal closed: the process has ended
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert proc.wait(timeout=WAIT) == 1
-    screen = b"".join(chunks).decode("utf-8", "replace")
+    code, _, screen = timbal_at_a_terminal("batch", flow, "--data", data, cwd=tmp_path, columns=200)
+    assert code == 1
     assert "6/6" in screen and "1 failed" in screen and "tokens" in screen and "rows/s" in screen, screen

@@ -514,3 +514,14 @@ def test_no_test_cases_is_an_error(tmp_path):
     shutil.copy(FLOWS / "quickstart.yaml", tmp_path / "quickstart.yaml")
     proc = timbal("test", tmp_path)
     assert proc.returncode == 2 and "no test cases" in proc.stderr
+
+
+def test_a_terminal_shows_a_progress_bar_of_cases(tmp_path):
+    from testkit import timbal_at_a_terminal
+
+    flow = _flow_with_tests(tmp_path, "\n".join(
+        f"- {{name: c{i}, inputs: {{name: c{i}}}, assert: [{{contains: c{i}}}]}}" for i in range(3)),
+        ECHO_FLOW.replace("prompt:", "params: {delay: 0.4}\n        prompt:"))
+    code, out, screen = timbal_at_a_terminal("test", flow, "--concurrency", "1", cwd=tmp_path)
+    assert code == 0 and "3 cases: 3 passed" in out
+    assert "cases" in screen and re.search(r"[0-3]/3", screen) and "0 failed" in screen, screen

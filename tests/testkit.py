@@ -205,3 +205,27 @@ def wait_until(condition: Callable[[], T], timeout: float = WAIT, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)  # polling interval of the wait, not a synchronisation
+
+
+def timbal_at_a_terminal(*args: object, cwd: Path, columns: int = 160,
+                         timeout: float = 60) -> tuple[int, str, str]:
+    """`timbal ARGS` with stderr on a pseudo-terminal (stdout piped): (exit code, stdout,
+    everything the terminal showed), for progress bars that only show at a terminal."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*TIMBAL, *map(str, args)], cwd=cwd, env=child_env(COLUMNS=str(columns)),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal closed: the process has ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    out = proc.stdout.read() if proc.stdout else ""
+    return proc.wait(timeout=timeout), out, b"".join(chunks).decode("utf-8", "replace")

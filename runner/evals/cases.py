@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -67,9 +67,7 @@ class TestCase:
     inputs: Mapping[str, Any]
     checks: tuple[Check, ...]
     parent: tuple[Mapping[str, Any], ...] = ()
-    location: Location | None = None
-    source: str = ""  # the file the case came from (the flow file, or the --cases file)
-    base_dir: Path | None = field(default=None, compare=False)
+    location: Location | None = None  # where the case is written (the flow or the --cases file)
 
 
 def shorten(text: Any, limit: int) -> str:
@@ -237,8 +235,7 @@ class _CaseReader:
         checks = tuple(self.check(c, path + ("assert", n)) for n, c in enumerate(item.get("assert") or ()))
         return TestCase(
             name=name, inputs=inputs, parent=parent, checks=tuple(c for c in checks if c is not None),
-            location=self.doc.location(self.base + path), source=self.doc.path,
-            base_dir=Path(self.doc.path).parent if self.graph.path else None,
+            location=self.doc.location(self.base + path),
         )
 
     def check_inputs(self, inputs: dict[str, Any], path: PathKey) -> None:
