@@ -367,6 +367,80 @@ async def gather_items(params: dict[str, Any]) -> dict[str, Any]:
     return {"per_item_us": summarize(seconds)["median_us"] / n, "added_mb": peak - base}
 
 
+async def loop_lag(params: dict[str, Any]) -> dict[str, Any]:
+    """The event loop's worst lag while `runs` 3-step echo runs write to one durable saver
+    (`saver`: sqlite or postgres) at once: a ticker sleeps 1 ms again and again and notes
+    how late each wake-up is. `code`: import `runner` from that checkout instead (the
+    figure of an earlier version, measured the same way)."""
+    import sys
+
+    code = params.get("code")
+    if code:
+        sys.path.insert(0, str(code))  # before anything imports runner
+    import runner
+
+    where = str(Path(runner.__file__).resolve())
+    if code and not where.startswith(str(Path(code).resolve())):
+        raise RuntimeError(f"runner came from {where}, not from {code}")
+    from runner import load_flow
+
+    with tempfile.TemporaryDirectory(dir=params.get("tmp")) as tmp:
+        flow = load_flow(flows.write(tmp, "bench3", flows.BENCH3))
+        schema = f"bench_lag_{os.getpid()}"
+        if params["saver"] == "sqlite":
+            from runner import SQLiteSaver
+
+            saver: Any = SQLiteSaver(os.path.join(tmp, "state.db"))
+        else:
+            from runner import PostgresSaver
+
+            saver = PostgresSaver(params["dsn"], schema=schema)
+        try:
+            _check3(await flow.run({"prompt": "hi"}, parent_id=None, saver=saver))  # warm-up
+            lags: list[float] = []
+            done = asyncio.Event()
+
+            async def ticker() -> None:
+                while not done.is_set():
+                    start = time.perf_counter()
+                    await asyncio.sleep(0.001)
+                    lags.append(time.perf_counter() - start - 0.001)
+
+            # The machine's own noise first: the ticker alone, as long as the runs will take.
+            tick = asyncio.create_task(ticker())
+            await asyncio.sleep(params.get("idle_s", 0.5))
+            done.set()
+            await tick
+            idle, lags = sorted(lags), []
+            done.clear()
+            tick = asyncio.create_task(ticker())
+            await asyncio.sleep(0.01)  # the ticker is running before the runs start
+            started = time.perf_counter()
+            results = await asyncio.gather(
+                *(flow.run({"prompt": f"hi {i}"}, parent_id=None, saver=saver) for i in range(params["runs"]))
+            )
+            wall = time.perf_counter() - started
+            done.set()
+            await tick
+            for result in results:
+                _answer(result)
+        finally:
+            _close(saver)
+            if params["saver"] == "postgres":
+                import psycopg
+
+                with psycopg.connect(params["dsn"], autocommit=True) as conn:
+                    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    ordered = sorted(lags)
+    return {
+        "max_lag_ms": ordered[-1] * 1e3,
+        "p99_lag_ms": ordered[int(0.99 * (len(ordered) - 1))] * 1e3,
+        "ticks": len(ordered),
+        "idle_max_lag_ms": idle[-1] * 1e3,
+        "wall_s": wall,
+    }
+
+
 TASKS = {
     "ttft": ttft,
     "engine3": engine3,
@@ -383,4 +457,5 @@ TASKS = {
     "once": once,
     "map_items": map_items,
     "gather_items": gather_items,
+    "loop_lag": loop_lag,
 }

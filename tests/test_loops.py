@@ -800,3 +800,20 @@ def test_until_may_not_read_a_body_step_and_says_what_to_read(tmp_path: Path) ->
     (diag,) = info.value.diagnostics
     assert diag.location is not None and diag.location.line == 6
     assert "inside the body of 'again'" in diag.message and "again.last" in (diag.hint or "")
+
+
+def test_a_flow_tool_that_asks_a_person_is_a_compile_error(tmp_path: Path) -> None:
+    write(tmp_path / "ask.yaml", """
+        version: 1
+        name: ask_human
+        description: Ask a person
+        inputs: {q: {type: string}}
+        steps:
+          - {id: ask, type: input, prompt: "{{ inputs.q }}"}
+        """)
+    path = flow_file(tmp_path, """
+        steps:
+          - {id: bot, type: agent, model: echo, prompt: hi, tools: [{flow: ask.yaml}]}
+        """)
+    (error,) = compile_errors(path)
+    assert error.startswith("3:") and "cannot wait for an answer" in error

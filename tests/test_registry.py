@@ -113,7 +113,7 @@ def test_validate_loads_the_registries_without_litellm_or_the_engine(tmp_path: P
         "assert 'psycopg' not in sys.modules\n"
     )
     done = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path)
+                          timeout=180, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 import pytest
-from testkit import WAIT, edit, write
+from testkit import WAIT, child_env, edit, write
 
 
 @pytest.fixture()
@@ -108,7 +107,8 @@ def test_an_edited_python_step_module_is_reloaded(watch, tmp_path):
           text: "{{ loud.return }}"
         """)
     # Bytecode is written, as on a user's machine.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = child_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     live = watch("flow.yaml", env=env)
     assert live.line() == "HEY"
     # An edit of the same size within the same second (as a quick edit is) must not be
@@ -171,8 +171,7 @@ def test_runs_never_overlap_an_edit_during_a_run_starts_one_run_after_it(watch, 
             params: {delay: 1.0}
         """)
     live = watch("flow.yaml")
-    live.stderr_until(r"run 1")
-    time.sleep(0.3)  # the first run is in flight
+    live.stderr_until(r"run 1")  # compiled and started: its step takes 1 s, so the edit lands during it
     edit(flow, "v1", "v2")
     assert live.line() == "echo (1 message): v1"  # the run in flight ends on the old flow
     assert live.line() == "echo (1 message): v2"

@@ -77,6 +77,18 @@ def _is_type(value: Any, name: Any) -> bool:
     return test is None or test(value)
 
 
+def _input_step_path(graph: ExecutionGraph) -> str | None:
+    """The path of the first `input` step in `graph` or the flows and bodies it runs, if any."""
+    for spec in graph.steps:
+        if spec.kind == "input":
+            return spec.id
+        for child in (spec.subflow, *spec.tool_flows.values()):
+            inner = _input_step_path(child) if child is not None else None
+            if inner is not None:
+                return f"{spec.id}/{inner}"
+    return None
+
+
 class Session:
     """State shared by a flow and its sub-flows: compiled children and the file stack (cycles)."""
 
@@ -361,6 +373,11 @@ class FlowCompiler(SchemaErrors, References, Linking):
                 if child is None:
                     continue
                 name = flow_tool_name(tool, child)
+                asks = _input_step_path(child)
+                if asks is not None:  # a tool call answers the model now: it cannot wait
+                    self.error(f"flow tool '{name}' asks a person (input step '{asks}'): an agent's "
+                               "tool call cannot wait for an answer", path + ("flow",),
+                               hint="ask before or after the agent step, with an input step of this flow")
                 step["tool_flows"][name] = child
                 if tool.get("memory") != "isolated":
                     step["memory_ids"] |= child.memory_ids

@@ -38,8 +38,9 @@ def io_pool() -> concurrent.futures.ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            # Saver calls wait on disks and sockets, not the CPU: more threads than cores.
-            workers = int(os.environ.get("TIMBAL_SAVER_THREADS", "16"))
+            # A few threads: enough to overlap fsyncs and round trips of different runs, few
+            # enough that their JSON work rarely keeps the event loop's thread from the GIL.
+            workers = int(os.environ.get("TIMBAL_SAVER_THREADS", "4"))
             _POOL = concurrent.futures.ThreadPoolExecutor(max(1, workers), "timbal-saver")
         return _POOL
 
