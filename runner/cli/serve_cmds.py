@@ -9,7 +9,6 @@ import click
 
 from .base import handle_errors, main
 
-
 _SERVE_PACKAGES = {"fastapi", "starlette", "uvicorn", "sse_starlette", "pydantic"}
 
 
