@@ -40,7 +40,7 @@ def _summary(result: Any, seconds: float | None = None) -> str:
 
 def resume_hint(runnable: Any, run_id: str | None, saver_uri: str | None) -> str:
     """` (resume with: timbal run FLOW --resume ID)`, or "" when nothing could resume it."""
-    if not run_id or getattr(getattr(runnable, "saver", None), "kind", "") == "in_memory":
+    if not run_id or not getattr(getattr(runnable, "saver", None), "keeps_runs", True):
         return ""
     saver_arg = f" --saver {shlex.quote(saver_uri)}" if saver_uri else ""
     path = shlex.quote(str(runnable.graph.path))
