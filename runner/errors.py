@@ -187,6 +187,21 @@ def format_diagnostic(
     return _format(diag, lambda path: _source_lines(path, sources or {}), color, frame)
 
 
+#: The widest source line a code frame shows; longer lines are cut around the caret.
+FRAME_WIDTH = 120
+
+
+def _around(text: str, col: int) -> tuple[str, int]:
+    """`text` cut to FRAME_WIDTH characters around 1-based column `col` (marked `…` where
+    cut), and the caret's column in what is shown: a 200,000-character line stays one line."""
+    if len(text) <= FRAME_WIDTH:
+        return text, col
+    start = max(0, min(col - 1 - FRAME_WIDTH // 2, len(text) - FRAME_WIDTH))
+    end = start + FRAME_WIDTH
+    shown = ("…" if start > 0 else "") + text[start:end] + ("…" if end < len(text) else "")
+    return shown, col - start + (1 if start > 0 else 0)
+
+
 def _format(diag: Diagnostic, lines_of: Callable[[str], list[str] | None], color: bool, frame: bool) -> str:
     red, bold, dim, reset = ("\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m") if color else ("",) * 4
     loc = diag.location
@@ -195,10 +210,10 @@ def _format(diag: Diagnostic, lines_of: Callable[[str], list[str] | None], color
     if frame and loc is not None:
         lines = lines_of(loc.path)
         if lines is not None and 1 <= loc.line <= len(lines):
-            text = lines[loc.line - 1].replace("\t", " ")
+            text, col = _around(lines[loc.line - 1].replace("\t", " "), max(loc.col, 1))
             gutter = f"{loc.line:>5} | "
             out.append(f"{dim}{gutter}{reset}{text}")
-            out.append(" " * (len(gutter) - 2) + "| " + " " * (max(loc.col, 1) - 1) + f"{red}^{reset}")
+            out.append(" " * (len(gutter) - 2) + "| " + " " * (col - 1) + f"{red}^{reset}")
     if diag.hint:
         out.append(f"  hint: {diag.hint}")
     return "\n".join(out)

@@ -12,7 +12,7 @@ from .registry import step_kinds
 if TYPE_CHECKING:  # kept light: `timbal --help` imports this module
     from .graph import ExecutionGraph, StepSpec
 
-__all__ = ["render_graph", "graph_json", "GRAPH_FORMATS"]
+__all__ = ["render_graph", "graph_json", "GRAPH_FORMATS", "step_count"]
 
 #: The formats `render_graph` draws.
 GRAPH_FORMATS = ("text", "mermaid", "dot")
@@ -28,7 +28,7 @@ def render_graph(graph: ExecutionGraph, fmt: str = "text") -> str:
         name = json.dumps(graph.name)
         lines = [f"digraph {name} {{", "    rankdir=TB;", "    node [shape=box];"]
         return "\n".join([*lines, *_dot(graph, "", "    "), "}"])
-    return "\n".join([f"flow {graph.name} ({len(graph.steps)} steps)", *_text(graph, "  ")])
+    return "\n".join([f"flow {graph.name} ({step_count(len(graph.steps))})", *_text(graph, "  ")])
 
 
 def _body(step: StepSpec) -> ExecutionGraph | None:
@@ -89,7 +89,7 @@ def _text(graph: ExecutionGraph, indent: str) -> list[str]:
         lines.append(f"{indent}{s.id:<{width}}  {s.kind:<8}{mem}{after}".rstrip())
         body = _body(s)
         if body is not None:
-            lines.append(f"{indent}  ┌ {_about(s)}: {len(body.steps)} step{'' if len(body.steps) == 1 else 's'}")
+            lines.append(f"{indent}  ┌ {_about(s)}: {step_count(len(body.steps))}")
             lines.extend(f"{indent}  │{line[len(indent) - 1:]}" for line in _text(body, indent + "  "))
             lines.append(f"{indent}  └")
     return lines
@@ -115,3 +115,8 @@ def graph_json(graph: ExecutionGraph) -> dict[str, Any]:
         ],
         "edges": graph.edges(),
     }
+
+
+def step_count(count: int) -> str:
+    """`1 step`, `3 steps`."""
+    return f"{count} step{'' if count == 1 else 's'}"

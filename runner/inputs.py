@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import Diagnostic, InputError, did_you_mean
 from .graph import ExecutionGraph, InputSpec, thaw
 
@@ -76,8 +74,11 @@ def _unknown(name: str, specs: Mapping[str, InputSpec]) -> InputError:
     return _error(f"unknown input '{name}'{suffix}")
 
 
-def prepare_inputs(graph: ExecutionGraph, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Check names, apply defaults and validate values against each input's schema."""
+def prepare_inputs(
+    graph: ExecutionGraph, given: Mapping[str, Any] | None, require: bool = True
+) -> dict[str, Any]:
+    """Check names, apply defaults and validate values against each input's schema.
+    `require=False` (a dry run, where nothing runs): a missing required input is no error."""
     specs = {i.name: i for i in graph.inputs}
     given = dict(given or {})
     problems: list[Diagnostic] = []
@@ -91,7 +92,7 @@ def prepare_inputs(graph: ExecutionGraph, given: Mapping[str, Any] | None) -> di
             values[spec.name] = given[spec.name]
         elif "default" in spec.schema:
             values[spec.name] = spec.default
-        elif spec.required:
+        elif spec.required and require:
             problems.append(Diagnostic(f"missing required input '{spec.name}'", spec.location))
         else:
             absent.append(spec.name)
@@ -198,11 +199,15 @@ def read_inputs(
     required string input when stdin is not a terminal."""
     values: dict[str, Any] = {}
     if inputs_file:
+        from .loader import load_bytes
+
         try:
-            text = sys.stdin.read() if inputs_file == "-" else Path(inputs_file).read_text("utf-8")
-            data = yaml.safe_load(text)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise InputError([Diagnostic(f"--inputs {inputs_file}: {exc}")]) from None
+            raw = sys.stdin.buffer.read() if inputs_file == "-" else Path(inputs_file).read_bytes()
+        except OSError as exc:
+            raise InputError([Diagnostic(f"--inputs {inputs_file}: {exc.strerror or exc}")]) from None
+        # Read as flow files are (YAML 1.2, JSON too): errors are located, `file:line:col`.
+        label = "<stdin>" if inputs_file == "-" else inputs_file
+        data = load_bytes(raw, label, mapping=False).data if raw.strip() else {}
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -26,8 +26,8 @@ def test_validate_a_broken_flow_prints_located_errors_and_exits_2() -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.startswith(
-        "unknown_step_ref.yaml:7:28: error: unknown step 'refien' in prompt (did you mean 'refine'?)\n"
-        '    7 |     prompt: "Rate this: {{ refien.return }}"\n'
+        "unknown_step_ref.yaml:8:28: error: unknown step 'refien' in prompt (did you mean 'refine'?)\n"
+        '    8 |     prompt: "Rate this: {{ refien.return }}"\n'
         "      |                            ^\n"
     )
     assert "Traceback" not in result.stderr
@@ -64,7 +64,7 @@ def test_validate_json_lists_files_and_located_errors() -> None:
         "valid": False,
         "errors": [{
             "file": "bad_attribute.yaml",
-            "line": 7,
+            "line": 8,
             "col": 17,
             "message": "unknown attribute 'retrn' of step 'chat' in prompt (did you mean 'return'?)",
         }],

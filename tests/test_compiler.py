@@ -394,6 +394,7 @@ steps:
     prompt: hi
   - id: audit
     prompt: "Rate this reply: {{ refien.return }}"
+defaults: {model: echo}
 """)
     (message,) = errors_of(path)
     assert message == f"{path}:6:34: error: unknown step 'refien' in prompt (did you mean 'refine'?)"
@@ -405,6 +406,7 @@ def test_errors_in_defaults_point_at_defaults(tmp_path: Path) -> None:
     path = write(tmp_path / "f.yaml", """version: 1
 defaults:
   system: "You are {{ inputs.persona }}"
+  model: echo
 steps:
   - {id: a, prompt: hi}
   - {id: b, prompt: hi}
@@ -413,7 +415,7 @@ steps:
 
 
 def test_the_error_shows_the_line_and_a_caret(tmp_path: Path) -> None:
-    path = write(tmp_path / "f.yaml", "version: 1\nsteps:\n  - id: chat\n    promt: hi\n")
+    path = write(tmp_path / "f.yaml", "version: 1\nsteps:\n  - id: chat\n    promt: hi\n    model: echo\n")
     with pytest.raises(FlowError) as info:
         compile_file(path)
     assert info.value.format().splitlines() == [
@@ -481,7 +483,8 @@ def test_compile_spec_builds_from_python_data() -> None:
 
 def test_compile_spec_reports_every_error_without_positions() -> None:
     with pytest.raises(FlowError) as info:
-        compile_spec({"version": 1, "steps": [{"id": "a", "promt": "x"}, {"id": "b", "prompt": "{{ c.return }}"}]})
+        compile_spec({"version": 1, "defaults": {"model": "echo"},
+                      "steps": [{"id": "a", "promt": "x"}, {"id": "b", "prompt": "{{ c.return }}"}]})
     messages = [d.message for d in info.value.diagnostics]
     assert messages == [
         "unknown key 'promt' in step 'a' (did you mean 'prompt'?)",
@@ -594,8 +597,8 @@ def test_child_errors_show_the_childs_own_code_frame(monkeypatch: pytest.MonkeyP
     with pytest.raises(FlowError) as info:
         compile_file("subflow_errors.yaml")
     text = info.value.format()
-    assert "parts/child_broken.yaml:5:17: error: unknown input 'nothing' in prompt\n" in text
-    assert '    5 |     prompt: "{{ inputs.nothing }}"\n' in text
+    assert "parts/child_broken.yaml:6:17: error: unknown input 'nothing' in prompt\n" in text
+    assert '    6 |     prompt: "{{ inputs.nothing }}"\n' in text
 
 
 def test_an_isolated_flow_tool_does_not_join_the_agents_memory_order(tmp_path: Path) -> None:
@@ -636,3 +639,43 @@ def test_values_are_read_as_yaml_12_as_the_schema_and_editors_read_them(tmp_path
         """)
     (error,) = errors_of(bad)
     assert error.endswith("bad.yaml:5:67: error: step 'b': 'allow_skipped' must be true or false")
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("ech0", "unknown model 'ech0' (did you mean 'echo'?)"),
+        ("local/smollm3", "unknown local model 'smollm3' (did you mean 'local/smollm2'?)"),
+        ("local/nowhere/none.gguf", "model file not found: "),
+        ("opena/gpt-4o-mini", "unknown model provider 'opena' in 'opena/gpt-4o-mini' (did you mean 'openai/gpt-4o-mini'?)"),
+    ],
+)
+def test_a_model_no_backend_serves_is_a_located_compile_error(tmp_path: Path, model: str, message: str) -> None:
+    path = write(tmp_path / "f.yaml", f"""
+        version: 1
+        defaults: {{model: echo}}
+        steps:
+          - id: a
+            model: {model}
+            prompt: hi
+        """)
+    (error,) = errors_of(path)
+    assert error.startswith(f"{path}:5:12: error: step 'a': {message}")
+
+
+@pytest.mark.parametrize("model", ["echo", "local/smollm2", "openai/any-name-a-server-serves", "gpt-4o-mini",
+                                   "anthropic/claude-3-haiku-20240307", "ollama/llama3"])
+def test_models_some_backend_serves_compile(tmp_path: Path, model: str) -> None:
+    path = write(tmp_path / "f.yaml", f"version: 1\nsteps:\n  - {{id: a, model: {model}, prompt: hi}}\n")
+    assert compile_file(path).steps[0].config["model"] == model
+
+
+def test_a_step_without_a_model_is_a_compile_error_not_a_silent_echo(tmp_path: Path) -> None:
+    path = write(tmp_path / "f.yaml", """
+        version: 1
+        steps:
+          - {id: a, type: template, text: hi}
+          - {id: b, prompt: "{{ a.return }}"}
+        """)
+    (error,) = errors_of(path)
+    assert error.startswith(f"{path}:4:5: error: step 'b' has no model: set `model:` on the step or in `defaults:`")

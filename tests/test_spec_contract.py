@@ -1586,11 +1586,12 @@ def test_an_unreachable_provider_gives_one_clear_line(tmp_path):
 
 def test_a_local_gguf_path_that_does_not_exist_gives_one_clear_line(tmp_path):
     path = flow_file(tmp_path, f'steps: [{{id: a, model: "local/{tmp_path}/none.gguf", prompt: hi}}]\n')
-    assert timbal("validate", path).returncode == 0
-    proc = timbal("run", path)
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    assert len([ln for ln in proc.stderr.splitlines() if ln.startswith("error")]) == 1
+    for command in ("validate", "run"):  # a compile error (SPEC §1), before anything runs
+        proc = timbal(command, path)
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr
+        errors = [ln for ln in proc.stderr.splitlines() if ": error: " in ln]
+        assert len(errors) == 1 and f"model file not found: {tmp_path}/none.gguf" in errors[0]
 
 
 def test_local_smollm2_validates(tmp_path):

@@ -37,7 +37,18 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         ctx.exit()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _TimbalGroup(click.Group):
+    """The root group: `--debug` is taken anywhere on the line (`timbal run f.yaml --debug`),
+    not only before the command, since people add it where the error showed up."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[1:end]:
+            args = ["--debug"] + [a for i, a in enumerate(args) if a != "--debug" or i >= end]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_TimbalGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", "-V", is_flag=True, expose_value=False, is_eager=True,
               callback=_print_version, help="Show the version and exit.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for unexpected errors.")

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from ..errors import FlowError
-from ..graph_views import GRAPH_FORMATS
+from ..errors import FlowError, InputError
+from ..graph_views import GRAPH_FORMATS, step_count
 from .base import EXIT_INVALID, handle_errors, main, print_json, use_color
 
 __all__ = ["validate", "graph", "schema", "init", "init_text"]
@@ -51,7 +51,7 @@ def validate(flows: tuple[str, ...], as_json: bool) -> None:
             continue
         results.append({"file": flow, "valid": True, "steps": len(graph.steps), "errors": []})
         if not as_json:
-            click.echo(f"ok: {flow} ({len(graph.steps)} steps)")  # the documented shape, even for 1
+            click.echo(f"ok: {flow} ({step_count(len(graph.steps))})")
     if as_json:
         print_json(results)
     if invalid:
@@ -140,6 +140,11 @@ outputs:
 def init(name: str, force: bool, as_json: bool) -> None:
     """Create NAME.yaml: a small flow that runs offline (model: echo)."""
     target = Path(name if name.endswith((".yaml", ".yml")) else f"{name}.yaml")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", target.stem):
+        # A file name a shell needs quotes for is a flow name every later command needs them for.
+        suggestion = re.sub(r"[^A-Za-z0-9_.-]+", "-", target.stem).strip("-") or "flow"
+        raise InputError(f"invalid flow name {target.stem!r}: use letters, digits, '-', '_' and '.' "
+                         f"(e.g. timbal init {target.with_name(suggestion).with_suffix('')})")
     if target.exists() and not force:
         click.echo(f"error: {target} already exists (use --force to overwrite)", err=True)
         sys.exit(EXIT_INVALID)
@@ -150,3 +155,4 @@ def init(name: str, force: bool, as_json: bool) -> None:
         return
     click.echo(f"created: {target}")
     click.echo(f"next: timbal run {target} -i prompt='Hello'", err=True)
+

@@ -9,6 +9,8 @@ import click
 
 from .base import handle_errors, main
 
+_SERVE_PACKAGES = {"fastapi", "starlette", "uvicorn", "sse_starlette", "pydantic"}
+
 
 @main.command("serve")
 @click.argument("flows", nargs=-1, type=click.Path(path_type=Path), metavar="[FLOW|DIR]...")
@@ -30,7 +32,14 @@ def serve_command(flows: tuple[Path, ...], host: str, port: int, saver_uri: str 
     Serves every FLOW given; a DIR means every flow file in it (default: the current
     folder). Each flow is named by its `name`.
     """
-    from ..server import ServeOptions, serve
+    try:
+        from ..server import ServeOptions, serve
+    except ModuleNotFoundError as exc:  # installed without the serve extra
+        if (exc.name or "").split(".")[0] not in _SERVE_PACKAGES:
+            raise
+        raise click.ClickException(
+            f"timbal serve needs {exc.name}: pip install 'timbal-flows[serve]'"
+        ) from None
 
     options = ServeOptions(
         sources=flows or (Path("."),), host=host, port=port, saver_uri=saver_uri,

@@ -223,6 +223,47 @@ class WatchSession:
         return None
 
 
+def _first_session(
+    flow: Path,
+    assignments: tuple[str, ...],
+    inputs_file: str | None,
+    saver_uri: str | None,
+    as_json: bool,
+    use_cache: bool,
+) -> WatchSession:
+    """The session, once the flow compiles. A flow broken from the start prints its errors
+    and is compiled again on each edit of its file, as a broken edit later would be (bad
+    inputs or a missing file still raise: an edit of the flow cannot fix those)."""
+    import watchfiles
+
+    from .base import use_color
+
+    target = Path(flow).resolve()
+    while True:
+        stamps = FileStamps([Path(flow)])
+        try:
+            return WatchSession(flow, assignments, inputs_file, saver_uri, as_json, use_cache)
+        except InputError:
+            raise
+        except FlowError as exc:
+            if not Path(flow).is_file():
+                raise
+            say(exc.format(color=use_color()))
+            say(f"{SEPARATOR} the flow has errors: waiting for changes (Ctrl-C to stop)")
+        for _ in watchfiles.watch(
+            target.parent,
+            watch_filter=lambda _change, path: Path(path).resolve() == target,
+            recursive=False,
+            debounce=DEBOUNCE_MS,
+            step=STEP_MS,
+            rust_timeout=POLL_MS,
+            yield_on_timeout=True,
+            raise_interrupt=True,
+        ):
+            if stamps.changed():
+                break
+
+
 def watch_and_run(
     flow: Path,
     assignments: tuple[str, ...],
@@ -233,8 +274,9 @@ def watch_and_run(
 ) -> int:
     """`timbal run FLOW --watch`: run, then run again on each change until Ctrl-C.
 
-    Returns the exit code: 130 when stopped by Ctrl-C (SIGINT) or SIGTERM. A flow or inputs
-    that are invalid from the start raise (exit 2), as `timbal run` does.
+    Returns the exit code: 130 when stopped by Ctrl-C (SIGINT) or SIGTERM. A flow broken
+    from the start waits for a fix; inputs that are invalid from the start raise (exit 2),
+    as `timbal run` does.
     """
     import signal
 
@@ -243,7 +285,11 @@ def watch_and_run(
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:  # the caller's SIGTERM handler comes back even when the flow is invalid from the start
-        session = WatchSession(flow, assignments, inputs_file, saver_uri, as_json, use_cache)
+        try:
+            session = _first_session(flow, assignments, inputs_file, saver_uri, as_json, use_cache)
+        except KeyboardInterrupt:
+            say(f"{SEPARATOR} stopped before a first run")
+            return ExitCode.INTERRUPTED
         try:
             code = session.loop()
         except KeyboardInterrupt:

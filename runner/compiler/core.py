@@ -295,10 +295,23 @@ class FlowCompiler(SchemaErrors, References, Linking):
                 if isinstance(config.get(key), str) and is_template(config[key]):
                     self.error(self.subject(base + (key,), "is a fixed name, not a template"),
                                origin.get(key, base + (key,)))
+            self.check_model(config.get("model"), base, origin.get("model", base + ("model",)))
         step["config"] = config
         if kind.compile is not None:
             kind.compile(self, step)
         return step
+
+    def check_model(self, model: Any, step: PathKey, where: PathKey) -> None:
+        """A step that calls a model needs one some backend can serve (never a silent echo)."""
+        if model is None:
+            self.error(self.subject(step, "has no model: set `model:` on the step or in "
+                                          "`defaults:` (`model: echo` runs offline)"), step, key=True)
+        elif isinstance(model, str) and not is_template(model):
+            from ..models.names import model_problem
+
+            problem = model_problem(model)
+            if problem is not None:
+                self.error(f"{self.subject(step, '').rstrip()}: {problem}", where)
 
     def check_answer_schema(self, schema: Any, path: PathKey) -> None:
         """An input step's `schema` must itself be a valid JSON Schema."""

@@ -15,14 +15,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import history
@@ -38,12 +37,15 @@ from ..openai_chat import (
     streams_verbatim,
 )
 from ..savers.base import Saver
+from ..savers.lanes import run_blocking
 from ..status import RUN_STATUSES
 from .catalog import FlowCatalog, FlowNotFound, ServedFlow, flow_info
 from .guard import ApiError, Guard, error_body
 from .live import LiveRun, LiveRuns
 
 __all__ = ["create_app", "ServerState"]
+
+T = TypeVar("T")
 
 #: How often a follower of a run on another server looks at the store again (seconds).
 STORE_POLL = 0.2
@@ -61,6 +63,12 @@ _CHAT_DOC: dict[int | str, dict[str, Any]] = {
 }
 #: Statuses a run can be resumed from.
 RESUMABLE = ("failed", "interrupted", "waiting")
+
+
+async def _saver_call(saver: Saver, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)`, a call that reads or writes `saver`'s store, off the event loop (in the
+    saver pool), unless the saver answers from memory."""
+    return fn(*args) if not saver.blocking else await run_blocking(fn, *args)
 
 
 class ServerState:
@@ -84,7 +92,7 @@ class ServerState:
 
     async def locate(self, run_id: str) -> tuple[Saver, str]:
         """`find_run` off the event loop (a store may answer slowly)."""
-        return await run_in_threadpool(self.find_run, run_id)
+        return await run_blocking(self.find_run, run_id)
 
     def flow_of(self, flow_name: str) -> ServedFlow:
         """The served flow of a saved run (to resume it); 404 when it is not served."""
@@ -168,7 +176,7 @@ async def _follow_store(saver: Saver, run_id: str, after: int) -> AsyncIterator[
     """A run not in flight here: its events rebuilt from the store, polled until it is over."""
     sent = after
     while True:
-        record = await run_in_threadpool(saver.get_run, run_id)
+        record = await saver.aget_run(run_id)
         events = history.replay_events(record)
         for number in range(sent + 1, len(events) + 1):
             yield _sse(events[number - 1], number)
@@ -277,7 +285,7 @@ def create_app(
         if live.error is not None:
             raise live.error
         if live.result is None:  # cancelled (POST /runs/ID/cancel, or the server stopping)
-            record = await run_in_threadpool(live.saver.get_run, live.run_id)
+            record = await live.saver.aget_run(live.run_id)
             return DataResponse(history.run_summary(record), headers=headers)
         return DataResponse(live.result.to_dict(), headers=headers)
 
@@ -309,7 +317,7 @@ def create_app(
         if body.continue_:
             if parent is not None:
                 raise ApiError(400, "'parent_id' and 'continue' exclude each other")
-            latest = await run_in_threadpool(history.latest_finished, served.saver, served.name)
+            latest = await _saver_call(served.saver, history.latest_finished, served.saver, served.name)
             if latest is None:
                 raise ApiError(400, f"no earlier run of {served.name!r} to continue", "nothing_to_continue")
             parent = latest.run_id
@@ -331,19 +339,19 @@ def create_app(
             found.sort(key=lambda r: (r.started_at, r.run_id), reverse=True)
             return [history.run_summary(r) for r in found[: limit or None]]
 
-        return DataResponse(await run_in_threadpool(read))
+        return DataResponse(await run_blocking(read))
 
     @app.get("/runs/{run_id}", tags=["runs"], summary="One run: steps, usage, memory",
              response_class=DataResponse)
     async def get_run(run_id: str) -> Response:
         saver, full = await state.locate(run_id)
-        return DataResponse(await run_in_threadpool(history.run_detail, saver, full))
+        return DataResponse(await _saver_call(saver, history.run_detail, saver, full))
 
     @app.get("/runs/{run_id}/tree", tags=["runs"], summary="The branch tree holding a run",
              response_class=DataResponse)
     async def get_tree(run_id: str) -> Response:
         saver, full = await state.locate(run_id)
-        return DataResponse(await run_in_threadpool(history.run_tree, saver, full))
+        return DataResponse(await _saver_call(saver, history.run_tree, saver, full))
 
     @app.delete("/runs/{run_id}", tags=["runs"], summary="Delete a run (its branches too with ?recursive=true)")
     async def delete_run(run_id: str, recursive: bool = False) -> dict[str, Any]:
@@ -359,7 +367,7 @@ def create_app(
                     raise ApiError(409, f"run {rid} is still running; cancel it first", "run_in_flight")
             return saver.delete_runs([full], recursive)
 
-        order = await run_in_threadpool(delete)
+        order = await _saver_call(saver, delete)
         return {"deleted": order}
 
     @app.get("/runs/{run_id}/events", tags=["runs"], summary="A run's events (server-sent), from Last-Event-ID on",
@@ -376,7 +384,7 @@ def create_app(
     async def resume_run(run_id: str, request: Request, body: ResumeRequest | None = None) -> Response:
         body = body or ResumeRequest.model_validate({})
         saver, full = await state.locate(run_id)
-        record = await run_in_threadpool(saver.get_run, full)
+        record = await saver.aget_run(full)
         if state.live.running.get(full) is not None or record.status not in RESUMABLE:
             raise ApiError(409, f"run {full} is {record.status}: only a failed, interrupted or waiting "
                                 "run can be resumed", "not_resumable")
@@ -390,13 +398,13 @@ def create_app(
     async def cancel_run(run_id: str) -> Response:
         saver, full = await state.locate(run_id)
         if not await state.live.cancel(full):
-            record = await run_in_threadpool(saver.get_run, full)
+            record = await saver.aget_run(full)
             if record.status not in ("running", "waiting"):
                 raise ApiError(409, f"run {full} is {record.status}: there is nothing to cancel", "not_running")
             # In flight on another server (it sees this and stops), or left by a dead one.
-            await run_in_threadpool(saver.finish_run, full, "interrupted", None, "cancelled",
+            await saver.afinish_run(full, "interrupted", None, "cancelled",
                                     record.usage, time.time())
-        return DataResponse(history.run_summary(await run_in_threadpool(saver.get_run, full)))
+        return DataResponse(history.run_summary(await saver.aget_run(full)))
 
     # -- OpenAI-compatible ---------------------------------------------------------------
     @app.get("/v1/models", tags=["openai"], summary="Every served flow as a model")

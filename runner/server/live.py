@@ -202,7 +202,7 @@ class LiveRuns:
                 if now - live.started_at < CANCEL_POLL or live.task is None:
                     continue
                 try:
-                    record = await asyncio.to_thread(live.saver.get_run, run_id)
+                    record = await live.saver.aget_run(run_id)
                 except Exception:  # noqa: BLE001 - the store may be down a moment; look again later
                     continue
                 if record.status == "interrupted" and not live.done:
