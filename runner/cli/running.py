@@ -15,7 +15,6 @@ import click
 
 from ..continuation import branch_note
 from ..errors import InputError, SaverError
-from ..inputs import read_answer
 from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAITING, print_json
 
 __all__ = [
@@ -75,6 +74,8 @@ def question_text(question: dict[str, Any]) -> str:
 
 def ask_answers(questions: list[dict[str, Any]]) -> dict[str, Any]:
     """Ask each question at the terminal until its answer fits: `{step_id: value}`."""
+    from ..inputs import read_answer  # the compiler's stack: not at `timbal` start-up
+
     answers: dict[str, Any] = {}
     for question in questions:
         while True:
