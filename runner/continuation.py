@@ -21,7 +21,7 @@ __all__ = ["refuse_in_memory", "run_to_continue", "branch_note"]
 def refuse_in_memory(saver: Saver, option: str) -> None:
     """InputError (exit 2) when `option` (--continue, --parent) asks the in_memory saver
     for an earlier run: it starts empty in every process."""
-    if saver.kind == "in_memory":
+    if not saver.keeps_runs:
         raise InputError(
             f"{option} needs a saver that keeps runs: the in_memory saver keeps nothing after "
             "the process ends; give the flow a state_saver or pass --saver jsonl:PATH"

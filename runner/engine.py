@@ -359,7 +359,7 @@ def _tool_call_parts(graph: ExecutionGraph, parts: list[str]) -> Iterator[int]:
     owner: StepSpec | None = None
     for i, part in enumerate(parts):
         name = part.split("#", 1)[0].split("[", 1)[0]
-        if owner is not None and owner.kind == "agent" and name in owner.tool_flows:
+        if owner is not None and name in owner.tool_flows:  # an agent's flow tool
             yield i
             current, owner = owner.tool_flows[name], None
             continue
@@ -733,7 +733,7 @@ def input_step(graph: ExecutionGraph, path: str) -> StepSpec | None:
         if spec is None:
             return None
         current = spec.subflow
-    return spec if spec is not None and spec.kind == "input" else None
+    return spec if spec is not None and step_kinds[spec.kind].asks else None
 
 
 def check_early_answers(graph: ExecutionGraph, answers: Mapping[str, Any]) -> None:

@@ -67,6 +67,7 @@ class StepKind:
     - `container`: the step runs its `subflow` as a body (map, loop): drawn as a cluster,
       and run again on resume (its body's succeeded steps are kept from their records).
     - `about(config)`: a few words on what the step does, for graphs (`loop (max 5)`).
+    - `asks`: the step waits on a person's answer (given with `answers=` on resume).
     - `compile(compiler, step)`: extra compile-time work (files, sub-flows, checks); the
       compiler's public helpers are documented in `runner.compiler.FlowCompiler`.
     - `schema`: the JSON Schema of the step's keys (`properties`, `required`, ...). Built-in
@@ -82,6 +83,7 @@ class StepKind:
     uses_model: bool = False
     attributes: tuple[str, ...] = ()
     container: bool = False
+    asks: bool = False
     about: Callable[[Mapping[str, Any]], str] | None = None
     compile: Callable[[Any, dict[str, Any]], None] | None = None
     schema: Mapping[str, Any] | None = None
@@ -115,7 +117,7 @@ class SaverType:
     options: Mapping[str, Any] | None = None
     uri_help: str = ""
     #: The saver class, reachable as `runner.savers.<ClassName>` (and from `runner`).
-    cls: type | None = None
+    cls: type[Saver] | None = None
 
 
 @dataclass(frozen=True)

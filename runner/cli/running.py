@@ -15,7 +15,6 @@ import click
 
 from ..continuation import branch_note
 from ..errors import InputError, SaverError
-from ..inputs import read_answer
 from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_WAITING, print_json
 
 __all__ = [
@@ -40,7 +39,7 @@ def _summary(result: Any, seconds: float | None = None) -> str:
 
 def resume_hint(runnable: Any, run_id: str | None, saver_uri: str | None) -> str:
     """` (resume with: timbal run FLOW --resume ID)`, or "" when nothing could resume it."""
-    if not run_id or getattr(getattr(runnable, "saver", None), "kind", "") == "in_memory":
+    if not run_id or not getattr(getattr(runnable, "saver", None), "keeps_runs", True):
         return ""
     saver_arg = f" --saver {shlex.quote(saver_uri)}" if saver_uri else ""
     path = shlex.quote(str(runnable.graph.path))
@@ -75,6 +74,8 @@ def question_text(question: dict[str, Any]) -> str:
 
 def ask_answers(questions: list[dict[str, Any]]) -> dict[str, Any]:
     """Ask each question at the terminal until its answer fits: `{step_id: value}`."""
+    from ..inputs import read_answer  # the compiler's stack: not at `timbal` start-up
+
     answers: dict[str, Any] = {}
     for question in questions:
         while True:

@@ -139,6 +139,8 @@ class Saver(ABC):
     #: Whether calls wait on I/O (a file, a database): the async forms then run them in the
     #: saver thread pool. A saver that answers from memory sets False (no thread hop).
     blocking: bool = True
+    #: Whether runs outlive the process (False: in memory; --continue and resume need True).
+    keeps_runs: bool = True
 
     # -- writing -------------------------------------------------------------------------
     @abstractmethod

@@ -30,6 +30,7 @@ class InMemorySaver(Saver):
 
     kind = "in_memory"
     blocking = False  # answers from a dict: no thread hop
+    keeps_runs = False  # gone when the process ends
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

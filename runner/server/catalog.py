@@ -24,7 +24,7 @@ from ..errors import Diagnostic, FlowError, InputError
 from ..graph import ExecutionGraph, thaw
 from ..reload import FileStamps, forget_bytecode
 from ..runnable import RunnableFlow
-from ..savers import open_saver
+from ..savers import open_saver, saver_type
 from ..savers.base import Saver
 
 __all__ = ["ServedFlow", "FlowCatalog", "FlowNotFound", "find_flow_files", "flow_info"]
@@ -120,7 +120,8 @@ def _saver_key(graph: ExecutionGraph) -> str:
     """One key per store a flow's `state_saver` names (in memory: one per flow file, kept
     across reloads)."""
     spec = graph.saver
-    if spec is None or spec.type in ("in_memory", "memory"):
+    kind = saver_type(spec.type) if spec is not None else None
+    if spec is None or (kind is not None and kind.cls is not None and not kind.cls.keeps_runs):
         return f"in_memory|{graph.path}"
     options = json.dumps(thaw(spec.options), sort_keys=True, default=str)
     return f"{spec.type}|{spec.base_dir}|{options}"

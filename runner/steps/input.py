@@ -40,6 +40,7 @@ STEP_KIND = StepKind(
     leaf=False,  # waits on a person, not on a model or a CPU
     rendered=("prompt",),
     defaults={"schema": DEFAULT_SCHEMA},
+    asks=True,
     compile=compile_step,
     description="Asks a person; `return` is the answer, checked against `schema`.",
 )
