@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
-from testkit import WAIT, start_timbal, timbal, write
+from testkit import WAIT, start_timbal, timbal, wait_until, write
 
 pytestmark = pytest.mark.postgres
 
@@ -72,13 +71,6 @@ def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _wait_for(condition, what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def test_two_workers_share_a_queued_batch_and_wait_writes_the_output(tmp_path, postgres_dsn, postgres_schema):
     flow = _flow(tmp_path, postgres_dsn, postgres_schema)
     data = tmp_path / "rows.jsonl"
@@ -120,8 +112,8 @@ def test_a_worker_killed_with_kill_9_loses_no_row_and_its_runs_resume(tmp_path, 
     doomed = start_timbal("worker", "--saver", uri, "--concurrency", "3", "--stall-timeout", "2", cwd=tmp_path)
     try:
         # The three slow rows are in flight: their first step succeeded, the second is held.
-        _wait_for(lambda: len([t for t in _log(tmp_path, "finish-start.log") if t.startswith("SLOW")]) == 3,
-                  "three held rows")
+        wait_until(lambda: len([t for t in _log(tmp_path, "finish-start.log") if t.startswith("SLOW")]) == 3,
+                   what="three held rows")
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(timeout=WAIT)
     finally:
@@ -200,7 +192,7 @@ def test_sigterm_stops_a_worker_after_its_rows_a_second_one_at_once_and_no_row_i
     uri = _worker_uri(postgres_dsn, postgres_schema)
     worker = LiveProcess("worker", "--saver", uri, "--concurrency", "1", "--stall-timeout", "2", cwd=tmp_path)
     try:
-        _wait_for(lambda: _log(tmp_path, "finish-start.log") == ["SLOW1"], "the held row")
+        wait_until(lambda: _log(tmp_path, "finish-start.log") == ["SLOW1"], what="the held row")
         worker.proc.send_signal(signal.SIGTERM)
         worker.stderr_until(r"stopping after the rows in flight")
         assert worker.proc.poll() is None  # the held row is still running: the worker waits for it

@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from testkit import WAIT, LiveProcess, start_timbal, timbal, write
+from testkit import WAIT, LiveProcess, start_timbal, timbal, wait_until, write
 
 from runner import JSONLSaver, load_flow
 
@@ -96,11 +95,11 @@ def no_stray_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def wait_for_file(path: Path, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + WAIT
-    while not path.exists():
+    def appeared() -> bool:
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path.name} never appeared"
-        time.sleep(0.02)
+        return path.exists()
+
+    wait_until(appeared, what=f"{path.name} to appear")
 
 
 def saved_run(folder: Path) -> dict[str, object]:
