@@ -131,8 +131,10 @@ def _queued(graph: Any, saver: Any, data: Path, output: Path, wait: bool, intera
     total = count_rows(data) - batch.skipped
     with batch_progress(total, interactive) as on_progress:
         try:
-            progress = asyncio.run(run_interruptibly(
-                follow_batch(saver, batch.batch_id, output, batch.skipped, total, on_progress)))
+            progress = asyncio.run(run_interruptibly(follow_batch(
+                saver, graph, data, batch.batch_id, output, batch.skipped, total, on_progress,
+                lambda n: click.echo(f"batch {batch.batch_id}: {n} row(s) had no job left on the queue; "
+                                     "queued them again", err=True))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             click.echo("interrupted: the rows stay on the queue; run the same command again to follow them",
                        err=True)
