@@ -211,3 +211,99 @@ def test_sigterm_stops_a_worker_after_its_rows_a_second_one_at_once_and_no_row_i
     lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
     assert [(line["row"], line["outputs"]) for line in lines] == [(1, {"answer": "SLOW1!"}), (2, {"answer": "Q2!"})]
     assert sorted(_log(tmp_path, "prepare.log")) == ["q2", "slow1"]  # the held row resumed, not re-run
+
+
+def _sql(dsn: str, schema: str, query: str) -> list[tuple]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True, options=f"-c search_path={schema}") as conn:
+        cursor = conn.execute(query)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
+def test_rows_recorded_without_their_jobs_are_queued_again_and_wait_finishes(tmp_path, postgres_dsn,
+                                                                              postgres_schema):
+    # A submitter killed after recording the rows but before creating their jobs (as older
+    # versions could be) leaves rows that no job will run; the same command again queues them.
+    flow = _flow(tmp_path, postgres_dsn, postgres_schema)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(1, 4)))
+    assert timbal("batch", flow, "--data", data, "--queue", cwd=tmp_path).returncode == 0
+    _sql(postgres_dsn, postgres_schema, "DELETE FROM procrastinate_jobs")
+    assert _sql(postgres_dsn, postgres_schema, "SELECT count(*) FROM timbal_batch_rows WHERE status = 'queued'") \
+        == [(3,)]
+    uri = _worker_uri(postgres_dsn, postgres_schema)
+    worker = start_timbal("worker", "--saver", uri, "--stall-timeout", "2", cwd=tmp_path)
+    try:
+        follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=tmp_path, timeout=60)
+        assert follow.returncode == 0, follow.stderr
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=WAIT)
+    assert "3 row(s) queued, 0 already" in follow.stderr, follow.stderr
+    lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
+    assert [(line["row"], line["outputs"]) for line in lines] == [(i, {"answer": f"Q{i}!"}) for i in range(1, 4)]
+    assert sorted(_log(tmp_path, "finish.log")) == ["Q1", "Q2", "Q3"]  # once each
+
+
+def test_rows_whose_jobs_are_cancelled_while_wait_follows_are_queued_again(tmp_path, postgres_dsn,
+                                                                            postgres_schema):
+    from testkit import LiveProcess
+
+    flow = _flow(tmp_path, postgres_dsn, postgres_schema)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(1, 4)))
+    follow = LiveProcess("batch", str(flow), "--data", str(data), "--queue", "--wait", cwd=tmp_path)
+    uri = _worker_uri(postgres_dsn, postgres_schema)
+    worker = None
+    try:
+        follow.stderr_until(r"3 row\(s\) queued")
+        # As `procrastinate jobs cancel` does: the jobs end, their rows are left queued.
+        cancelled = _sql(postgres_dsn, postgres_schema,
+                         "SELECT procrastinate_cancel_job_v1(id, false, false) FROM procrastinate_jobs")
+        assert len(cancelled) == 3
+        worker = start_timbal("worker", "--saver", uri, "--stall-timeout", "2", cwd=tmp_path)
+        follow.stderr_until(r"3 row\(s\) had no job left on the queue; queued them again", timeout=60)
+        assert follow.proc.wait(timeout=60) == 0, follow.stderr_text()
+    finally:
+        follow.close()
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=WAIT)
+    lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
+    assert [(line["row"], line["outputs"]) for line in lines] == [(i, {"answer": f"Q{i}!"}) for i in range(1, 4)]
+    assert sorted(_log(tmp_path, "finish.log")) == ["Q1", "Q2", "Q3"]  # once each
+
+
+def test_a_submitter_killed_part_way_leaves_no_row_without_its_job(tmp_path, postgres_dsn, postgres_schema):
+    # Rows go in chunks of 500, each with its jobs in one transaction: killed after the first
+    # chunk, the submitter leaves rows that all have their job, and running it again adds the rest.
+    flow = _flow(tmp_path, postgres_dsn, postgres_schema)
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(1, 3001)))
+    orphans = ("SELECT count(*) FROM timbal_batch_rows r WHERE NOT EXISTS (SELECT 1 FROM procrastinate_jobs j"
+               " WHERE (j.args->>'row')::bigint = r.row_number)")
+
+    def recorded() -> int:
+        import psycopg
+
+        try:
+            return _sql(postgres_dsn, postgres_schema, "SELECT count(*) FROM timbal_batch_rows")[0][0]
+        except psycopg.errors.UndefinedTable:  # not created yet
+            return 0
+
+    submitter = start_timbal("batch", flow, "--data", data, "--queue", cwd=tmp_path)
+    try:
+        wait_until(recorded, what="the first rows recorded")
+        submitter.send_signal(signal.SIGKILL)
+        submitter.wait(timeout=WAIT)
+    finally:
+        if submitter.poll() is None:
+            submitter.kill()
+    first = recorded()
+    assert _sql(postgres_dsn, postgres_schema, orphans) == [(0,)]  # each recorded row has its job
+    again = timbal("batch", flow, "--data", data, "--queue", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"{3000 - first} row(s) queued, {first} already" in again.stderr, (first, again.stderr)
+    assert _sql(postgres_dsn, postgres_schema, "SELECT count(*), count(DISTINCT args->>'row') FROM procrastinate_jobs") \
+        == [(3000, 3000)]

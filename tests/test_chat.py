@@ -158,6 +158,40 @@ def test_parent_picks_up_the_conversation_that_led_to_that_run(flow, tmp_path):
     ]
 
 
+def _branch_note(parent: str, others: str) -> str:
+    return (f"note: run {parent} was already continued by {others}: this run is a new branch beside it "
+            "(timbal runs tree shows both)")
+
+
+def test_a_chat_from_a_run_already_continued_says_it_is_a_new_branch(flow, tmp_path):
+    saver = f"jsonl:{tmp_path / 'state.jsonl'}"
+    first = chat(flow, ["a", "b"], "--saver", saver, "--json")
+    a, b = (json.loads(line)["run_id"] for line in first.stdout.splitlines())
+    later = chat(flow, ["c", "d"], "--saver", saver, "--parent", a, "--json")
+    assert later.returncode == 0, later.stderr
+    c = json.loads(later.stdout.splitlines()[0])["run_id"]
+    assert later.stderr.splitlines().count(_branch_note(a, b)) == 1  # the first turn only
+    assert "new branch" not in later.stdout
+    # The same note as `timbal run --parent` prints, now naming both earlier branches.
+    run = timbal("run", flow, "-i", "prompt=e", "--saver", saver, "--parent", a, cwd=tmp_path)
+    assert f"note: run {a} was already continued by {b}, {c}: this run is a new branch beside them" in run.stderr
+
+
+def test_a_chat_that_continues_the_tip_of_a_conversation_prints_no_branch_note(flow, tmp_path):
+    saver = f"jsonl:{tmp_path / 'state.jsonl'}"
+    assert chat(flow, ["a", "b"], "--saver", saver).returncode == 0
+    later = chat(flow, ["c"], "--saver", saver, "--continue")
+    assert later.returncode == 0, later.stderr
+    assert "new branch" not in later.stderr
+
+
+def test_the_turn_after_a_rewind_says_it_is_a_new_branch(flow):
+    proc = chat(flow, ["a", "b", "/rewind", "c", "d"], "--json")
+    assert proc.returncode == 0, proc.stderr
+    a, b, c, d = (json.loads(line)["run_id"] for line in proc.stdout.splitlines())
+    assert [line for line in proc.stderr.splitlines() if "new branch" in line] == [_branch_note(a, b)]
+
+
 def test_each_turn_is_a_run_whose_parent_is_the_previous_turn(flow, tmp_path):
     saver = f"jsonl:{tmp_path / 'state.jsonl'}"
     proc = chat(flow, ["a", "b"], "--saver", saver, "--json")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
-from testkit import ROOT, timbal
+from testkit import ROOT, child_env, timbal
 
 QUICKSTART = ROOT / "flows" / "quickstart.yaml"
 BROKEN = Path(__file__).resolve().parent / "broken"
@@ -79,6 +79,34 @@ def test_validate_does_not_import_heavy_modules() -> None:
     assert result.returncode == 0
     modules = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert not {m for m in modules if m.split(".")[0] in ("litellm", "rich", "openai", "httpx")}
+
+
+HEAVY = {"procrastinate", "psycopg", "fastapi", "uvicorn", "starlette", "litellm", "llama_cpp", "playwright"}
+
+
+def test_importing_the_cli_imports_no_command_library() -> None:
+    # Each command's module loads when that command runs: start-up pays for none of them.
+    code = (
+        "import runner.cli, sys\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(HEAVY)!r}))\n"
+        "print(sorted(m for m in sys.modules if m == 'asyncio' or m.startswith('runner.cli.')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env=child_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    heavy, light = result.stdout.splitlines()
+    assert heavy == "[]"
+    assert light == "['runner.cli.base']"
+
+
+def test_help_lists_every_command() -> None:
+    # Listing a command imports its module: a wrong entry in the command table fails here.
+    result = timbal("--help")
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.split("Commands:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in listed if line.strip()] == [
+        "batch", "chat", "graph", "init", "run", "runs", "schema", "serve", "test", "validate", "worker",
+    ]
 
 
 def test_graph_text_shows_steps_kinds_memory_and_order() -> None:

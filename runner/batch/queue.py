@@ -16,6 +16,14 @@ in row order and writes the same output file as a local batch.
 A batch's id is a digest of the flow, the data file and the output path, so queueing the
 same batch again (or following it with `--wait` later) adds only the rows that are not
 queued, running or done.
+
+A row must never wait for a job that does not exist, or `--wait` would wait forever. So a
+chunk of rows and their jobs are written in one transaction (a submitter killed at any
+moment leaves a chunk queued with its jobs, or not at all), and rows that are queued or
+running with no job left to run them (recorded by a submitter of an older version that was
+killed before it created their jobs, or whose job was cancelled, deleted or failed without
+finishing them) are queued again: by the next `timbal batch --queue` of that batch, and by
+`--wait` while it follows. A row queued again resumes its run, if it had started one.
 """
 
 from __future__ import annotations
@@ -36,12 +44,13 @@ from .local import BatchProgress, run_row
 from .output import OutputWriter, done_rows, result_line, sort_output
 
 __all__ = ["QUEUE_NAME", "TASK_NAME", "QueuedBatch", "batch_id_for", "enqueue_batch", "follow_batch",
-           "run_worker", "queue_saver"]
+           "requeue_orphans", "run_worker", "queue_saver"]
 
 TASK_NAME = "timbal.run_row"
 QUEUE_NAME = "timbal_batch"
 _CHUNK = 500  # rows per round trip when queueing and when reading results
 _POLL_SECONDS = 0.5
+_ORPHAN_CHECK_POLLS = 10  # `--wait` looks for rows with no job every this many polls (~5 s)
 _LOCK_KEY = "timbal-queue-schema"
 
 _ROWS_TABLE = """
@@ -67,6 +76,22 @@ ON CONFLICT (batch_id, row_number) DO UPDATE
  WHERE timbal_batch_rows.status = 'failed' AND timbal_batch_rows.row_number = ANY(%(retry)s::bigint[])
 RETURNING row_number
 """
+# A job that will still run a row: waiting (todo, also after a retry) or taken (doing; a dead
+# worker's taken jobs are retried by the live workers).
+_LIVE_JOB = f"""
+SELECT 1 FROM procrastinate_jobs AS j
+ WHERE j.task_name = '{TASK_NAME}' AND j.status IN ('todo', 'doing')
+   AND j.args->>'batch' = r.batch_id AND (j.args->>'row')::bigint = r.row_number
+"""
+# Rows (of `rows`, or all the batch's with rows = NULL) queued or running with no live job:
+# back to queued, keeping run_id so that the job that takes them resumes their run.
+_REQUEUE_ORPHANS = f"""
+UPDATE timbal_batch_rows AS r SET status = 'queued', job_id = NULL, updated_at = now()
+ WHERE r.batch_id = %(batch)s AND r.status IN ('queued', 'running')
+   AND (%(rows)s::bigint[] IS NULL OR r.row_number = ANY(%(rows)s::bigint[]))
+   AND NOT EXISTS ({_LIVE_JOB})
+RETURNING row_number
+"""
 _CLAIM = """
 UPDATE timbal_batch_rows
    SET status = 'running', job_id = %(job)s, claims = claims + 1, updated_at = now()
@@ -85,6 +110,7 @@ ON CONFLICT (batch_id, row_number) DO UPDATE
    SET status = EXCLUDED.status, run_id = EXCLUDED.run_id, line = EXCLUDED.line,
        tokens = EXCLUDED.tokens, cost = EXCLUDED.cost, updated_at = now()
  WHERE t.job_id IS NOT DISTINCT FROM EXCLUDED.job_id
+RETURNING row_number
 """
 _RESULTS = """
 SELECT row_number, status, line FROM timbal_batch_rows
@@ -130,9 +156,7 @@ async def _ensure_schema(saver: Any) -> None:
     from procrastinate.schema import SchemaManager
 
     try:
-        async with await psycopg.AsyncConnection.connect(
-            saver.dsn, autocommit=True, connect_timeout=10, **_connection_kwargs(saver)
-        ) as conn:
+        async with await _connect(saver) as conn:
             await conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_LOCK_KEY,))
             try:
                 found = await (await conn.execute("SELECT to_regclass('procrastinate_jobs')")).fetchone()
@@ -180,60 +204,104 @@ def _chunks(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
 
 async def enqueue_batch(saver: Any, graph: ExecutionGraph, data: Path, output: Path) -> QueuedBatch:
     """Put every row of `data` that is not done in `output` (nor queued or running already)
-    on the queue, one job per row. Rows that cannot be read are recorded failed at once."""
-    if graph.path is None:
-        raise InputError("--queue needs a flow file (workers compile it from its path)")
-    await _ensure_schema(saver)
+    on the queue, one job per row; rows recorded earlier that no job will run (see the module
+    doc) are queued again. Rows that cannot be read are recorded failed at once."""
     batch = QueuedBatch(batch_id_for(graph, data, output))
+    jobs = _JobMaker(saver, graph, data, batch.batch_id)
+    await _ensure_schema(saver)
     # A row that failed runs again once its failure is in the output file (the user saw it
     # and runs the batch again); before that, a failed row is only waiting to be written.
     done, written = done_rows(output)
-    from_text = data_format(data) == "csv"
-    flow_path = str(Path(graph.path).resolve())
-    app = _app(saver)
-    task = app.task(name=TASK_NAME, queue=QUEUE_NAME)(_never_called)
-    async with app.open_async():
-        connector = app.connector
+    async with await _connect(saver) as conn:
         for chunk in _chunks(read_rows(data), _CHUNK):
             todo = [r for r in chunk if r.number not in done]
             batch.skipped += len(chunk) - len(todo)
             if not todo:
                 continue
-            fresh = {rec["row_number"] for rec in await connector.execute_query_all_async(
-                _QUEUE_ROWS, batch=batch.batch_id, rows=[r.number for r in todo],
-                retry=[r.number for r in todo if r.number in written])}
-            batch.already += len(todo) - len(fresh)
-            jobs = []
-            for row in todo:
-                if row.number not in fresh:
-                    continue
-                if row.problem is not None:
-                    line = result_line(row.number, {}, None, "failed", None, row.problem)
-                    await connector.execute_query_async(
-                        _FINISH, batch=batch.batch_id, row=row.number, status="failed", job=None,
-                        run_id=None, line=line, tokens=0, cost=0.0)
-                    continue
-                jobs.append({"batch": batch.batch_id, "row": row.number, "flow": flow_path,
-                             "flow_hash": graph.content_hash, "values": row.values, "from_text": from_text})
-            if jobs:
-                await task.batch_defer_async(*jobs)
-                batch.queued += len(jobs)
+            numbers = [r.number for r in todo]
+            async with conn.transaction():  # the chunk's rows and their jobs, together or not at all
+                fresh = await jobs.query(conn, _QUEUE_ROWS, rows=numbers,
+                                         retry=[r.number for r in todo if r.number in written])
+                fresh |= await jobs.query(conn, _REQUEUE_ORPHANS, rows=numbers)
+                batch.already += len(todo) - len(fresh)
+                batch.queued += await jobs.defer(conn, [r for r in todo if r.number in fresh])
     return batch
+
+
+async def requeue_orphans(saver: Any, graph: ExecutionGraph, data: Path, batch_id: str) -> int:
+    """Queue again the batch's rows that are queued or running with no job left to run them
+    (see the module doc); how many. `--wait` calls it while it follows a batch."""
+    jobs = _JobMaker(saver, graph, data, batch_id)
+    async with await _connect(saver) as conn, conn.transaction():
+        orphans = await jobs.query(conn, _REQUEUE_ORPHANS, rows=None)
+        if not orphans:
+            return 0
+        return await jobs.defer(conn, [r for r in read_rows(data) if r.number in orphans])
+
+
+class _JobMaker:
+    """Writes a batch's rows and defers their jobs on a connection of ours, in its transaction."""
+
+    def __init__(self, saver: Any, graph: ExecutionGraph, data: Path, batch_id: str) -> None:
+        if graph.path is None:
+            raise InputError("--queue needs a flow file (workers compile it from its path)")
+        self.app = _app(saver)
+        self.task = self.app.task(name=TASK_NAME, queue=QUEUE_NAME)(_never_called)
+        self.batch_id = batch_id
+        self.flow_path = str(Path(graph.path).resolve())
+        self.flow_hash = graph.content_hash
+        self.from_text = data_format(data) == "csv"
+
+    async def query(self, conn: Any, sql: str, **args: Any) -> set[int]:
+        """Run one of the row statements (they return row_number); the row numbers."""
+        found = await self.app.connector.execute_query_all_async_with_connection(
+            conn, sql, batch=self.batch_id, **args)
+        return {rec["row_number"] for rec in found}
+
+    async def defer(self, conn: Any, rows: list[Row]) -> int:
+        """One job per row; a row that cannot be read is recorded failed instead. Jobs deferred."""
+        jobs = []
+        for row in rows:
+            if row.problem is not None:
+                line = result_line(row.number, {}, None, "failed", None, row.problem)
+                await self.query(conn, _FINISH, row=row.number, status="failed", job=None, run_id=None,
+                                 line=line, tokens=0, cost=0.0)
+                continue
+            jobs.append({"batch": self.batch_id, "row": row.number, "flow": self.flow_path,
+                         "flow_hash": self.flow_hash, "values": row.values, "from_text": self.from_text})
+        if jobs:
+            await self.task.configure(connection=conn).batch_defer_async(*jobs)
+        return len(jobs)
+
+
+async def _connect(saver: Any) -> Any:
+    """A connection of our own to the saver's database (autocommit; the queue's schema)."""
+    import psycopg
+
+    try:
+        return await psycopg.AsyncConnection.connect(
+            saver.dsn, autocommit=True, connect_timeout=10, **_connection_kwargs(saver))
+    except psycopg.Error as exc:
+        raise SaverError(f"{saver.describe()}: {' '.join(str(exc).split())}") from exc
 
 
 def _never_called(**_: Any) -> None:  # pragma: no cover - the batch side only defers
     raise RuntimeError("rows run in `timbal worker`")
 
 
-async def follow_batch(saver: Any, batch_id: str, output: Path, skipped: int, total: int,
-                       on_progress: Callable[[BatchProgress], None] | None = None) -> BatchProgress:
+async def follow_batch(saver: Any, graph: ExecutionGraph, data: Path, batch_id: str, output: Path,
+                       skipped: int, total: int, on_progress: Callable[[BatchProgress], None] | None = None,
+                       on_requeue: Callable[[int], None] | None = None) -> BatchProgress:
     """Write the batch's result lines to `output` in row order as workers finish them, until
-    no row is queued or running; then leave `output` in row order."""
+    no row is queued or running; then leave `output` in row order. Now and then, rows that no
+    job will run are queued again (`requeue_orphans`; `on_requeue` is told how many), so
+    this never waits for a row that nothing will run."""
     done, _ = done_rows(output)
     progress = BatchProgress(total=total, skipped=skipped)
     app = _app(saver)
     writer = OutputWriter(output)
     after = 0
+    polls = 0
     try:
         async with app.open_async():
             connector = app.connector
@@ -257,6 +325,11 @@ async def follow_batch(saver: Any, batch_id: str, output: Path, skipped: int, to
                     on_progress(progress)
                 if pending == 0 and len(rows) < _CHUNK:
                     break
+                if pending and polls % _ORPHAN_CHECK_POLLS == 0:
+                    requeued = await requeue_orphans(saver, graph, data, batch_id)
+                    if requeued and on_requeue is not None:
+                        on_requeue(requeued)
+                polls += 1
                 if len(rows) < _CHUNK:
                     await asyncio.sleep(_POLL_SECONDS)  # polling the table: workers may be anywhere
     finally:
@@ -398,9 +471,7 @@ async def run_worker(saver: Any, concurrency: int = 8, stall_seconds: float = 30
     async def run_row_job(context: Any, **args: Any) -> None:
         await holder["worker"].run_job(context.job.id, **args)
 
-    async with app.open_async(), await psycopg.AsyncConnection.connect(
-        saver.dsn, autocommit=True, connect_timeout=10, **_connection_kwargs(saver)
-    ) as locks:
+    async with app.open_async(), await _connect(saver) as locks:
         worker = holder["worker"] = _Worker(saver, app.connector, locks)
         retrier = asyncio.create_task(_retry_stalled(app, stall_seconds))
         running = asyncio.ensure_future(app.run_worker_async(

@@ -39,7 +39,31 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 class _TimbalGroup(click.Group):
     """The root group: `--debug` is taken anywhere on the line (`timbal run f.yaml --debug`),
-    not only before the command, since people add it where the error showed up."""
+    not only before the command, since people add it where the error showed up.
+
+    Commands are registered lazily (`add_lazy_command`): a command's module, and whatever it
+    imports at its top, is imported only when that command runs or `--help` lists it, so
+    `timbal validate` never pays for asyncio, the queue or the server."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands: dict[str, str] = {}
+
+    def add_lazy_command(self, name: str, target: str) -> None:
+        """Register command `name`, found at `target` ("package.module:attribute") when first used."""
+        self.lazy_commands[name] = target
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy_commands.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            import importlib
+
+            module, _, attribute = target.partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         end = args.index("--") if "--" in args else len(args)

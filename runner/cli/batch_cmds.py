@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, handle_errors, main, print_json
+from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, handle_errors, print_json
 
 
 @contextmanager
@@ -57,7 +57,7 @@ def _summary(progress: Any, output: Path) -> str:
             f"{progress.tokens} tokens, ${progress.cost:.4f} → {output}")
 
 
-@main.command("batch")
+@click.command("batch")
 @click.argument("flow", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", "data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               metavar="FILE", help="The rows: a JSONL or CSV file. Keys naming inputs are inputs; others are carried.")
@@ -131,8 +131,10 @@ def _queued(graph: Any, saver: Any, data: Path, output: Path, wait: bool, intera
     total = count_rows(data) - batch.skipped
     with batch_progress(total, interactive) as on_progress:
         try:
-            progress = asyncio.run(run_interruptibly(
-                follow_batch(saver, batch.batch_id, output, batch.skipped, total, on_progress)))
+            progress = asyncio.run(run_interruptibly(follow_batch(
+                saver, graph, data, batch.batch_id, output, batch.skipped, total, on_progress,
+                lambda n: click.echo(f"batch {batch.batch_id}: {n} row(s) had no job left on the queue; "
+                                     "queued them again", err=True))))
         except (asyncio.CancelledError, KeyboardInterrupt):
             click.echo("interrupted: the rows stay on the queue; run the same command again to follow them",
                        err=True)
@@ -141,7 +143,7 @@ def _queued(graph: Any, saver: Any, data: Path, output: Path, wait: bool, intera
     return EXIT_OK if progress.ok else EXIT_FAILED
 
 
-@main.command("worker")
+@click.command("worker")
 @click.option("--saver", "saver_uri", metavar="URI",
               help="The PostgreSQL saver whose queue to take rows from (default: $TIMBAL_SAVER).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,

@@ -9,7 +9,9 @@ good flow stays).
 
 Commands: ``/history`` (the turns so far), ``/rewind [N]`` (branch from N turns back:
 the next run's parent is that older run), ``/reset`` (a fresh conversation, no parent),
-``/help``, ``/quit`` (or end of input, Ctrl-D).
+``/help``, ``/quit`` (or end of input, Ctrl-D). The first turn from a run that was
+continued already (by ``--parent``, ``--continue`` or ``/rewind``) prints the branch note
+that ``timbal run --parent`` prints.
 
 At a terminal, readline gives line editing and history, and replies stream as they
 arrive. With piped stdin there are no prompts or banners: each input line prints its
@@ -30,7 +32,7 @@ from typing import Any
 
 import click
 
-from ..continuation import refuse_in_memory, run_to_continue
+from ..continuation import branch_note, refuse_in_memory, run_to_continue
 from ..errors import InputError, TimbalError
 from ..graph import ExecutionGraph
 from ..openai_chat import line_input_name, reply_text
@@ -91,6 +93,9 @@ class ChatSession:
         # Opened last: nothing after it can fail, so the caller always gets it to close.
         self.saver: Saver = open_saver(self.graph.saver, saver_uri)
         self.turns: list[Turn] = []
+        # The next turn starts from a run picked by --parent, --continue or /rewind, which may
+        # have been continued already: then that turn is a new branch, and says so.
+        self.branching = False
         # A turn whose run waits on answers: the next lines answer its questions, in order.
         self.pending: _PendingTurn | None = None
 
@@ -118,12 +123,14 @@ class ChatSession:
                 raise ValueError("there is 1 turn to rewind: /rewind 1")
             raise ValueError(f"/rewind takes 1 to {len(self.turns)}: there are {len(self.turns)} turns")
         del self.turns[-n:]
+        self.branching = bool(self.turns)
         where = f"run {self.parent_id}" if self.parent_id else "the start"
         return f"rewound {n} turn(s): the next turn continues from {where}"
 
     def reset(self) -> str:
         """Forget the branch: the next turn starts a fresh conversation."""
         self.turns.clear()
+        self.branching = False
         return "new conversation: the next turn has no parent"
 
     # -- reload --------------------------------------------------------------------------
@@ -248,12 +255,23 @@ class ChatSession:
         if not result.ok:
             say(f"error: {result.error}")
             say(f"run {result.run_id} {result.status}{reused}")
+            self._note_branch(result)
             if not self.interactive and not self.as_json:
                 click.echo("")  # one output line per input line, for scripts
             return False
         self._status(f"run {result.run_id}{reused}")
+        self._note_branch(result)
         self.turns.append(Turn(result.run_id, text, reply_text(result.outputs)))
         return True
+
+    def _note_branch(self, result: Any) -> None:
+        """After the first turn from a picked run: the note `timbal run --parent` prints when
+        that run had been continued already (this turn is a new branch beside it)."""
+        if self.branching:
+            self.branching = False
+            note = branch_note(self.saver, result.parent_id, result.run_id)
+            if note:
+                say(note)
 
     def _status(self, line: str) -> None:
         """A status line on stderr, dimmed at a terminal so replies stand out."""
@@ -358,6 +376,7 @@ def chat(
                 session.turns = session._branch(latest.run_id)
             else:
                 say(f"no finished run of {session.graph.name} to continue: starting a new conversation")
+        session.branching = bool(session.turns)
         if interactive:
             say(f"chat with {session.graph.name} ({HELP}; Ctrl-D to leave)")
             if session.turns:

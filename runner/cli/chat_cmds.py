@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from .base import handle_errors, main
+from .base import handle_errors
 
 
-@main.command("chat")
+@click.command("chat")
 @click.argument("flow", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-i", "--input", "assignments", multiple=True, metavar="NAME=VALUE",
               help="A value for another input, the same on every turn (repeatable).")

@@ -17,7 +17,7 @@ import click
 
 from ..errors import FlowError, InputError
 from ..graph_views import GRAPH_FORMATS, step_count
-from .base import EXIT_INVALID, handle_errors, main, print_json, use_color
+from .base import EXIT_INVALID, handle_errors, print_json, use_color
 
 __all__ = ["validate", "graph", "schema", "init", "init_text"]
 
@@ -26,7 +26,7 @@ def _diag_json(exc: FlowError) -> list[dict[str, Any]]:
     return [d.to_dict() for d in exc.diagnostics]
 
 
-@main.command()
+@click.command()
 @click.argument("flows", nargs=-1, required=True, metavar="FLOW...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, valid, errors}.")
 @handle_errors
@@ -58,7 +58,7 @@ def validate(flows: tuple[str, ...], as_json: bool) -> None:
         sys.exit(EXIT_INVALID)
 
 
-@main.command()
+@click.command()
 @click.argument("flow", metavar="FLOW")
 @click.option(
     "--format", "fmt", type=click.Choice(GRAPH_FORMATS), default="text",
@@ -78,7 +78,7 @@ def graph(flow: str, fmt: str, as_json: bool) -> None:
         click.echo(render_graph(compiled, fmt))
 
 
-@main.command()
+@click.command()
 @click.option("--json", "as_json", is_flag=True, help="Same output (the schema is JSON already).")
 @handle_errors
 def schema(as_json: bool) -> None:
@@ -132,7 +132,7 @@ outputs:
 """
 
 
-@main.command()
+@click.command()
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Overwrite the file if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print {file, created} as JSON.")

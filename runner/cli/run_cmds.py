@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from ..continuation import refuse_in_memory, run_to_continue
-from .base import handle_errors, main, print_json
+from .base import handle_errors, print_json
 from .running import execute_once
 
 
-@main.command("run")
+@click.command("run")
 @click.argument("flow", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-i", "--input", "assignments", multiple=True, metavar="NAME=VALUE",
               help="An input value, converted to the input's declared type (repeatable).")

@@ -18,7 +18,7 @@ from ..history import duration, iso, nested_steps, run_detail, run_summary, run_
 from ..history import snippet as _snippet
 from ..savers.base import RunRecord, Saver
 from ..status import RUN_STATUSES
-from .base import handle_errors, main, print_json
+from .base import handle_errors, print_json
 
 __all__ = ["runs", "open_runs_saver", "run_summary", "iso"]
 
@@ -79,7 +79,7 @@ def _console() -> Any:
 
 
 # -- commands -----------------------------------------------------------------------------
-@main.group()
+@click.group()
 def runs() -> None:
     """Inspect the saved runs: list, show, tree, delete."""
 

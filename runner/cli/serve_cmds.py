@@ -7,12 +7,12 @@ from pathlib import Path
 
 import click
 
-from .base import handle_errors, main
+from .base import handle_errors
 
 _SERVE_PACKAGES = {"fastapi", "starlette", "uvicorn", "sse_starlette", "pydantic"}
 
 
-@main.command("serve")
+@click.command("serve")
 @click.argument("flows", nargs=-1, type=click.Path(path_type=Path), metavar="[FLOW|DIR]...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="The port.")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, handle_errors, main, print_json
+from .base import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, handle_errors, print_json
 
 
 @contextmanager
@@ -139,7 +139,7 @@ def watch_tests(paths: tuple[Path, ...], cases_file: Path | None, name_filter: s
         signal.signal(signal.SIGTERM, previous)
 
 
-@main.command("test")
+@click.command("test")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--cases", "cases_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Cases from a YAML or JSONL file instead of the flow's tests: block.")
