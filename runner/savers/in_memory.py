@@ -21,8 +21,16 @@ __all__ = ["SAVER_TYPE", "InMemorySaver"]
 _JSON_FIELDS = frozenset({"inputs", "outputs", "usage"})
 
 
+def _json_text(value: Any) -> str:
+    if value is None:  # a run not finished yet, no usage yet: no encoder needed
+        return "null"
+    if type(value) is dict and not value:
+        return "{}"
+    return encode_json(value)
+
+
 def _stored(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: encode_json(v) if k in _JSON_FIELDS else v for k, v in values.items()}
+    return {k: _json_text(v) if k in _JSON_FIELDS else v for k, v in values.items()}
 
 
 def _read(stored: dict[str, Any]) -> dict[str, Any]:
