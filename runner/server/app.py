@@ -359,7 +359,8 @@ def create_app(
              response_class=DataResponse)
     async def get_tree(run_id: str) -> Response:
         saver, full = await state.locate(run_id)
-        return DataResponse(await _saver_call(saver, history.run_tree, saver, full))
+        trees = await _saver_call(saver, history.run_tree, saver, full)
+        return Response(history.tree_json(trees), media_type="application/json")
 
     @app.delete("/runs/{run_id}", tags=["runs"], summary="Delete a run (its branches too with ?recursive=true)")
     async def delete_run(run_id: str, recursive: bool = False) -> dict[str, Any]:
