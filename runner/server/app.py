@@ -219,7 +219,13 @@ def create_app(
         redoc_url=None,
     )
     app.state.timbal = state
-    app.add_middleware(Guard, state=state, max_body_bytes=max_body_bytes)
+    # The web page's shells and assets open without the key (a browser cannot send it there).
+    key_optional: Callable[[str], bool] | None = None
+    if include_ui:
+        from .ui import serves_without_key
+
+        key_optional = serves_without_key
+    app.add_middleware(Guard, state=state, max_body_bytes=max_body_bytes, key_optional=key_optional)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hmac
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ApiError", "BodyTooLarge", "Guard", "error_body", "OPEN_PATHS"]
+__all__ = ["ApiError", "BodyTooLarge", "Guard", "error_body", "has_key", "OPEN_PATHS"]
 
 class GuardedState(Protocol):
     """What the guard reads of the server's state (`app.ServerState` has it)."""
@@ -27,6 +28,8 @@ class GuardedState(Protocol):
 
 #: (method, path) pairs that need no key.
 OPEN_PATHS = {("GET", "/health")}
+#: Where the guard notes in a request's scope whether it carried the server's key.
+_KEY_SCOPE = "timbal.has_key"
 
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
                  429: "rate_limit_error"}
@@ -60,14 +63,26 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body over {limit} bytes")
 
 
+def has_key(scope: Scope) -> bool:
+    """Whether the request carried the server's key (always true on a server without one).
+    Only a path the guard lets through without a key can see False here."""
+    return bool(scope.get(_KEY_SCOPE, True))
+
+
 class Guard:
     """ASGI middleware: refuses requests while draining (503), without the key (401), with a
-    body over `max_body_bytes` (413); turns an unexpected error into a clean 500."""
+    body over `max_body_bytes` (413); turns an unexpected error into a clean 500.
 
-    def __init__(self, app: ASGIApp, state: GuardedState, max_body_bytes: int) -> None:
+    `key_optional(path)`: paths whose GET (and HEAD) answers without the key too (the web
+    page's shells and assets, which hold no data); `has_key(scope)` tells the route whether
+    the key came. A key that is sent must be right everywhere."""
+
+    def __init__(self, app: ASGIApp, state: GuardedState, max_body_bytes: int,
+                 key_optional: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self.state = state
         self.max_body_bytes = max_body_bytes
+        self.key_optional = key_optional
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,9 +96,12 @@ class Guard:
             return
         key = self.state.api_key
         if key and (method, path) not in OPEN_PATHS:
-            given = headers.get("authorization", "")
-            scheme, _, token = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            given = headers.get("authorization")
+            optional = (given is None and method in ("GET", "HEAD")
+                        and self.key_optional is not None and self.key_optional(path))
+            if optional:
+                scope = {**scope, _KEY_SCOPE: False}
+            elif not _is_key(given or "", key):
                 await _answer(send, path, 401, "missing or wrong API key (send Authorization: Bearer KEY)",
                               "invalid_api_key", {"www-authenticate": "Bearer"})
                 return
@@ -118,6 +136,11 @@ class Guard:
             print(f"timbal serve: error: {method} {path}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             if not started:
                 await _answer(send, path, 500, f"internal error: {type(exc).__name__}", "internal_error")
+
+
+def _is_key(authorization: str, key: str) -> bool:
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
 async def _answer(send: Send, path: str, status: int, message: str, code: str,

@@ -4,8 +4,14 @@ run's steps, conversations and branch tree.
 The pages are Jinja2 templates rendered by the server, with a little plain JavaScript and
 no build step. The home page lists the flows on the server (from `GET /flows`'s own data);
 the other pages fill themselves from the server's JSON API (SPEC §8), as any client would,
-so they show exactly what API clients see and follow runs live through its events. Every asset is served from `/ui/static/`, and a Content-Security-Policy
-keeps the browser from reaching anything but this server.
+so they show exactly what API clients see and follow runs live through its events. Every
+asset is served from `/ui/static/`, and a Content-Security-Policy keeps the browser from
+reaching anything but this server.
+
+On a server with a key, a browser cannot send the key when it opens a page, so the pages
+and their assets answer without it (`serves_without_key`) but hold no data then: the home
+page is a shell whose script lists the flows through `GET /flows`. Every API call needs the
+key; the script asks for it on the first 401 and keeps it in the tab's sessionStorage.
 """
 
 from __future__ import annotations
@@ -22,11 +28,12 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from ...status import RUN_STATUSES
+from ..guard import has_key
 
 if TYPE_CHECKING:
     from ..catalog import FlowCatalog
 
-__all__ = ["mount_ui", "STATIC_DIR", "TEMPLATES_DIR", "CONTENT_SECURITY_POLICY"]
+__all__ = ["mount_ui", "serves_without_key", "STATIC_DIR", "TEMPLATES_DIR", "CONTENT_SECURITY_POLICY"]
 
 _HERE = Path(__file__).resolve().parent
 STATIC_DIR = _HERE / "static"
@@ -46,11 +53,16 @@ _templates.env.globals["flow_url"] = lambda name: f"/ui/flows/{quote(name, safe=
 _templates.env.globals["statuses"] = tuple(dict.fromkeys((*RUN_STATUSES, "waiting")))
 
 
+def serves_without_key(path: str) -> bool:
+    """Whether `path` is one of the page's (a page or an asset), which a GET answers without
+    the key: what it answers then holds no data of the server's flows or runs."""
+    return path == "/" or path.startswith("/ui/")
+
+
 def _page(request: Request, template: str, section: str, **context: Any) -> Response:
     response = _templates.TemplateResponse(request, template, {"section": section, **context})
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     return response
-
 
 
 
@@ -86,8 +98,9 @@ def mount_ui(app: Starlette, state: _UIState) -> None:
     server's: the home page lists its flows as `GET /flows` does."""
 
     async def flows_page(request: Request) -> Response:
-        """`/`: every flow with its description (rendered here: readable without scripts)."""
-        flows = await run_in_threadpool(state.catalog.listing)
+        """`/`: every flow with its description, rendered here (readable without scripts) for
+        a request that may read `GET /flows`; without the key, a shell its script fills."""
+        flows = await run_in_threadpool(state.catalog.listing) if has_key(request.scope) else None
         return _page(request, "flows.html", "flows", flows=flows)
 
     for path, endpoint in (
