@@ -161,7 +161,8 @@ def test_the_page_asks_for_the_key_keeps_it_for_the_tab_and_forgets_it(page, key
     key_box.press("Enter")
     expect(page.locator("li.turn").first).to_contain_text("a keyed chat")
 
-    # the key never reached the saved state or the server's output
+    # the key never reached the saved state or the server's output (this stops the module's
+    # server: the tests above it in this file have used it already)
     state = b"".join(f.read_bytes() for f in Path(keyed.cwd).glob("state.db*"))  # with its WAL
     assert KEY.encode() not in state and b"a keyed chat" in state
     assert keyed.terminate() == 0

@@ -62,6 +62,7 @@ def serves_without_key(path: str) -> bool:
 def _page(request: Request, template: str, section: str, **context: Any) -> Response:
     response = _templates.TemplateResponse(request, template, {"section": section, **context})
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    response.headers["Vary"] = "Authorization"  # the home page lists the flows only to the key
     return response
 
 
