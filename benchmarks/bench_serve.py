@@ -11,7 +11,9 @@ worker, and drives them from this process with aiohttp at 50 concurrent clients:
 - **postgres**: the same flow on the PostgreSQL saver (every run and step saved), when a DSN
   is given.
 
-Figures per side: requests per second, p50 and p99 latency. Then the streaming overhead:
+Figures per side: requests per second, p50 and p99 latency, and the server process's CPU
+time per request (user + system, from /proc: unlike the throughput, it does not move when
+the client, on the same cores, takes more or less of them). Then the streaming overhead:
 one client at a time, the time to the first byte and to the first text chunk of a streamed
 reply, `POST /v1/chat/completions` with `"stream": true` against the bare app's
 `POST /stream` (sse-starlette, the same chunks). Targets: memory throughput at least half
@@ -95,6 +97,15 @@ def _start(argv: list[str], port: int, cwd: str, env: dict[str, str] | None = No
             time.sleep(0.05)  # readiness poll
     proc.kill()
     raise RuntimeError("server not ready within 60 s")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process `pid` has used, from /proc (None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -195,7 +206,11 @@ def measure(requests: int = 2000, postgres_dsn: str | None = None, stream_times:
                 proc = _start([a.replace("{port}", str(port)) for a in argv], port, tmp, env)
                 try:
                     try:
+                        cpu_before = _cpu_seconds(proc.pid)
                         out[name] = asyncio.run(_load(f"http://127.0.0.1:{port}{path}", requests, CLIENTS))
+                        cpu_after = _cpu_seconds(proc.pid)
+                        if cpu_before is not None and cpu_after is not None:  # the warm-up's requests too
+                            out[name]["cpu_us"] = round((cpu_after - cpu_before) / (requests + CLIENTS) * 1e6, 1)
                     except Exception as exc:
                         log = Path(tmp, f"server-{port}.log").read_text(errors="replace")[-2000:]
                         raise RuntimeError(f"{name}: {type(exc).__name__}: {exc}; server log:\n{log}") from exc
@@ -214,6 +229,8 @@ def measure(requests: int = 2000, postgres_dsn: str | None = None, stream_times:
                 with psycopg.connect(postgres_dsn, autocommit=True) as conn:
                     conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     out["memory_vs_bare_throughput"] = round(out["memory"]["rps"] / out["bare"]["rps"], 3)
+    if "cpu_us" in out["memory"] and "cpu_us" in out["bare"]:
+        out["bare_vs_memory_cpu"] = round(out["bare"]["cpu_us"] / out["memory"]["cpu_us"], 3)
     out["stream_first_byte_overhead_ms"] = round(
         out["memory_stream"]["first_byte_ms"] - out["bare_stream"]["first_byte_ms"], 2)
     out["stream_first_text_overhead_ms"] = round(

@@ -825,6 +825,8 @@ def _serve_rows(r: Results, ctx: Context) -> list[Row]:
             Row(f"timbal serve, {label}: time per request (1 / throughput)", _per_request_ms(r, side),
                 _per_request_ms(r, "bare"), "bare FastAPI",
                 Target("ratio", 2.0) if side == "memory" else None),
+            Row(f"timbal serve, {label}: server CPU per request", r.get("ours.serve", f"{side}.cpu_us", "us"),
+                r.get("ours.serve", "bare.cpu_us", "us"), "bare FastAPI"),
             Row(f"timbal serve, {label}: p50 latency", r.get("ours.serve", f"{side}.p50_ms", "ms"),
                 r.get("ours.serve", "bare.p50_ms", "ms"), "bare FastAPI"),
             Row(f"timbal serve, {label}: p99 latency", r.get("ours.serve", f"{side}.p99_ms", "ms"),

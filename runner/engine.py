@@ -702,7 +702,10 @@ def _final_memory(
 ) -> dict[str, list[dict[str, Any]]]:
     """A finished run's memory exactly as its saver would load it: the memory it started
     from, then what its saved step records added, through JSON as a store keeps them."""
-    return join_deltas([base, json.loads(encode_json(steps_delta(saved.values())))])
+    delta = steps_delta(saved.values())
+    if not delta:
+        return join_deltas([base])
+    return join_deltas([base, json.loads(encode_json(delta))])
 
 
 def note_secret_params(graph: ExecutionGraph, inputs: Mapping[str, Any], redactor: Redactor) -> None:
@@ -739,6 +742,8 @@ def input_step(graph: ExecutionGraph, path: str) -> StepSpec | None:
 def check_early_answers(graph: ExecutionGraph, answers: Mapping[str, Any]) -> None:
     """Answers given to a new run, before it asks: each must name an input step of the flow
     and fit its schema (InputError otherwise). The step then takes it without waiting."""
+    if not answers:
+        return
     from .errors import Diagnostic
     from .inputs import check_answer
 

@@ -31,6 +31,7 @@ __all__ = [
     "step_data",
     "run_detail",
     "run_tree",
+    "tree_json",
     "replay_events",
     "latest_finished",
     "FINISHED_STATUSES",
@@ -157,6 +158,33 @@ def run_tree(saver: Saver, run_id: str | None = None) -> list[dict[str, Any]]:
     for rid, node in nodes.items():
         node["children"] = [nodes[c] for c in kids.get(rid, [])]
     return [nodes[r] for r in roots]
+
+
+def tree_json(trees: list[dict[str, Any]]) -> str:
+    """`run_tree`'s trees as compact JSON text, however deep: `json.dumps` recurses once per
+    level, and a conversation of a few hundred turns is deeper than Python's recursion limit."""
+    out: list[str] = ["["]
+    # What is left to write, last first: a node (its fields, then its children), or text.
+    todo: list[dict[str, Any] | str] = ["]"]
+
+    def push(nodes: list[dict[str, Any]]) -> None:
+        for i in range(len(nodes) - 1, -1, -1):
+            todo.append(nodes[i])
+            if i:
+                todo.append(",")
+
+    push(trees)
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        fields = {k: v for k, v in item.items() if k != "children"}
+        text = json.dumps(fields, ensure_ascii=False, default=str, separators=(",", ":"))
+        out.append(text[:-1] + ("," if fields else "") + '"children":[')
+        todo.append("]}")
+        push(item.get("children") or [])
+    return "".join(out)
 
 
 def waiting_questions(run: RunRecord) -> list[dict[str, Any]]:

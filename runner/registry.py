@@ -159,6 +159,8 @@ class Registry(Generic[T]):
         self._builtin: set[str] = set()
         self._loaded = False
         self._lock = threading.RLock()
+        #: Goes up with every registration: caches of choices among the items compare it.
+        self.version = 0
 
     def register(self, item: T, builtin: bool = False) -> T:
         """Add a descriptor; a name taken by another descriptor is an error."""
@@ -169,6 +171,7 @@ class Registry(Generic[T]):
             if known is not None and known is not item:
                 raise RegistryError(f"two {self.kind.__name__}s are named {item.name!r}")
             self._items[item.name] = item
+            self.version += 1
             if builtin:
                 self._builtin.add(item.name)
         return item

@@ -81,6 +81,9 @@ class CompiledTemplate:
     references: tuple[Reference, ...]
     native: bool
     _render: Any  # jinja Template, or a compiled expression when native
+    # Text and `{{ a.b }}` fields only: the text pieces and the fields' paths, in order, read
+    # straight from the context when every key is there (else Jinja renders, and says why not).
+    _fields: tuple[str | tuple[str, ...], ...] | None = None
 
     @property
     def roots(self) -> frozenset[str]:
@@ -89,6 +92,10 @@ class CompiledTemplate:
 
     def render(self, context: Mapping[str, Any]) -> Any:
         """Render with `context`; native value for a single expression, else text."""
+        if self._fields is not None:
+            fast = _render_fields(self._fields, self.native, context)
+            if fast is not _MISSING:
+                return fast
         try:
             if self.native:
                 value = self._render(**context)
@@ -110,6 +117,50 @@ class CompiledTemplate:
 
     def __repr__(self) -> str:
         return f"CompiledTemplate({self.source!r})"
+
+
+_MISSING = object()
+
+
+def _render_fields(fields: tuple[str | tuple[str, ...], ...], native: bool, context: Mapping[str, Any]) -> Any:
+    """A template of text and `{{ a.b }}` fields, read straight from `context` (what Jinja
+    would render: a key of a mapping wins over an attribute, a value prints as `str()`), or
+    _MISSING when a name or key is not there or a value is not a mapping: Jinja renders those,
+    with its error or its attribute lookup."""
+    parts: list[str] = []
+    for field in fields:
+        if isinstance(field, str):
+            parts.append(field)
+            continue
+        value: Any = context
+        for name in field:
+            if not isinstance(value, Mapping) or name not in value:
+                return _MISSING
+            value = value[name]
+        if native:
+            return value
+        parts.append(str(value))
+    return "".join(parts)
+
+
+def _field_plan(source: str) -> tuple[str | tuple[str, ...], ...] | None:
+    """The text pieces and field paths of a template that `_simple_references` accepted, or
+    None when Jinja's own handling could differ (line ends it rewrites, Jinja's global names)."""
+    if "\r" in source:
+        return None
+    plan: list[str | tuple[str, ...]] = []
+    last = 0
+    for m in _FIELD.finditer(source):
+        path = tuple(m.group(1).split("."))
+        if path[0] in _env.globals:
+            return None
+        if m.start() > last:
+            plan.append(source[last : m.start()])
+        plan.append(path)
+        last = m.end()
+    if last < len(source):
+        plan.append(source[last:])
+    return tuple(plan)
 
 
 def _references(ast: nodes.Template) -> tuple[Reference, ...]:
@@ -218,12 +269,15 @@ def compile_template(source: str) -> CompiledTemplate:
         _check_names(ast)
         refs = _references(ast)
     # Text made only of fields holds one field when it is one `{{ }}`; otherwise ask Jinja.
+    fields = _field_plan(source) if ast is None else None
     if match and (ast is None or _is_expression(match.group("expr"))):
         expr = match.group("expr")
         native = _Deferred(lambda: _env.compile_expression(expr, undefined_to_none=False))
-        return CompiledTemplate(source, refs, True, native)
+        if fields is not None:  # the one field, without the blanks around it
+            fields = tuple(f for f in fields if not isinstance(f, str))
+        return CompiledTemplate(source, refs, True, native, fields)
     text = source if ast is None else ast
-    return CompiledTemplate(source, refs, False, _Deferred(lambda: _env.from_string(text)))
+    return CompiledTemplate(source, refs, False, _Deferred(lambda: _env.from_string(text)), fields)
 
 
 def render_value(value: Any, context: Mapping[str, Any]) -> Any:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from testkit import timbal, write
+from testkit import ServeProcess, timbal, write
 
 from runner import JSONLSaver, PostgresSaver, SQLiteSaver
 from runner.ids import new_run_id
@@ -57,6 +57,58 @@ def test_runs_tree_draws_a_conversation_of_hundreds_of_turns(tmp_path: Path, kin
         (node,) = node["children"]
         depth += 1
     assert depth == TURNS and node["run_id"] == ids[-1]
+
+
+def _depth(node: dict) -> tuple[int, dict]:
+    depth = 1
+    while node["children"]:
+        (node,) = node["children"]
+        depth += 1
+    return depth, node
+
+
+def test_the_server_answers_the_tree_of_a_conversation_of_hundreds_of_turns(tmp_path: Path) -> None:
+    from runner.history import run_tree, tree_json
+
+    path = tmp_path / "state.db"
+    with SQLiteSaver(path) as saver:
+        ids = chain(saver, TURNS)
+        chain(saver, 1)  # another conversation: not in the tree asked for
+        branch = new_run_id()  # a branch from turn 3: it has two children
+        saver.start_run(RunRecord(branch, ids[2], "chat", None, "hash"))
+        shallow = run_tree(saver, ids[0])
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(10_000)  # Python's own json reader (and writer) recurse once per level
+    try:
+        assert json.loads(tree_json(shallow)) == json.loads(json.dumps(shallow, default=str))
+    finally:
+        sys.setrecursionlimit(limit)
+    flow = write(tmp_path / "chat.yaml", """
+        version: 1
+        name: chat
+        steps:
+          - {id: reply, model: echo, prompt: hi}
+        """)
+    server = ServeProcess(str(flow), "--saver", f"sqlite:{path}", cwd=tmp_path)
+    try:
+        import httpx
+
+        answer = httpx.get(f"{server.url}/runs/{ids[-1]}/tree", timeout=60)
+        assert answer.status_code == 200, answer.text[-2000:]
+        assert answer.headers["content-type"].startswith("application/json")
+        sys.setrecursionlimit(10_000)
+        try:
+            trees = json.loads(answer.text)
+        finally:
+            sys.setrecursionlimit(limit)
+    finally:
+        server.close()
+    assert len(trees) == 1
+    third = trees[0]["children"][0]["children"][0]
+    assert [c["run_id"] for c in third["children"]] == [ids[3], branch]
+    depth, last = _depth(third["children"][0])
+    assert depth == TURNS - 3 and last["run_id"] == ids[-1]
+    assert last["message"] == f"turn {TURNS - 1}" and last["status"] == "succeeded"
 
 
 @pytest.mark.postgres

@@ -38,14 +38,30 @@ __all__ = [
 Backend = Callable[[ModelRequest, "ChunkCallback | None"], Any]  # async
 
 
+#: backend_for's answers: (model, registry version, which backends are available) -> backend.
+_CHOSEN: dict[tuple[str, int, tuple[bool, ...]], Backend] = {}
+
+
 def backend_for(model: str) -> Backend:
     """The async function that serves `model`: the backend with the longest matching
     prefix, else the fallback backend. ProviderError when none serves it."""
     from ..registry import model_backends
 
+    backends = list(model_backends)  # loads the registry (and its plugins) on first use
+    key = (model, model_backends.version, tuple(b.available() for b in backends if b.available is not None))
+    chosen = _CHOSEN.get(key)
+    if chosen is None:
+        chosen = _choose_backend(model, backends)
+        if len(_CHOSEN) > 1024:  # model names come from flow files: few, but bound it anyway
+            _CHOSEN.clear()
+        _CHOSEN[key] = chosen
+    return chosen
+
+
+def _choose_backend(model: str, backends: list[Any]) -> Backend:
     best: tuple[int, Backend] | None = None
     fallback: Backend | None = None
-    for backend in model_backends:
+    for backend in backends:
         if backend.available is not None and not backend.available():
             continue  # turned off (e.g. TIMBAL_OPENAI_CLIENT=litellm)
         prefix = backend.serves(model)

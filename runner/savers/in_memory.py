@@ -16,16 +16,33 @@ from .base import RunRecord, Saver, StepRecord, encode_json
 __all__ = ["SAVER_TYPE", "InMemorySaver"]
 
 
-def _copy(value: Any) -> Any:
-    # Through JSON, so values come back exactly as a durable saver would return them.
-    return json.loads(encode_json(value))
+# A run's fields that hold values of the flow (anything JSON can say): kept as JSON text, so
+# they come back exactly as a durable saver would return them, and fresh at every read.
+_JSON_FIELDS = frozenset({"inputs", "outputs", "usage"})
+
+
+def _json_text(value: Any) -> str:
+    if value is None:  # a run not finished yet, no usage yet: no encoder needed
+        return "null"
+    if type(value) is dict and not value:
+        return "{}"
+    return encode_json(value)
+
+
+def _stored(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _json_text(v) if k in _JSON_FIELDS else v for k, v in values.items()}
+
+
+def _read(stored: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.loads(v) if k in _JSON_FIELDS else v for k, v in stored.items()}
 
 
 class InMemorySaver(Saver):
     """Runs in a dict. Thread-safe; records are copied in and out, so callers can't alias them.
 
-    Step records are kept as their JSON text (encoded once when saved, decoded when read),
-    so a step costs one encoding and reads return fresh values, as a durable saver's do.
+    Step records, and a run's inputs, outputs and usage, are kept as their JSON text (encoded
+    once when saved, decoded when read), so a write costs one encoding and reads return
+    fresh values, as a durable saver's do.
     """
 
     kind = "in_memory"
@@ -47,7 +64,7 @@ class InMemorySaver(Saver):
     # -- writing -------------------------------------------------------------------------
     def start_run(self, run: RunRecord) -> None:
         """Record a new run, or mark an existing one running again (its steps and start time stay)."""
-        header = _copy(run.to_dict(with_steps=False))
+        header = _stored(run.to_dict(with_steps=False))
         self.forget_memory(run.run_id)
         with self._lock:
             old = self._runs.get(run.run_id)
@@ -74,8 +91,8 @@ class InMemorySaver(Saver):
         ended_at: float | None = None,
     ) -> None:
         """Record the end of a run."""
-        update = _copy({"status": status, "outputs": outputs, "error": error,
-                        "usage": usage or {}, "ended_at": ended_at if ended_at is not None else time.time()})
+        update = _stored({"status": status, "outputs": outputs, "error": error,
+                          "usage": usage or {}, "ended_at": ended_at if ended_at is not None else time.time()})
         with self._lock:
             self._run(run_id).update(update)
 
@@ -91,7 +108,7 @@ class InMemorySaver(Saver):
     def get_run(self, run_id: str) -> RunRecord:
         """The run with its steps. Raises RunNotFound."""
         with self._lock:
-            data = _copy(self._run(run_id))
+            data = _read(self._run(run_id))
             steps = sorted(self._steps.get(run_id, {}).values())
         data["steps"] = [json.loads(text) for _, _, text in steps]
         return RunRecord.from_dict(data)
@@ -108,7 +125,7 @@ class InMemorySaver(Saver):
             rows.sort(key=lambda r: (r["started_at"], r["run_id"]), reverse=True)
             if limit is not None:
                 rows = rows[: max(limit, 0)]
-            return [RunRecord.from_dict(_copy(r)) for r in rows]
+            return [RunRecord.from_dict(_read(r)) for r in rows]
 
     def children(self, run_id: str) -> list[str]:
         """Ids of the runs whose parent is `run_id`, oldest first."""

@@ -168,8 +168,8 @@ async def _follow_live(live: LiveRun, after: int, cancel_on_disconnect: bool) ->
             yield _sse(event, number)
         finished = True
     finally:
-        if not finished and cancel_on_disconnect and not live.done and live.task is not None:
-            live.task.cancel()  # the client went away: the run is recorded interrupted
+        if not finished and cancel_on_disconnect:
+            live.cancel()  # the client went away: the run is recorded interrupted
 
 
 async def _follow_store(saver: Saver, run_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
@@ -270,22 +270,29 @@ def create_app(
         return JSONResponse(error_body(request.url.path, 503, f"state saver: {exc}", "saver_unavailable"), 503)
 
     # -- runs: start, answer -----------------------------------------------------------
-    async def start(served: ServedFlow, *, stream: bool | frozenset[str], **kwargs: Any) -> LiveRun:
+    async def start(served: ServedFlow, *, stream: bool | frozenset[str], here: bool = False,
+                    **kwargs: Any) -> LiveRun:
+        """Start a run of `served`. `here`: run it to its end in the request's own task (the
+        request waits for the result anyway); else in a task of its own, returning once it
+        has an id (the request streams it, or answers at once)."""
         flow = served.flow  # the flow as it is now: a reload later does not change this run
 
         def run(listener: Callable[[Event], None]) -> Coroutine[Any, Any, RunResult]:
             return flow.run(listener=listener, stream=stream, **{k: v for k, v in kwargs.items() if v is not None})
 
+        if here:
+            return await state.live.run_here(served.name, served.saver, run)
         return await state.live.start(served.name, served.saver, run)
 
-    async def answer_run(request: Request, live: LiveRun, background: bool) -> Response:
+    async def answer_run(request: Request, live: LiveRun, background: bool, events: bool) -> Response:
         """The answer to a request that started (or resumed) a run, in the asked form."""
-        assert live.run_id is not None  # set when the run started
+        if live.run_id is None:  # refused before it started (bad inputs, an unknown parent)
+            raise live.error or RuntimeError("the run ended before it started")
         headers = _run_headers(live.run_id)
         if background:
             headers["Location"] = f"/runs/{live.run_id}"
             return JSONResponse({"run_id": live.run_id, "status": "running"}, 202, headers=headers)
-        if _wants_events(request):
+        if events:
             return EventSourceResponse(_follow_live(live, 0, cancel_on_disconnect=True), headers=headers)
         await live.wait()
         if live.error is not None:
@@ -328,9 +335,10 @@ def create_app(
                 raise ApiError(400, f"no earlier run of {served.name!r} to continue", "nothing_to_continue")
             parent = latest.run_id
         # A background run streams too: whoever follows GET /runs/ID/events sees replies arrive.
-        live = await start(served, stream=_wants_events(request) or body.background,
+        events = _wants_events(request)
+        live = await start(served, stream=events or body.background, here=not (events or body.background),
                            inputs=body.inputs, parent_id=parent, answers=body.answers or None)
-        return await answer_run(request, live, body.background)
+        return await answer_run(request, live, body.background, events)
 
     @app.get("/runs", tags=["runs"], summary="The saved runs, newest first", response_class=DataResponse)
     async def list_runs(
@@ -357,7 +365,8 @@ def create_app(
              response_class=DataResponse)
     async def get_tree(run_id: str) -> Response:
         saver, full = await state.locate(run_id)
-        return DataResponse(await _saver_call(saver, history.run_tree, saver, full))
+        trees = await _saver_call(saver, history.run_tree, saver, full)
+        return Response(history.tree_json(trees), media_type="application/json")
 
     @app.delete("/runs/{run_id}", tags=["runs"], summary="Delete a run (its branches too with ?recursive=true)")
     async def delete_run(run_id: str, recursive: bool = False) -> dict[str, Any]:
@@ -395,9 +404,10 @@ def create_app(
             raise ApiError(409, f"run {full} is {record.status}: only a failed, interrupted or waiting "
                                 "run can be resumed", "not_resumable")
         served = state.flow_of(record.flow_name)
-        live = await start(served, stream=_wants_events(request) or body.background,
+        events = _wants_events(request)
+        live = await start(served, stream=events or body.background, here=not (events or body.background),
                            resume=full, answers=body.answers or None)
-        return await answer_run(request, live, body.background)
+        return await answer_run(request, live, body.background, events)
 
     @app.post("/runs/{run_id}/cancel", tags=["runs"], summary="Cancel a run (it becomes interrupted)",
               response_class=DataResponse)
@@ -433,7 +443,10 @@ def create_app(
         out_step = graph.output_step
         verbatim = body.stream and streams_verbatim(graph) and out_step is not None
         live = await start(served, stream=frozenset({out_step}) if verbatim and out_step else False,
-                           inputs=req.inputs, parent_id=req.parent_id, history=req.history or None)
+                           here=not body.stream, inputs=req.inputs, parent_id=req.parent_id,
+                           history=req.history or None)
+        if live.run_id is None:  # refused before it started
+            raise live.error or RuntimeError("the run ended before it started")
         headers = _run_headers(live.run_id)
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -505,8 +518,8 @@ async def _events_until_done(live: LiveRun) -> AsyncIterator[tuple[int | None, E
             yield item
         finished = True
     finally:
-        if not finished and not live.done and live.task is not None:
-            live.task.cancel()  # the client went away: the run is recorded interrupted
+        if not finished:
+            live.cancel()  # the client went away: the run is recorded interrupted
 
 
 class DataResponse(JSONResponse):

@@ -90,22 +90,21 @@ class Guard:
             return
         path: str = scope.get("path", "")
         method: str = scope.get("method", "GET")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        authorization = length = None
+        for name, value in scope.get("headers", ()):  # ASGI servers give names in lower case
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"content-length":
+                length = value.decode("latin-1")
         if self.state.draining and (method, path) not in OPEN_PATHS:
             await _answer(send, path, 503, "the server is shutting down", "shutting_down")
             return
         key = self.state.api_key
         if key and (method, path) not in OPEN_PATHS:
-            given = headers.get("authorization")
-            optional = (given is None and method in ("GET", "HEAD")
-                        and self.key_optional is not None and self.key_optional(path))
-            if optional:
-                scope = {**scope, _KEY_SCOPE: False}
-            elif not _is_key(given or "", key):
+            if not _is_key(authorization or "", key):
                 await _answer(send, path, 401, "missing or wrong API key (send Authorization: Bearer KEY)",
                               "invalid_api_key", {"www-authenticate": "Bearer"})
                 return
-        length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await _answer(send, path, 413, f"request body over {self.max_body_bytes} bytes", "body_too_large")
             return

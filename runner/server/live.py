@@ -46,36 +46,65 @@ class LiveRun:
         self.result: RunResult | None = None
         self.error: BaseException | None = None
         self.cancelled = False
+        # Whether this server asked the run to stop (`cancel`): a run running in a request's
+        # own task (`LiveRuns.run_here`) then ends `interrupted` and the request answers.
+        self.cancel_requested = False
         self.started_at = time.monotonic()
         self.task: asyncio.Task[None] | None = None
-        loop = asyncio.get_running_loop()
-        self._started: asyncio.Future[str] = loop.create_future()
-        self._signal = asyncio.Event()
-        self._done = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        # Resolved when the run has an id, or with the error that stopped it before.
+        self._started: asyncio.Future[str] = self._loop.create_future()
+        self._done = False
+        # Futures of the followers waiting for the next event (or the end): most runs have
+        # none, and an event then costs no more than an append.
+        self._waiters: list[asyncio.Future[None]] = []
 
     @property
     def done(self) -> bool:
-        return self._done.is_set()
+        return self._done
+
+    def cancel(self) -> None:
+        """Stop the run: the engine records it `interrupted` (resumable)."""
+        if self.task is not None and not self._done:
+            self.cancel_requested = True
+            self.task.cancel()
 
     def add(self, event: Event) -> None:
         """The engine's listener: keep the event and wake the followers."""
         self.events.append(event)
-        if event.type == RUN_STARTED and not self._started.done():
+        if event.type == RUN_STARTED and self.run_id is None:
             self.run_id = event.run_id
-            self._started.set_result(event.run_id)
-        self._wake()
+            if not self._started.done():
+                self._started.set_result(event.run_id)
+        if self._waiters:
+            self._wake()
 
     def _wake(self) -> None:
-        self._signal.set()
-        self._signal = asyncio.Event()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
-    def _finish(self) -> None:
-        self._done.set()
+    def _finish(self, error: BaseException | None = None) -> None:
+        if not self._started.done():
+            if error is not None:
+                self._started.set_exception(error)
+            else:
+                self._started.set_exception(RuntimeError("the run ended before it started"))
+            self._started.exception()  # retrieved: not "never retrieved" when nobody waits
+        self._done = True
         self._wake()
+
+    async def _next(self) -> None:
+        """Until the next event, or the end."""
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        await waiter
 
     async def wait(self) -> None:
         """Until the run is over (succeeded, failed, waiting, interrupted or refused)."""
-        await self._done.wait()
+        while not self._done:
+            await self._next()
 
     async def follow(self, after: int = 0) -> AsyncIterator[tuple[int | None, Event]]:
         """(number, event) for every event after the `after`-th, live until the run is over.
@@ -86,7 +115,6 @@ class LiveRun:
         index = 0  # into self.events
         number = 0  # of the last numbered event passed
         while True:
-            signal = self._signal
             while index < len(self.events):
                 event = self.events[index]
                 index += 1
@@ -99,7 +127,7 @@ class LiveRun:
                     yield number, event
             if self.done:
                 return
-            await signal.wait()
+            await self._next()
 
 
 class LiveRuns:
@@ -124,13 +152,30 @@ class LiveRuns:
         before the run starts (bad inputs, an unknown parent) are raised here."""
         live = LiveRun(flow_name, saver)
         live.task = asyncio.create_task(self._drive(live, run))
-        waiters: set[asyncio.Future[Any]] = {live._started, live.task}
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        if not live._started.done():
-            if live.error is not None:
-                raise live.error
-            raise RuntimeError("the run ended before it started")
-        self._ensure_watcher()
+        # Shielded: a request cancelled meanwhile stops waiting; the run goes on.
+        await asyncio.shield(live._started)
+        return live
+
+    async def run_here(
+        self,
+        flow_name: str,
+        saver: Saver,
+        run: Callable[[Callable[[Event], None]], Coroutine[Any, Any, RunResult]],
+    ) -> LiveRun:
+        """Run `run(listener)` to its end in the calling task: a request that waits for the
+        result has no task to start and take the result over from. The run is in flight
+        here all the same (followers, `cancel`, drain). Cancelled through `LiveRun.cancel`,
+        the run ends `interrupted` and this returns (result None); any other cancellation
+        of the calling task goes on up. The outcome is in `result` or `error`."""
+        live = LiveRun(flow_name, saver)
+        task = live.task = asyncio.current_task()
+        await self._drive(live, run)
+        if live.cancelled:
+            if not live.cancel_requested:
+                raise asyncio.CancelledError
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the cancel is handled
+            if uncancel is not None:
+                uncancel()
         return live
 
     async def _drive(
@@ -143,7 +188,7 @@ class LiveRuns:
         except Exception as exc:  # noqa: BLE001 - handed to whoever waits for the run
             live.error = exc
         finally:
-            live._finish()
+            live._finish(live.error)
             if live.run_id is not None:
                 self.running.pop(live.run_id, None)
                 self.retained[live.run_id] = live
@@ -154,6 +199,7 @@ class LiveRuns:
         def listener(event: Event) -> None:
             if event.type == RUN_STARTED and live.run_id is None:
                 self.running[event.run_id] = live
+                self._ensure_watcher()
             live.add(event)
 
         return listener
@@ -164,7 +210,7 @@ class LiveRuns:
         live = self.running.get(run_id)
         if live is None or live.task is None:
             return False
-        live.task.cancel()
+        live.cancel()
         await live.wait()
         return True
 
@@ -206,7 +252,7 @@ class LiveRuns:
                 except Exception:  # noqa: BLE001 - the store may be down a moment; look again later
                     continue
                 if record.status == "interrupted" and not live.done:
-                    live.task.cancel()
+                    live.cancel()
                     await live.wait()  # recorded interrupted here too, before anyone resumes it
                     print(f"timbal serve: run {run_id} was cancelled from another server",
                           file=sys.stderr, flush=True)

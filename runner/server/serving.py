@@ -9,6 +9,7 @@ A second signal cancels the runs in flight at once and exits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import os
 import sys
@@ -122,6 +123,14 @@ def _say(message: str) -> None:
     print(f"timbal serve: {message}", file=sys.stderr, flush=True)
 
 
+def _settle_heap() -> None:
+    """Before serving: move what start-up made (modules, the compiled flows, the app) out of
+    the garbage collector's sight. A full collection then walks only what requests made,
+    not the whole heap: it used to pause every request in flight for tens of ms."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(options: ServeOptions) -> int:
     """Load the flows and serve them until stopped; the exit code (0 after a clean stop).
     Raises FlowError / InputError (exit 2) for broken flows, clashing names, a bad saver or
@@ -142,6 +151,7 @@ def serve(options: ServeOptions) -> int:
             timeout_graceful_shutdown=_CLOSE_SECONDS, lifespan="on", timeout_keep_alive=_KEEP_ALIVE,
         )
         server = _DrainingServer(config, app.state.timbal)
+        _settle_heap()
         names = ", ".join(catalog.names())
         auth = "key required" if api_key else "no key"
         _say(f"serving {names} on http://{options.host}:{options.port} ({auth}"
