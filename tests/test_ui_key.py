@@ -1,11 +1,12 @@
 """The web page of a `timbal serve` that has an API key (SPEC §8: every request but
-`GET /health` needs `Authorization: Bearer KEY`).
+`GET /health` needs `Authorization: Bearer KEY`, else 401).
 
-A browser cannot send the key when it opens a page, so the pages and their assets answer
-without it but hold no data then; every API route still needs it. The page asks for the key
-on the first 401, keeps it in the tab's sessionStorage, sends it on every call (its run
-events too, read with fetch), and forgets it when asked. Real server, real chromium; the
-browser tests wait on what the page shows, never on time.
+Every page and asset answers 401 without the key, like every API route. A browser opening a
+page without it gets, with that 401, a small key page (inline, no data) that asks for the key
+(or takes the one the tab already gave), keeps it in the tab's sessionStorage, fetches the
+real page and its assets with it and shows the page in place; the page then sends the key on
+every call (its run events too, read with fetch) and forgets it when asked. Real server, real
+chromium; the browser tests wait on what the page shows, never on time.
 """
 
 from __future__ import annotations
@@ -54,28 +55,57 @@ def with_key(key: str = KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-# -- over HTTP: what answers without the key ------------------------------------------------
-def test_pages_and_assets_load_without_the_key_but_hold_no_data(keyed: ServeProcess) -> None:
+# -- over HTTP: nothing answers without the key ---------------------------------------------
+#: What a browser sends when it opens a page.
+OPENING = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_pages_and_assets_answer_401_without_the_key(keyed: ServeProcess) -> None:
     run = httpx.post(f"{keyed.url}/flows/chat/runs", json={"inputs": {"prompt": "secret words"}},
                      headers=with_key(), timeout=30).json()
     pages = ["/", "/ui/runs", f"/ui/runs/{run['run_id']}", "/ui/flows/chat", "/ui/flows/chat/chat"]
     assets: set[str] = set()
+    key_pages = set()
     for path in pages:
-        answer = httpx.get(keyed.url + path)
-        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html"), path
-        for data in (DESCRIPTION, "secret words", KEY, "echo"):
-            assert data not in answer.text, (path, data)
-        assets.update(re.findall(r'(?:src|href)="(/ui/static/[^"]+)"', answer.text))
-    assert {"/ui/static/api.js", "/ui/static/flows.js", "/ui/static/timbal.css"} <= assets
+        page = httpx.get(keyed.url + path, headers=with_key())
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html"), path
+        assets.update(re.findall(r'(?:src|href)="(/ui/static/[^"]+)"', page.text))
+        for headers in ({}, with_key(WRONG), {**OPENING, **with_key(WRONG)}, {"Accept": "application/json"}):
+            refused = httpx.get(keyed.url + path, headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", (path, headers)
+            if "Accept" not in headers or "text/html" not in headers["Accept"]:
+                assert refused.json()["code"] == "invalid_api_key", (path, headers)
+        # a browser opening the page: still a 401, whose body is the key page
+        opened = httpx.get(keyed.url + path, headers=OPENING)
+        assert opened.status_code == 401 and opened.headers["www-authenticate"] == "Bearer", path
+        assert opened.headers["content-type"].startswith("text/html"), path
+        assert opened.headers["cache-control"] == "no-store"
+        for data in (DESCRIPTION, "chat", "echo", "secret words", run["run_id"], KEY):
+            assert data not in opened.text, (path, data)
+        key_pages.add(opened.text)
+        # POST and HEAD on a page get the API's 401
+        for method in ("POST", "HEAD"):
+            answer = httpx.request(method, keyed.url + path, headers=OPENING)
+            assert answer.status_code == 401 and "text/html" not in answer.headers["content-type"], (method, path)
+    assert len(key_pages) == 1  # the same page for every URL: it fetches its URL's page itself
+    key_page = key_pages.pop()
+    assert 'id="key-input"' in key_page
+    # self-contained: no asset but an empty data: icon, inline script and style allowed by hash only
+    assert re.findall(r'(?:src|href)="([^"]*)"', key_page) == ["data:,"]
+    policy = httpx.get(keyed.url + "/", headers=OPENING).headers["content-security-policy"]
+    assert "'unsafe-inline'" not in policy and "'sha256-" in policy and "default-src 'self'" in policy
+
+    assert {"/ui/static/api.js", "/ui/static/timbal.css", "/ui/static/favicon.svg"} <= assets
     for asset in assets:
-        assert httpx.get(keyed.url + asset).status_code == 200, asset
-    # the home page lists the flows in its HTML for a request with the key; a wrong key is refused
+        assert httpx.get(keyed.url + asset, headers=with_key()).status_code == 200, asset
+        for headers in ({}, OPENING, with_key(WRONG)):  # an asset never gets the key page
+            refused = httpx.get(keyed.url + asset, headers=headers)
+            assert refused.status_code == 401 and refused.json()["code"] == "invalid_api_key", (asset, headers)
+    # the home page lists the flows for a request with the key
     assert DESCRIPTION in httpx.get(keyed.url + "/", headers=with_key()).text
-    assert httpx.get(keyed.url + "/", headers=with_key(WRONG)).status_code == 401
-    assert httpx.get(keyed.url + "/ui/static/api.js", headers=with_key(WRONG)).status_code == 401
 
 
-def test_every_api_route_still_answers_401_without_the_key(keyed: ServeProcess) -> None:
+def test_every_api_route_answers_401_without_the_key(keyed: ServeProcess) -> None:
     run = httpx.post(f"{keyed.url}/flows/chat/runs", json={"inputs": {"prompt": "hi"}},
                      headers=with_key(), timeout=30).json()
     document = httpx.get(keyed.url + "/openapi.json", headers=with_key()).json()
@@ -109,10 +139,24 @@ def test_every_api_route_still_answers_401_without_the_key(keyed: ServeProcess) 
 def test_the_page_asks_for_the_key_keeps_it_for_the_tab_and_forgets_it(page, keyed: ServeProcess) -> None:
     from playwright.sync_api import expect
 
-    page.goto(keyed.url + "/")
+    # Every time a key form is shown (the key page's or a page's own), it takes the focus.
+    asked: list[str] = []
+    page.expose_function("keyFormShown", lambda: asked.append(page.url))
+    page.add_init_script("""{
+      const focus = HTMLElement.prototype.focus;
+      HTMLElement.prototype.focus = function (...args) {
+        if (this.id === "key-input") window.keyFormShown();
+        return focus.apply(this, args);
+      };
+    }""")
+    # and every page the browser opens gets a 401 from the server: it is the key page that asks
+    opened: list[int] = []
+    page.on("response", lambda r: opened.append(r.status) if r.request.is_navigation_request() else None)
+
+    assert page.goto(keyed.url + "/").status == 401
     key_box = page.get_by_label("API key", exact=True)
-    expect(key_box).to_be_visible()  # the list of flows answered 401
-    expect(page.locator("#flows")).not_to_contain_text(DESCRIPTION)
+    expect(key_box).to_be_visible()
+    assert DESCRIPTION not in page.content()
     key_box.fill(WRONG)
     page.get_by_role("button", name="Use this key").click()
     expect(page.get_by_role("alert")).to_contain_text("The server refused that key")
@@ -123,27 +167,38 @@ def test_the_page_asks_for_the_key_keeps_it_for_the_tab_and_forgets_it(page, key
     expect(page.locator("li.card[data-flow=chat]")).to_contain_text(DESCRIPTION)
     expect(key_box).to_be_hidden()
     expect(page.get_by_role("alert")).to_have_count(0)
+    assert page.url == keyed.url + "/"
+    # the page's stylesheet came too (fetched with the key)
+    assert page.locator("header.top").evaluate("e => getComputedStyle(e).display") == "flex"
+    assert len(asked) == 2  # the form, then again for the wrong key
 
-    # a run from the form: its reply streams through the (keyed) events, then the outputs
+    # a run from the form (a link: a new page, opened with the tab's key, no prompt): its reply
+    # streams through the (keyed) events, then the outputs
     page.locator("li.card[data-flow=chat]").get_by_role("link", name="Run", exact=True).click()
     page.get_by_label("prompt").fill("hello behind a key")
     page.get_by_role("button", name="Run", exact=True).click()
     expect(page.locator("pre.stream[data-step=reply]")).to_contain_text("hello behind a key")
     expect(page.locator("pre[data-output=reply]")).to_have_text("echo (1 message): hello behind a key")
     run_id = page.locator("#run-link").inner_text()
-    expect(key_box).to_be_hidden()  # the key was kept: no page asked again
+    assert page.url == f"{keyed.url}/ui/flows/chat"
 
-    # the runs view shows it; a reload keeps the key (this tab's sessionStorage)
+    # the runs view shows it, and so does the run's own page; a reload keeps the key
     page.get_by_role("link", name="Runs", exact=True).click()
     expect(page.locator(f"tr[data-run='{run_id}']")).to_contain_text("hello behind a key")
+    page.get_by_role("link", name=run_id).click()
+    expect(page.locator("#run-status")).to_have_text("succeeded")
+    expect(page.locator("tr[data-step=reply]")).to_contain_text("succeeded")
+    assert page.url == f"{keyed.url}/ui/runs/{run_id}"
     page.reload()
-    expect(page.locator(f"tr[data-run='{run_id}']")).to_be_visible()
+    expect(page.locator("tr[data-step=reply]")).to_contain_text("succeeded")
     expect(key_box).to_be_hidden()
 
     # the chat streams its replies too
     page.goto(f"{keyed.url}/ui/flows/chat/chat")
     send_chat(page, "a keyed chat")
     expect(page.locator("li.turn").first).to_contain_text("echo (1 message): a keyed chat")
+    assert len(asked) == 2  # no page since the first asked again
+    assert opened and set(opened) == {401}, opened
 
     # the key is in sessionStorage only: no cookie, no localStorage, not in the URL or the page
     assert page.evaluate("() => sessionStorage.getItem('timbal.api-key')") == KEY
@@ -156,7 +211,8 @@ def test_the_page_asks_for_the_key_keeps_it_for_the_tab_and_forgets_it(page, key
     expect(key_box).to_be_visible()
     expect(page.get_by_role("button", name="Forget the API key")).to_be_hidden()
     assert page.evaluate("() => sessionStorage.getItem('timbal.api-key')") is None
-    expect(page.locator("li.turn")).to_have_count(0)
+    assert "a keyed chat" not in page.content()
+    assert len(asked) == 3
     key_box.fill(KEY)
     key_box.press("Enter")
     expect(page.locator("li.turn").first).to_contain_text("a keyed chat")

@@ -24,9 +24,11 @@ const Timbal = (() => {
     return `the server answered ${status}`;
   }
 
-  // The server's API key, when it has one. The page learns that it needs one from a 401 and
-  // asks for it; the key lives in this tab's sessionStorage (never in a cookie, localStorage,
-  // a URL or the page), so it survives a reload and goes when the tab closes or is forgotten.
+  // The server's API key, when it has one. The key page (../key.html, the 401 a browser gets
+  // when it opens a page without the key) asked for it before this page was shown; a call
+  // that still gets a 401 asks again. The key lives in this tab's sessionStorage (never in a
+  // cookie, localStorage, a URL or the page), so it survives a reload and goes when the tab
+  // closes or is forgotten.
   const KEY_ITEM = "timbal.api-key";
   const storedKey = () => sessionStorage.getItem(KEY_ITEM);
   let asking = null; // the open key form: a promise that resolves once a key is entered
