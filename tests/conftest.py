@@ -159,7 +159,7 @@ def page(browser: Any) -> Iterator[Any]:
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     context.close()
-    outside = [u for u in requests if not u.startswith(("http://127.0.0.1:", "about:", "data:"))]
+    outside = [u for u in requests if not u.startswith(("http://127.0.0.1:", "blob:http://127.0.0.1:", "about:", "data:"))]
     assert not outside, f"the page reached outside the server: {outside}"
     assert not errors, f"the page's scripts threw: {errors}"
 

@@ -117,7 +117,9 @@ FLOWS = {
 
 
         def pass_gate(path: str, wait: bool, after: str) -> str:
-            """Fail while `path` is missing; with `wait`, wait for it instead (30 s at most)."""
+            """Fail while `path` is missing; with `wait` (or a file `PATH.hold`, for a chat,
+            which sends only `path`), wait for it instead (30 s at most)."""
+            wait = wait or Path(path + ".hold").exists()
             deadline = time.monotonic() + 30
             while wait and not Path(path).exists() and time.monotonic() < deadline:
                 time.sleep(0.02)  # a step waiting on the outside world, not a test
@@ -290,6 +292,7 @@ def test_chat_replies_stream_and_continue_the_conversation(page, served: ServePr
 def test_chat_reply_streams_before_the_run_ends(page, served: ServeProcess, tmp_path: Path) -> None:
     """The reply of a run that is still going shows word by word as its chunks arrive."""
     gate = tmp_path / "gate-open"
+    (tmp_path / "gate-open.hold").touch()  # the gate step waits for the gate instead of failing
     page.goto(f"{served.url}/ui/flows/gated/chat")
     # gated's chat input is `gate` (its single required string input)
     page.get_by_label("Message", exact=True).fill(str(gate))
@@ -298,6 +301,7 @@ def test_chat_reply_streams_before_the_run_ends(page, served: ServeProcess, tmp_
     expect(page.locator("#streaming-reply")).to_contain_text(f"before {gate}")
     gate.touch()
     expect(page.locator("li.turn:not(.pending)")).to_have_count(1)
+    expect(page.locator("li.turn .status")).to_have_text("succeeded")  # it was in flight, not failed
 
 
 def test_chat_branches_from_an_earlier_turn_and_switches_branches(page, served: ServeProcess) -> None:

@@ -40,7 +40,7 @@ from ..savers.base import Saver
 from ..savers.lanes import run_blocking
 from ..status import RUN_STATUSES
 from .catalog import FlowCatalog, FlowNotFound, ServedFlow, flow_info
-from .guard import ApiError, Guard, error_body
+from .guard import ApiError, Guard, UnauthorizedPage, error_body
 from .live import LiveRun, LiveRuns
 
 __all__ = ["create_app", "ServerState"]
@@ -219,7 +219,14 @@ def create_app(
         redoc_url=None,
     )
     app.state.timbal = state
-    app.add_middleware(Guard, state=state, max_body_bytes=max_body_bytes)
+    # A browser opening one of the web page's pages without the key gets, with its 401, a page
+    # that asks for the key and then shows the real page (runner.server.ui.key_page).
+    unauthorized_page: UnauthorizedPage | None = None
+    if include_ui:
+        from .ui import key_page
+
+        unauthorized_page = key_page
+    app.add_middleware(Guard, state=state, max_body_bytes=max_body_bytes, unauthorized_page=unauthorized_page)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

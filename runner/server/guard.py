@@ -11,12 +11,13 @@ from __future__ import annotations
 import hmac
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ApiError", "BodyTooLarge", "Guard", "error_body", "OPEN_PATHS"]
+__all__ = ["ApiError", "BodyTooLarge", "Guard", "UnauthorizedPage", "error_body", "OPEN_PATHS"]
 
 class GuardedState(Protocol):
     """What the guard reads of the server's state (`app.ServerState` has it)."""
@@ -30,6 +31,10 @@ OPEN_PATHS = {("GET", "/health")}
 
 _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
                  429: "rate_limit_error"}
+
+
+#: What `Guard(unauthorized_page=…)` calls on a request without the right key.
+UnauthorizedPage = Callable[[Scope], "tuple[bytes, dict[str, str]] | None"]
 
 
 class ApiError(Exception):
@@ -62,12 +67,18 @@ class BodyTooLarge(HTTPException):
 
 class Guard:
     """ASGI middleware: refuses requests while draining (503), without the key (401), with a
-    body over `max_body_bytes` (413); turns an unexpected error into a clean 500."""
+    body over `max_body_bytes` (413); turns an unexpected error into a clean 500.
 
-    def __init__(self, app: ASGIApp, state: GuardedState, max_body_bytes: int) -> None:
+    `unauthorized_page(scope)`: for a request refused for its key, the body and headers of a
+    page to answer the 401 with instead of the JSON error (the web page's key page, for a
+    browser opening one of its pages), or None. Either way the status is 401."""
+
+    def __init__(self, app: ASGIApp, state: GuardedState, max_body_bytes: int,
+                 unauthorized_page: UnauthorizedPage | None = None) -> None:
         self.app = app
         self.state = state
         self.max_body_bytes = max_body_bytes
+        self.unauthorized_page = unauthorized_page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,6 +100,11 @@ class Guard:
             given = authorization or ""
             scheme, _, token = given.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+                page = self.unauthorized_page(scope) if self.unauthorized_page is not None else None
+                if page is not None:
+                    body, headers = page
+                    await _send(send, 401, body, {**headers, "www-authenticate": "Bearer"})
+                    return
                 await _answer(send, path, 401, "missing or wrong API key (send Authorization: Bearer KEY)",
                               "invalid_api_key", {"www-authenticate": "Bearer"})
                 return
@@ -127,7 +143,10 @@ class Guard:
 async def _answer(send: Send, path: str, status: int, message: str, code: str,
                   extra: dict[str, str] | None = None) -> None:
     body = json.dumps(error_body(path, status, message, code)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await _send(send, status, body, {"content-type": "application/json", **(extra or {})})
+
+
+async def _send(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()] + [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

@@ -1,5 +1,6 @@
-// What every page shares: calls to the server's JSON API, its server-sent events, and a
-// small DOM builder. Plain JavaScript, no framework and no build step: edit and reload.
+// What every page shares: calls to the server's JSON API (with its key, when it has one), its
+// server-sent events, and a small DOM builder. Plain JavaScript, no framework and no build
+// step: edit and reload.
 "use strict";
 
 const Timbal = (() => {
@@ -23,6 +24,60 @@ const Timbal = (() => {
     return `the server answered ${status}`;
   }
 
+  // The server's API key, when it has one. The key page (../key.html, the 401 a browser gets
+  // when it opens a page without the key) asked for it before this page was shown; a call
+  // that still gets a 401 asks again. The key lives in this tab's sessionStorage (never in a
+  // cookie, localStorage, a URL or the page), so it survives a reload and goes when the tab
+  // closes or is forgotten.
+  const KEY_ITEM = "timbal.api-key";
+  const storedKey = () => sessionStorage.getItem(KEY_ITEM);
+  let asking = null; // the open key form: a promise that resolves once a key is entered
+
+  /** Show the key form (once, however many requests wait on it); resolves once a key is
+   * entered. `refused`: the last key was wrong, which the form says. */
+  function askForKey(refused) {
+    const error = document.getElementById("key-error");
+    if (refused) {
+      error.textContent = "The server refused that key. Check it and enter it again.";
+      error.hidden = false;
+    }
+    if (asking) return asking;
+    const form = document.getElementById("key-form");
+    const input = document.getElementById("key-input");
+    asking = new Promise((resolve) => {
+      form.onsubmit = (event) => {
+        event.preventDefault();
+        const key = input.value.trim();
+        if (!key) return;
+        sessionStorage.setItem(KEY_ITEM, key);
+        input.value = "";
+        form.hidden = true;
+        error.hidden = true;
+        document.getElementById("forget-key").hidden = false;
+        asking = null;
+        resolve();
+      };
+    });
+    form.hidden = false;
+    input.focus();
+    return asking;
+  }
+
+  /** `fetch(path, init)` with the key: a 401 asks for the key (again, when the one sent was
+   * refused) and tries once more with it. Resolves to the Response of any other status. */
+  async function request(path, init = {}) {
+    for (;;) {
+      const key = storedKey();
+      const headers = new Headers(init.headers);
+      if (key) headers.set("Authorization", `Bearer ${key}`);
+      const response = await fetch(path, { ...init, headers });
+      if (response.status !== 401) return response;
+      if (storedKey() !== key) continue; // a new key came while this request was out: use it
+      if (key) sessionStorage.removeItem(KEY_ITEM);
+      await askForKey(Boolean(key));
+    }
+  }
+
   /** GET (or `options.method`) a JSON route; `options.json` is sent as the body. */
   async function api(path, options = {}) {
     const init = { method: options.method || "GET", headers: { Accept: "application/json" } };
@@ -31,7 +86,7 @@ const Timbal = (() => {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(options.json);
     }
-    const response = await fetch(path, init);
+    const response = await request(path, init);
     const text = await response.text();
     let body = null;
     try {
@@ -130,42 +185,108 @@ const Timbal = (() => {
   }
 
   const RUN_END = ["run_finished", "run_waiting"];
+  const RETRY_MS = 1000; // before reconnecting, until the server says otherwise (`retry:`)
+  const MAX_RETRY_MS = 30000;
 
-  /** Follow a run's server-sent events (`GET /runs/ID/events`): `onEvent(type, event)` for each
-   * one, `onEnd()` once the run finished or waits. A finished run replays, a running one goes
-   * on live. Returns the EventSource (close() stops following). */
+  /** Read a `text/event-stream` body as the HTML standard's EventSource does: `onEvent({type,
+   * data, id})` for each event (`id`: the last event id so far, from `lastId` on), `onRetry(ms)`
+   * for a `retry:` field. Resolves when the body ends; an event cut off by the end is dropped. */
+  async function readEvents(body, lastId, onEvent, onRetry) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    let type = "";
+    let data = [];
+    let id = lastId;
+    const line = (text) => {
+      if (text === "") { // a blank line ends an event
+        if (data.length) onEvent({ type: type || "message", data: data.join("\n"), id });
+        type = "";
+        data = [];
+        return;
+      }
+      if (text.startsWith(":")) return; // a comment: the server's keep-alive pings
+      const colon = text.indexOf(":");
+      const field = colon < 0 ? text : text.slice(0, colon);
+      let value = colon < 0 ? "" : text.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") type = value;
+      else if (field === "data") data.push(value);
+      else if (field === "id" && !value.includes("\0")) id = value;
+      else if (field === "retry" && /^\d+$/.test(value)) onRetry(Number(value));
+    };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      // Lines end in \r\n, \n or \r; a \r at the very end may be half of a \r\n: keep it.
+      const lines = (buffer + value).split(/\r\n|\n|\r(?!$)/);
+      buffer = lines.pop();
+      lines.forEach(line);
+    }
+  }
+
+  /** Follow a run's server-sent events (`GET /runs/ID/events`, with the key): `onEvent(type,
+   * event)` for each one, `onEnd()` once the run finished or waits, or cannot be followed. A
+   * finished run replays, a running one goes on live. A dropped connection is opened again
+   * with `Last-Event-ID`, as EventSource does, so no saved event is missed or repeated.
+   * Returns `{close()}`, which stops following (without `onEnd`). */
   function follow(runId, onEvent, onEnd) {
-    const source = new EventSource(`/runs/${encodeURIComponent(runId)}/events`);
-    let ended = false;
+    const controller = new AbortController();
+    let over = false;
+    const close = () => {
+      over = true;
+      controller.abort();
+    };
     const end = () => {
-      if (ended) return;
-      ended = true;
-      source.close();
+      if (over) return;
+      close();
       if (onEnd) onEnd();
     };
-    const handle = (message) => {
-      let event = {};
+    const frame = ({ type, data }) => {
+      let event;
       try {
-        event = JSON.parse(message.data);
+        event = JSON.parse(data);
       } catch (_) {
         return;
       }
-      onEvent(message.type, event);
-      if (RUN_END.includes(message.type)) end();
+      try {
+        onEvent(type, event);
+      } catch (error) {
+        reportError(error); // the page's bug, not the connection's: keep following
+      }
+      if (RUN_END.includes(type)) end();
     };
-    for (const type of EVENT_TYPES) source.addEventListener(type, handle);
-    // The browser reconnects by itself (with Last-Event-ID) while the run goes on; a closed
-    // stream with nothing more to send ends here.
-    source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CLOSED) end();
-    });
-    return source;
+    (async () => {
+      let lastId = "";
+      let retry = RETRY_MS;
+      let wait = retry;
+      while (!over) {
+        let heard = false;
+        try {
+          const headers = { Accept: "text/event-stream" };
+          if (lastId) headers["Last-Event-ID"] = lastId;
+          const response = await request(`/runs/${encodeURIComponent(runId)}/events`,
+            { headers, cache: "no-store", signal: controller.signal });
+          const type = response.headers.get("Content-Type") || "";
+          if (!response.ok || !type.startsWith("text/event-stream")) break; // e.g. an unknown run
+          await readEvents(response.body, lastId, (event) => {
+            if (over) return;
+            heard = true;
+            lastId = event.id;
+            wait = retry;
+            frame(event);
+          }, (ms) => { retry = wait = ms; });
+          if (!heard) break; // the server closed with nothing new: there is nothing more to follow
+        } catch (_) {
+          // The connection broke (or close() aborted it): open it again below, from lastId on.
+        }
+        if (over) return;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        wait = Math.min(wait * 2, MAX_RETRY_MS);
+      }
+      end();
+    })();
+    return { close };
   }
-
-  const EVENT_TYPES = [
-    "run_started", "step_started", "step_chunk", "step_finished", "step_failed",
-    "step_skipped", "step_reused", "run_waiting", "run_finished",
-  ];
 
   /** The payload of an event: its `data` object (the server sends the whole event). */
   function payload(event) {
@@ -193,8 +314,18 @@ const Timbal = (() => {
   /** The data attributes the page's template put on <main>. */
   const page = document.querySelector("main") ? document.querySelector("main").dataset : {};
 
+  // "Forget the API key": the next call asks for it again (a reload makes one at once).
+  const forget = document.getElementById("forget-key");
+  if (forget) {
+    forget.hidden = !storedKey();
+    forget.addEventListener("click", () => {
+      sessionStorage.removeItem(KEY_ITEM);
+      window.location.reload();
+    });
+  }
+
   return {
-    ApiError, api, el, fill, show, duration, time, tokens, cost, badge, alertBox, message, follow,
+    ApiError, request, api, el, fill, show, duration, time, tokens, cost, badge, alertBox, message, follow,
     payload, startRun, flowUrl, runUrl, chatUrl, page,
   };
 })();
