@@ -76,7 +76,8 @@ class StepRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a dict (shallow: nested values are shared, not copied)."""
-        return {name: getattr(self, name) for name in _STEP_FIELDS}
+        fields = self.__dict__  # a plain dataclass: its fields are its instance attributes
+        return {name: fields[name] for name in _STEP_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepRecord:
@@ -104,7 +105,8 @@ class RunRecord:
 
     def to_dict(self, with_steps: bool = True) -> dict[str, Any]:
         """The record as a dict (shallow but for `steps`, which become dicts too)."""
-        data = {name: getattr(self, name) for name in _RUN_FIELDS}
+        fields = self.__dict__  # a plain dataclass: its fields are its instance attributes
+        data = {name: fields[name] for name in _RUN_FIELDS}
         if with_steps:
             data["steps"] = [s.to_dict() for s in self.steps]
         return data
