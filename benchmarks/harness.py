@@ -86,6 +86,10 @@ def child_env() -> dict[str, str]:
     env.setdefault("LITELLM_LOG", "ERROR")
     # No fetch of litellm's remote price list (our adapter sets the same): PyPI is the only network.
     env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # Bytecode caches as users have them (an installed package is compiled once): a machine
+    # that sets PYTHONDONTWRITEBYTECODE would otherwise compile every module of ours, on
+    # every start-up, and only ours (the rivals come from wheels, compiled when installed).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
