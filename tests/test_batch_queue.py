@@ -307,3 +307,49 @@ def test_a_submitter_killed_part_way_leaves_no_row_without_its_job(tmp_path, pos
     assert f"{3000 - first} row(s) queued, {first} already" in again.stderr, (first, again.stderr)
     assert _sql(postgres_dsn, postgres_schema, "SELECT count(*), count(DISTINCT args->>'row') FROM procrastinate_jobs") \
         == [(3000, 3000)]
+
+
+def test_a_row_its_worker_crashes_on_fails_after_three_attempts_and_wait_ends(tmp_path, postgres_dsn,
+                                                                               postgres_schema):
+    # The step ends the worker process on this row (as a segfault or an OOM kill would): the
+    # row is tried three times in all, then recorded failed; the other rows succeed.
+    from testkit import LiveProcess
+
+    flow = _flow(tmp_path, postgres_dsn, postgres_schema)
+    write(tmp_path / "steps.py", STEPS.replace(
+        '        _log("prepare.log", question)',
+        '        _log("prepare.log", question)\n'
+        '        if question == "crash":\n'
+        '            import os\n'
+        '            os._exit(3)'))
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"question": "q1"}\n{"question": "crash"}\n{"question": "q3"}\n')
+    uri = _worker_uri(postgres_dsn, postgres_schema)
+    follow = LiveProcess("batch", str(flow), "--data", str(data), "--queue", "--wait", cwd=tmp_path)
+    workers: list = []
+
+    def finished() -> bool:  # a worker again each time one dies, until --wait ends
+        if follow.proc.poll() is not None:
+            return True
+        if not workers or workers[-1].poll() is not None:
+            workers.append(start_timbal("worker", "--saver", uri, "--concurrency", "1",
+                                        "--stall-timeout", "1", cwd=tmp_path))
+        return False
+
+    try:
+        follow.stderr_until(r"3 row\(s\) queued")
+        wait_until(finished, timeout=120, what="--wait to end")
+        assert follow.proc.wait(timeout=WAIT) == 1, follow.stderr_text()
+    finally:
+        follow.close()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+                worker.wait(timeout=WAIT)
+    assert _log(tmp_path, "prepare.log").count("crash") == 3  # three attempts, no more
+    assert [w.returncode for w in workers[:3]] == [3, 3, 3]
+    lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
+    assert [(line["row"], line["status"]) for line in lines] == [(1, "succeeded"), (2, "failed"), (3, "succeeded")]
+    assert lines[1]["error"].startswith("the worker failed on this row 3 times: its worker stopped"), lines[1]
+    assert "batch: 3 row(s) run, 2 succeeded, 1 failed" in follow.stderr_text()
+    assert sorted(_log(tmp_path, "finish.log")) == ["Q1", "Q3"]

@@ -24,6 +24,14 @@ running with no job left to run them (recorded by a submitter of an older versio
 killed before it created their jobs, or whose job was cancelled, deleted or failed without
 finishing them) are queued again: by the next `timbal batch --queue` of that batch, and by
 `--wait` while it follows. A row queued again resumes its run, if it had started one.
+
+A row is tried `MAX_ATTEMPTS` times in all: each claim counts one (`claims`), and a job
+that raised records its error in the row (`last_error`). A row whose job keeps failing (an
+exception in the job, a worker that crashes on it, not a run that ends `failed`, which is
+the row's result) would otherwise go round forever; once it has used its attempts, it is
+recorded failed with the reason ("the worker failed on this row 3 times: …") instead of
+being queued again (by `--wait` or the next submit) or run again (by a worker whose
+retried job takes it).
 """
 
 from __future__ import annotations
@@ -37,13 +45,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, RunNotFound, SaverError
+from ..errors import InputError, RunNotFound, SaverError, TimbalError
 from ..graph import ExecutionGraph
-from .data import Row, data_format, read_rows
+from .data import Row, data_format, read_rows, split_row
 from .local import BatchProgress, run_row
 from .output import OutputWriter, done_rows, result_line, sort_output
 
-__all__ = ["QUEUE_NAME", "TASK_NAME", "QueuedBatch", "batch_id_for", "enqueue_batch", "follow_batch",
+__all__ = ["MAX_ATTEMPTS", "QUEUE_NAME", "TASK_NAME", "QueuedBatch", "batch_id_for", "enqueue_batch", "follow_batch",
            "requeue_orphans", "run_worker", "queue_saver"]
 
 TASK_NAME = "timbal.run_row"
@@ -52,6 +60,7 @@ _CHUNK = 500  # rows per round trip when queueing and when reading results
 _POLL_SECONDS = 0.5
 _ORPHAN_CHECK_POLLS = 10  # `--wait` looks for rows with no job every this many polls (~5 s)
 _LOCK_KEY = "timbal-queue-schema"
+MAX_ATTEMPTS = 3  # times a row is taken by a worker (claimed) before it is recorded failed
 
 _ROWS_TABLE = """
 CREATE TABLE IF NOT EXISTS timbal_batch_rows (
@@ -63,16 +72,20 @@ CREATE TABLE IF NOT EXISTS timbal_batch_rows (
     line        JSONB,                  -- the row's output line once it is done
     tokens      BIGINT NOT NULL DEFAULT 0,
     cost        DOUBLE PRECISION NOT NULL DEFAULT 0,
-    claims      INTEGER NOT NULL DEFAULT 0,
+    claims      INTEGER NOT NULL DEFAULT 0,  -- times a worker took the row (attempts)
+    last_error  TEXT,                   -- the error of its last job that raised, if any
     updated_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (batch_id, row_number)
 )
 """
+# Tables made by older versions get the columns added since.
+_MIGRATE_ROWS = "ALTER TABLE timbal_batch_rows ADD COLUMN IF NOT EXISTS last_error TEXT"
 _QUEUE_ROWS = """
 INSERT INTO timbal_batch_rows (batch_id, row_number, status)
 SELECT %(batch)s, r, 'queued' FROM unnest(%(rows)s::bigint[]) AS r
 ON CONFLICT (batch_id, row_number) DO UPDATE
-   SET status = 'queued', job_id = NULL, run_id = NULL, line = NULL, updated_at = now()
+   SET status = 'queued', job_id = NULL, run_id = NULL, line = NULL, claims = 0, last_error = NULL,
+       updated_at = now()
  WHERE timbal_batch_rows.status = 'failed' AND timbal_batch_rows.row_number = ANY(%(retry)s::bigint[])
 RETURNING row_number
 """
@@ -83,21 +96,43 @@ SELECT 1 FROM procrastinate_jobs AS j
  WHERE j.task_name = '{TASK_NAME}' AND j.status IN ('todo', 'doing')
    AND j.args->>'batch' = r.batch_id AND (j.args->>'row')::bigint = r.row_number
 """
-# Rows (of `rows`, or all the batch's with rows = NULL) queued or running with no live job:
-# back to queued, keeping run_id so that the job that takes them resumes their run.
-_REQUEUE_ORPHANS = f"""
-UPDATE timbal_batch_rows AS r SET status = 'queued', job_id = NULL, updated_at = now()
- WHERE r.batch_id = %(batch)s AND r.status IN ('queued', 'running')
+# Rows (of `rows`, or all the batch's with rows = NULL) queued or running with no live job
+# and attempts left: back to queued, keeping run_id so that the job that takes them resumes
+# their run.
+_ORPHAN = f"""
+r.batch_id = %(batch)s AND r.status IN ('queued', 'running')
    AND (%(rows)s::bigint[] IS NULL OR r.row_number = ANY(%(rows)s::bigint[]))
    AND NOT EXISTS ({_LIVE_JOB})
+"""
+_REQUEUE_ORPHANS = f"""
+UPDATE timbal_batch_rows AS r SET status = 'queued', job_id = NULL, updated_at = now()
+ WHERE {_ORPHAN} AND r.claims < {MAX_ATTEMPTS}
 RETURNING row_number
 """
-_CLAIM = """
+# The same rows with no attempt left: recorded failed (`_GIVE_UP`) instead.
+_SPENT_ORPHANS = f"""
+SELECT row_number, run_id, claims, last_error FROM timbal_batch_rows AS r
+ WHERE {_ORPHAN} AND r.claims >= {MAX_ATTEMPTS}
+   FOR UPDATE
+"""
+_GIVE_UP = """
+UPDATE timbal_batch_rows SET status = 'failed', job_id = NULL, line = %(line)s, updated_at = now()
+ WHERE batch_id = %(batch)s AND row_number = %(row)s AND status IN ('queued', 'running')
+RETURNING row_number
+"""
+# An attempt: clears the last error, but not on the claim past the last attempt, which
+# records the row failed with it.
+_CLAIM = f"""
 UPDATE timbal_batch_rows
-   SET status = 'running', job_id = %(job)s, claims = claims + 1, updated_at = now()
+   SET status = 'running', job_id = %(job)s, claims = claims + 1, updated_at = now(),
+       last_error = CASE WHEN claims >= {MAX_ATTEMPTS} THEN last_error END
  WHERE batch_id = %(batch)s AND row_number = %(row)s
    AND (status = 'queued' OR (status = 'running' AND job_id = %(job)s))
-RETURNING run_id, claims
+RETURNING run_id, claims, last_error
+"""
+_JOB_ERROR = """
+UPDATE timbal_batch_rows SET last_error = %(error)s, updated_at = now()
+ WHERE batch_id = %(batch)s AND row_number = %(row)s AND job_id = %(job)s
 """
 _STARTED = """
 UPDATE timbal_batch_rows SET run_id = %(run_id)s, updated_at = now()
@@ -163,6 +198,7 @@ async def _ensure_schema(saver: Any) -> None:
                 if found is None or found[0] is None:
                     await conn.execute(SchemaManager.get_schema())  # type: ignore[arg-type]
                 await conn.execute(_ROWS_TABLE)  # type: ignore[arg-type]
+                await conn.execute(_MIGRATE_ROWS)  # type: ignore[arg-type]
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOCK_KEY,))
     except psycopg.Error as exc:
@@ -223,6 +259,7 @@ async def enqueue_batch(saver: Any, graph: ExecutionGraph, data: Path, output: P
                 fresh = await jobs.query(conn, _QUEUE_ROWS, rows=numbers,
                                          retry=[r.number for r in todo if r.number in written])
                 fresh |= await jobs.query(conn, _REQUEUE_ORPHANS, rows=numbers)
+                await jobs.give_up(conn, todo)
                 batch.already += len(todo) - len(fresh)
                 batch.queued += await jobs.defer(conn, [r for r in todo if r.number in fresh])
     return batch
@@ -234,9 +271,14 @@ async def requeue_orphans(saver: Any, graph: ExecutionGraph, data: Path, batch_i
     jobs = _JobMaker(saver, graph, data, batch_id)
     async with await _connect(saver) as conn, conn.transaction():
         orphans = await jobs.query(conn, _REQUEUE_ORPHANS, rows=None)
-        if not orphans:
+        spent = await jobs.app.connector.execute_query_all_async_with_connection(
+            conn, _SPENT_ORPHANS, batch=batch_id, rows=None)
+        if not orphans and not spent:
             return 0
-        return await jobs.defer(conn, [r for r in read_rows(data) if r.number in orphans])
+        wanted = orphans | {rec["row_number"] for rec in spent}
+        rows = [r for r in read_rows(data) if r.number in wanted]
+        await jobs.give_up(conn, rows, spent)
+        return await jobs.defer(conn, [r for r in rows if r.number in orphans])
 
 
 class _JobMaker:
@@ -248,6 +290,7 @@ class _JobMaker:
         self.app = _app(saver)
         self.task = self.app.task(name=TASK_NAME, queue=QUEUE_NAME)(_never_called)
         self.batch_id = batch_id
+        self.graph = graph
         self.flow_path = str(Path(graph.path).resolve())
         self.flow_hash = graph.content_hash
         self.from_text = data_format(data) == "csv"
@@ -257,6 +300,23 @@ class _JobMaker:
         found = await self.app.connector.execute_query_all_async_with_connection(
             conn, sql, batch=self.batch_id, **args)
         return {rec["row_number"] for rec in found}
+
+    async def give_up(self, conn: Any, rows: list[Row], spent: list[dict[str, Any]] | None = None) -> int:
+        """Record failed the rows (of `rows`) with no job left and no attempt left; how many.
+        `spent`: those rows' records, if read already."""
+        if spent is None:
+            spent = await self.app.connector.execute_query_all_async_with_connection(
+                conn, _SPENT_ORPHANS, batch=self.batch_id, rows=[r.number for r in rows])
+        by_number = {r.number: r for r in rows}
+        given_up = 0
+        for rec in spent:
+            row = by_number.get(rec["row_number"])
+            if row is None:
+                continue
+            line = attempts_spent_line(self.graph, row, self.from_text, rec["run_id"], rec["claims"],
+                                       rec["last_error"])
+            given_up += len(await self.query(conn, _GIVE_UP, row=row.number, line=line))
+        return given_up
 
     async def defer(self, conn: Any, rows: list[Row]) -> int:
         """One job per row; a row that cannot be read is recorded failed instead. Jobs deferred."""
@@ -283,6 +343,20 @@ async def _connect(saver: Any) -> Any:
             saver.dsn, autocommit=True, connect_timeout=10, **_connection_kwargs(saver))
     except psycopg.Error as exc:
         raise SaverError(f"{saver.describe()}: {' '.join(str(exc).split())}") from exc
+
+
+def attempts_spent_line(graph: ExecutionGraph | None, row: Row, from_text: bool, run_id: str | None,
+                        attempts: int, last_error: str | None) -> dict[str, Any]:
+    """The failed line of a row whose job failed on every attempt."""
+    carried: dict[str, Any] = {}
+    if graph is not None and row.problem is None:
+        try:
+            carried = split_row(graph, row, from_text)[1]
+        except TimbalError:
+            pass
+    reason = last_error or "its worker stopped while running it, or its job was cancelled or failed"
+    error = f"the worker failed on this row {attempts} times: {reason}"
+    return result_line(row.number, carried, run_id, "failed", None, error)
 
 
 def _never_called(**_: Any) -> None:  # pragma: no cover - the batch side only defers
@@ -378,6 +452,24 @@ class _Worker:
 
     async def run_job(self, job_id: int, batch: str, row: int, flow: str, flow_hash: str,
                       values: dict[str, Any], from_text: bool) -> None:
+        try:
+            await self._locked_job(job_id, batch, row, flow, flow_hash, values, from_text)
+        except (RowBusy, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            # The job fails (procrastinate logs it); the row keeps the error for the line it
+            # gets if it fails every attempt.
+            error = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:2000]
+            try:
+                await self.connector.execute_query_async(_JOB_ERROR, batch=batch, row=row, job=job_id,
+                                                         error=error)
+            except Exception as record_exc:  # noqa: BLE001 - the database is gone: the job's error stands
+                logging.getLogger("timbal.worker").warning("could not record the error of row %s: %s",
+                                                           row, record_exc)
+            raise
+
+    async def _locked_job(self, job_id: int, batch: str, row: int, flow: str, flow_hash: str,
+                          values: dict[str, Any], from_text: bool) -> None:
         key = _row_key(batch, row)
         locked = await (await self.locks.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
         if not locked or not locked[0]:
@@ -403,7 +495,10 @@ class _Worker:
         except FlowError as exc:
             line = result_line(row, {}, None, "failed", None, f"{flow}: {exc}")
         else:
-            if runnable.graph.content_hash != flow_hash:
+            if claimed[0]["claims"] > MAX_ATTEMPTS:  # a retried job of a row that failed every time
+                line = attempts_spent_line(runnable.graph, Row(row, values), from_text, earlier_run,
+                                           claimed[0]["claims"] - 1, claimed[0]["last_error"])
+            elif runnable.graph.content_hash != flow_hash:
                 line = result_line(row, {}, None, "failed", None,
                                    f"{flow} changed since the batch was queued; queue it again")
             else:
