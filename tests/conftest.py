@@ -121,10 +121,12 @@ def watch(tmp_path: Path) -> Iterator[Callable[..., LiveProcess]]:
 
 
 # -- the web page: a real browser against a real `timbal serve` ---------------------------
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's chromium through Playwright. Skips when either is missing, except under
-    CI=true, where it fails instead (`.ci/run` installs chromium)."""
+    CI=true, where it fails instead (`.ci/run` installs chromium). One per test module:
+    Playwright's sync API keeps an event loop running in the main thread while it is open,
+    and a later module's `asyncio.run` would fail beside it."""
     from uikit import CHROMIUM, CHROMIUM_ARGS, in_ci
 
     reason = None
