@@ -136,6 +136,10 @@ class ModelBackend:
     fallback: bool = False
     available: Callable[[], bool] | None = None
 
+    def enabled(self) -> bool:
+        """Whether the backend serves at this moment (`available`, when given, says)."""
+        return self.available is None or self.available()
+
     def serves(self, model: str) -> str | None:
         """The prefix of this backend that matches `model` (None if none does)."""
         for prefix in sorted(self.prefixes, key=len, reverse=True):

@@ -271,8 +271,7 @@ async def requeue_orphans(saver: Any, graph: ExecutionGraph, data: Path, batch_i
     jobs = _JobMaker(saver, graph, data, batch_id)
     async with await _connect(saver) as conn, conn.transaction():
         orphans = await jobs.query(conn, _REQUEUE_ORPHANS, rows=None)
-        spent = await jobs.app.connector.execute_query_all_async_with_connection(
-            conn, _SPENT_ORPHANS, batch=batch_id, rows=None)
+        spent = await jobs.spent(conn, None)
         if not orphans and not spent:
             return 0
         wanted = orphans | {rec["row_number"] for rec in spent}
@@ -301,12 +300,18 @@ class _JobMaker:
             conn, sql, batch=self.batch_id, **args)
         return {rec["row_number"] for rec in found}
 
+    async def spent(self, conn: Any, rows: list[int] | None) -> list[dict[str, Any]]:
+        """The records of the rows (of `rows`, or all the batch's with None) with no job left
+        and no attempt left, locked for this transaction."""
+        found: list[dict[str, Any]] = await self.app.connector.execute_query_all_async_with_connection(
+            conn, _SPENT_ORPHANS, batch=self.batch_id, rows=rows)
+        return found
+
     async def give_up(self, conn: Any, rows: list[Row], spent: list[dict[str, Any]] | None = None) -> int:
         """Record failed the rows (of `rows`) with no job left and no attempt left; how many.
         `spent`: those rows' records, if read already."""
         if spent is None:
-            spent = await self.app.connector.execute_query_all_async_with_connection(
-                conn, _SPENT_ORPHANS, batch=self.batch_id, rows=[r.number for r in rows])
+            spent = await self.spent(conn, [r.number for r in rows])
         by_number = {r.number: r for r in rows}
         given_up = 0
         for rec in spent:

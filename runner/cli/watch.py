@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -177,8 +177,6 @@ class WatchSession:
 
     def loop(self) -> int:
         """Run, then run again on every change until Ctrl-C. Returns the exit code (130)."""
-        import watchfiles
-
         folders: frozenset[Path] | None = None
         events: Iterator[Any] | None = None
         code = self._first_run()
@@ -190,16 +188,7 @@ class WatchSession:
                     if events is not None:
                         events.close()  # type: ignore[attr-defined]
                     folders = self.stamps.folders
-                    events = watchfiles.watch(
-                        *sorted(folders),
-                        watch_filter=lambda _change, path: path in self.stamps.names,
-                        recursive=False,
-                        debounce=DEBOUNCE_MS,
-                        step=STEP_MS,
-                        rust_timeout=POLL_MS,
-                        yield_on_timeout=True,
-                        raise_interrupt=True,
-                    )
+                    events = _file_events(folders, lambda path: path in self.stamps.names)
                 changed = self.wait_for_change(events)
                 say(
                     f"{SEPARATOR} change detected: {describe_paths(changed, self.base)}"
@@ -223,6 +212,24 @@ class WatchSession:
         return None
 
 
+def _file_events(folders: Iterable[Path], watched: Callable[[str], bool]) -> Iterator[Any]:
+    """watchfiles' batches of events in `folders` (not their sub-folders) on the paths
+    `watched` accepts, debounced, and an empty batch every POLL_MS so that stamps are looked
+    at and Ctrl-C is taken even when no event comes."""
+    import watchfiles
+
+    return watchfiles.watch(
+        *sorted(folders),
+        watch_filter=lambda _change, path: watched(path),
+        recursive=False,
+        debounce=DEBOUNCE_MS,
+        step=STEP_MS,
+        rust_timeout=POLL_MS,
+        yield_on_timeout=True,
+        raise_interrupt=True,
+    )
+
+
 def _first_session(
     flow: Path,
     assignments: tuple[str, ...],
@@ -234,11 +241,8 @@ def _first_session(
     """The session, once the flow compiles. A flow broken from the start prints its errors
     and is compiled again on each edit of its file, as a broken edit later would be (bad
     inputs or a missing file still raise: an edit of the flow cannot fix those)."""
-    import watchfiles
-
     from .base import use_color
 
-    target = Path(flow).resolve()
     while True:
         stamps = FileStamps([Path(flow)])
         try:
@@ -250,16 +254,7 @@ def _first_session(
                 raise
             say(exc.format(color=use_color()))
             say(f"{SEPARATOR} the flow has errors: waiting for changes (Ctrl-C to stop)")
-        for _ in watchfiles.watch(
-            target.parent,
-            watch_filter=lambda _change, path: Path(path).resolve() == target,
-            recursive=False,
-            debounce=DEBOUNCE_MS,
-            step=STEP_MS,
-            rust_timeout=POLL_MS,
-            yield_on_timeout=True,
-            raise_interrupt=True,
-        ):
+        for _ in _file_events(stamps.folders, stamps.names.__contains__):
             if stamps.changed():
                 break
 

@@ -48,7 +48,7 @@ def backend_for(model: str) -> Backend:
     from ..registry import model_backends
 
     backends = list(model_backends)  # loads the registry (and its plugins) on first use
-    key = (model, model_backends.version, tuple(b.available() for b in backends if b.available is not None))
+    key = (model, model_backends.version, tuple(b.enabled() for b in backends))
     chosen = _CHOSEN.get(key)
     if chosen is None:
         chosen = _choose_backend(model, backends)
@@ -62,7 +62,7 @@ def _choose_backend(model: str, backends: list[Any]) -> Backend:
     best: tuple[int, Backend] | None = None
     fallback: Backend | None = None
     for backend in backends:
-        if backend.available is not None and not backend.available():
+        if not backend.enabled():
             continue  # turned off (e.g. TIMBAL_OPENAI_CLIENT=litellm)
         prefix = backend.serves(model)
         if prefix is not None and (best is None or len(prefix) > best[0]):

@@ -70,8 +70,7 @@ def _claimed(model: str) -> bool:
     from ..registry import model_backends
 
     return any(
-        backend.serves(model) is not None and (backend.available is None or backend.available())
-        for backend in model_backends
+        backend.serves(model) is not None and backend.enabled() for backend in model_backends
     )
 
 

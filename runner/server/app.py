@@ -287,8 +287,7 @@ def create_app(
 
     async def answer_run(request: Request, live: LiveRun, background: bool, events: bool) -> Response:
         """The answer to a request that started (or resumed) a run, in the asked form."""
-        if live.run_id is None:  # refused before it started (bad inputs, an unknown parent)
-            raise live.error or RuntimeError("the run ended before it started")
+        assert live.run_id is not None  # set when the run started
         headers = _run_headers(live.run_id)
         if background:
             headers["Location"] = f"/runs/{live.run_id}"
@@ -446,8 +445,6 @@ def create_app(
         live = await start(served, stream=frozenset({out_step}) if verbatim and out_step else False,
                            here=not body.stream, inputs=req.inputs, parent_id=req.parent_id,
                            history=req.history or None)
-        if live.run_id is None:  # refused before it started
-            raise live.error or RuntimeError("the run ended before it started")
         headers = _run_headers(live.run_id)
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))

@@ -164,9 +164,10 @@ class LiveRuns:
     ) -> LiveRun:
         """Run `run(listener)` to its end in the calling task: a request that waits for the
         result has no task to start and take the result over from. The run is in flight
-        here all the same (followers, `cancel`, drain). Cancelled through `LiveRun.cancel`,
-        the run ends `interrupted` and this returns (result None); any other cancellation
-        of the calling task goes on up. The outcome is in `result` or `error`."""
+        here all the same (followers, `cancel`, drain). Errors raised before the run starts
+        are raised here, as `start` raises them. Cancelled through `LiveRun.cancel`, the run
+        ends `interrupted` and this returns (result None); any other cancellation of the
+        calling task goes on up. The outcome is in `result` or `error`."""
         live = LiveRun(flow_name, saver)
         task = live.task = asyncio.current_task()
         await self._drive(live, run)
@@ -176,6 +177,8 @@ class LiveRuns:
             uncancel = getattr(task, "uncancel", None)  # Python 3.11+: the cancel is handled
             if uncancel is not None:
                 uncancel()
+        if live.run_id is None:
+            live._started.result()  # raises the error that stopped it before it started
         return live
 
     async def _drive(
