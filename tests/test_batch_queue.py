@@ -153,11 +153,8 @@ def test_queue_needs_a_postgres_saver(tmp_path):
 def test_a_failed_row_on_a_worker_exits_1_and_runs_again_when_queued_again(tmp_path, postgres_dsn,
                                                                            postgres_schema):
     flow = _flow(tmp_path, postgres_dsn, postgres_schema)
-    write(tmp_path / "steps.py", STEPS.replace(
-        '        _log("prepare.log", question)',
-        '        _log("prepare.log", question)\n'
-        '        if question == "bad" and not (HERE / "fixed").exists():\n'
-        '            raise ValueError("bad question")'))
+    _steps_that(tmp_path, '        if question == "bad" and not (HERE / "fixed").exists():\n'
+                          '            raise ValueError("bad question")')
     data = tmp_path / "rows.jsonl"
     data.write_text('{"question": "good"}\n{"question": "bad"}\nnot json\n')
     uri = _worker_uri(postgres_dsn, postgres_schema)
@@ -211,6 +208,13 @@ def test_sigterm_stops_a_worker_after_its_rows_a_second_one_at_once_and_no_row_i
     lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
     assert [(line["row"], line["outputs"]) for line in lines] == [(1, {"answer": "SLOW1!"}), (2, {"answer": "Q2!"})]
     assert sorted(_log(tmp_path, "prepare.log")) == ["q2", "slow1"]  # the held row resumed, not re-run
+
+
+def _steps_that(folder: Path, lines: str) -> None:
+    """steps.py with `lines` (indented as the prepare step's body) run once that step has
+    logged its question."""
+    logged = '        _log("prepare.log", question)'
+    write(folder / "steps.py", STEPS.replace(logged, f"{logged}\n{lines}"))
 
 
 def _sql(dsn: str, schema: str, query: str) -> list[tuple]:
@@ -316,12 +320,9 @@ def test_a_row_its_worker_crashes_on_fails_after_three_attempts_and_wait_ends(tm
     from testkit import LiveProcess
 
     flow = _flow(tmp_path, postgres_dsn, postgres_schema)
-    write(tmp_path / "steps.py", STEPS.replace(
-        '        _log("prepare.log", question)',
-        '        _log("prepare.log", question)\n'
-        '        if question == "crash":\n'
-        '            import os\n'
-        '            os._exit(3)'))
+    _steps_that(tmp_path, '        if question == "crash":\n'
+                          '            import os\n'
+                          '            os._exit(3)')
     data = tmp_path / "rows.jsonl"
     data.write_text('{"question": "q1"}\n{"question": "crash"}\n{"question": "q3"}\n')
     uri = _worker_uri(postgres_dsn, postgres_schema)
