@@ -230,15 +230,8 @@ def _file_events(folders: Iterable[Path], watched: Callable[[str], bool]) -> Ite
     )
 
 
-def _first_session(
-    flow: Path,
-    assignments: tuple[str, ...],
-    inputs_file: str | None,
-    saver_uri: str | None,
-    as_json: bool,
-    use_cache: bool,
-) -> WatchSession:
-    """The session, once the flow compiles. A flow broken from the start prints its errors
+def _first_session(flow: Path, make: Callable[[], WatchSession]) -> WatchSession:
+    """The session `make` makes, once the flow compiles. A flow broken from the start prints its errors
     and is compiled again on each edit of its file, as a broken edit later would be (bad
     inputs or a missing file still raise: an edit of the flow cannot fix those)."""
     from .base import use_color
@@ -246,7 +239,7 @@ def _first_session(
     while True:
         stamps = FileStamps([Path(flow)])
         try:
-            return WatchSession(flow, assignments, inputs_file, saver_uri, as_json, use_cache)
+            return make()
         except InputError:
             raise
         except FlowError as exc:
@@ -281,7 +274,8 @@ def watch_and_run(
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:  # the caller's SIGTERM handler comes back even when the flow is invalid from the start
         try:
-            session = _first_session(flow, assignments, inputs_file, saver_uri, as_json, use_cache)
+            session = _first_session(
+                flow, lambda: WatchSession(flow, assignments, inputs_file, saver_uri, as_json, use_cache))
         except KeyboardInterrupt:
             say(f"{SEPARATOR} stopped before a first run")
             return ExitCode.INTERRUPTED
