@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from testkit import WAIT, start_timbal, timbal, wait_until, write
@@ -121,13 +122,7 @@ def test_a_worker_killed_with_kill_9_loses_no_row_and_its_runs_resume(tmp_path, 
             doomed.kill()
     assert _log(tmp_path, "finish.log") == []  # nothing finished: every slow row was in flight
     (tmp_path / "hold").unlink()
-    rescuer = start_timbal("worker", "--saver", uri, "--concurrency", "3", "--stall-timeout", "2", cwd=tmp_path)
-    try:
-        follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=tmp_path, timeout=120)
-        assert follow.returncode == 0, follow.stderr
-    finally:
-        rescuer.send_signal(signal.SIGTERM)
-        rescuer.wait(timeout=WAIT)
+    _wait_beside_a_worker(tmp_path, flow, data, uri, "--concurrency", "3")
     lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
     assert [line["row"] for line in lines] == list(range(1, 9))
     assert all(line["status"] == "succeeded" for line in lines)
@@ -198,16 +193,26 @@ def test_sigterm_stops_a_worker_after_its_rows_a_second_one_at_once_and_no_row_i
     finally:
         worker.close()
     (tmp_path / "hold").unlink()
-    rescuer = start_timbal("worker", "--saver", uri, "--stall-timeout", "2", cwd=tmp_path)
-    try:
-        follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=tmp_path, timeout=120)
-        assert follow.returncode == 0, follow.stderr
-    finally:
-        rescuer.send_signal(signal.SIGTERM)
-        assert rescuer.wait(timeout=WAIT) == 130  # stopped by a signal: interrupted
+    _, rescuer_code = _wait_beside_a_worker(tmp_path, flow, data, uri)
+    assert rescuer_code == 130  # stopped by a signal: interrupted
     lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
     assert [(line["row"], line["outputs"]) for line in lines] == [(1, {"answer": "SLOW1!"}), (2, {"answer": "Q2!"})]
     assert sorted(_log(tmp_path, "prepare.log")) == ["q2", "slow1"]  # the held row resumed, not re-run
+
+
+def _wait_beside_a_worker(folder: Path, flow: Path, data: Path, uri: str, *worker_args: str,
+                          timeout: float = 120) -> tuple[Any, int]:
+    """`timbal batch FLOW --data DATA --queue --wait` (it must succeed) while one worker runs
+    (`--stall-timeout 2`, plus `worker_args`); the command's result, and the worker's exit
+    code once SIGTERM has stopped it."""
+    worker = start_timbal("worker", "--saver", uri, "--stall-timeout", "2", *worker_args, cwd=folder)
+    try:
+        follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=folder, timeout=timeout)
+        assert follow.returncode == 0, follow.stderr
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code = worker.wait(timeout=WAIT)
+    return follow, code
 
 
 def _steps_that(folder: Path, lines: str) -> None:
@@ -237,13 +242,7 @@ def test_rows_recorded_without_their_jobs_are_queued_again_and_wait_finishes(tmp
     assert _sql(postgres_dsn, postgres_schema, "SELECT count(*) FROM timbal_batch_rows WHERE status = 'queued'") \
         == [(3,)]
     uri = _worker_uri(postgres_dsn, postgres_schema)
-    worker = start_timbal("worker", "--saver", uri, "--stall-timeout", "2", cwd=tmp_path)
-    try:
-        follow = timbal("batch", flow, "--data", data, "--queue", "--wait", cwd=tmp_path, timeout=60)
-        assert follow.returncode == 0, follow.stderr
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=WAIT)
+    follow, _ = _wait_beside_a_worker(tmp_path, flow, data, uri, timeout=60)
     assert "3 row(s) queued, 0 already" in follow.stderr, follow.stderr
     lines = _lines(tmp_path / "rows.jsonl.out.jsonl")
     assert [(line["row"], line["outputs"]) for line in lines] == [(i, {"answer": f"Q{i}!"}) for i in range(1, 4)]
